@@ -1,0 +1,7 @@
+"""kbuild CLI: build commands."""
+
+from __future__ import annotations
+
+import click
+
+commands: list[click.Command] = []

@@ -1,0 +1,7 @@
+"""kbuild CLI: cluster commands."""
+
+from __future__ import annotations
+
+import click
+
+commands: list[click.Command] = []

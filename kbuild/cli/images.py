@@ -1,0 +1,7 @@
+"""kbuild CLI: images commands."""
+
+from __future__ import annotations
+
+import click
+
+commands: list[click.Command] = []
