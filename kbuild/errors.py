@@ -18,7 +18,8 @@ shown only with ``--debug``. Messages never contain secrets.
     │   └── PermissionDenied 403 / insufficient scope
     ├── ClusterfileError     names document, field and value       exit 2
     ├── HostError            names the host; tail of the output
-    │   └── HostKeyError     a changed host key
+    │   ├── HostKeyError     a changed host key
+    │   └── HostsError       several hosts failed (``errors`` per host)
     └── ClusterError         cluster state / life-cycle problem
 """
 
@@ -166,3 +167,25 @@ class HostKeyError(HostError):
 
 class ClusterError(KbuildError):
     """The cluster's recorded state does not allow the operation."""
+
+
+class HostsError(HostError):
+    """Several hosts failed in one parallel operation.
+
+    ``errors`` maps each failed host's name to its own error; the message
+    lists them all.
+    """
+
+    def __init__(self, errors: dict[str, KbuildError]) -> None:
+        names = sorted(errors)
+        lines = [f"{len(names)} hosts failed:"]
+        for n in names:
+            lines.append("  " + str(errors[n]).replace("\n", "\n  "))
+        Exception.__init__(self, "\n".join(lines))
+        self.message = "\n".join(lines)
+        self.hint = next((e.hint for e in errors.values() if e.hint), None)
+        self.host = ", ".join(names)
+        self.command = None
+        self.exit_status = None
+        self.output_tail = ""
+        self.errors = errors
