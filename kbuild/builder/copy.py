@@ -1,0 +1,258 @@
+"""COPY, ADD and APP: from resolved sources to planned layer entries and a content digest.
+
+Planning is cheap (stat calls, hashes from the stat cache); only a cache miss
+materializes the entries (extracting archives, downloading URLs that have a
+checksum) and packs them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import posixpath
+import stat
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from kbuild.errors import BuildError, KbuildError
+
+from .context import FileDigest, Item, Source, SourceTree
+from .fetch import fetch_url, is_url, url_basename
+
+ARCHIVE_MEDIA = {
+    "none": "application/vnd.oci.image.layer.v1.tar",
+    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+}
+
+
+@dataclass
+class Planned:
+    """One entry of a layer being planned.
+
+    ``kind`` is ``item`` (a file/dir/symlink from a tree), ``dir`` (a parent
+    directory the step creates), ``archive`` (a local tar to extract into
+    ``dest``), ``url`` (a download to ``dest``) or ``opaque`` (hide what lower
+    layers hold under ``dest``).
+    """
+
+    kind: str
+    dest: str  # path in the image, no leading slash
+    item: Item | None = None
+    mode: int | None = None
+    url: str = ""
+    digest: str = ""  # content digest when known (url, archive)
+    compression: str = ""  # archive compression
+    download: Path | None = None  # where a URL was already downloaded
+
+
+def layer_path(path: str) -> str:
+    """Normalize an image path to the layer form (``a/b``, no leading slash)."""
+    cleaned = posixpath.normpath("/" + path).lstrip("/")
+    return cleaned
+
+
+def parse_chmod(text: str | None, where: str) -> int | None:
+    """``--chmod=0755`` → 0o755 (octal only)."""
+    if not text:
+        return None
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o7777:
+        raise BuildError(f"{where}: --chmod={text} is not an octal mode")
+    return value
+
+
+def archive_compression(path: Path) -> str | None:
+    """``none``/``gzip``/``zstd`` when ``path`` is a (compressed) tar archive, else None."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+            f.seek(0)
+            if head[:2] == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=f) as g:
+                    block = g.read(512)
+                comp = "gzip"
+            elif head == b"\x28\xb5\x2f\xfd":
+                with zstandard.ZstdDecompressor().stream_reader(f) as z:
+                    block = z.read(512)
+                comp = "zstd"
+            else:
+                block = f.read(512)
+                comp = "none"
+    except (OSError, EOFError, zstandard.ZstdError):
+        return None
+    if len(block) < 512:
+        return None
+    if block[257:262] == b"ustar":
+        return comp
+    try:
+        tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.TarError:
+        return None
+    return comp
+
+
+class CopyPlanner:
+    """Turns the sources of one COPY/ADD/APP into planned entries."""
+
+    def __init__(self, tree: SourceTree, where: str, *, chmod: int | None = None) -> None:
+        self.tree = tree
+        self.where = where
+        self.chmod = chmod
+        self.entries: list[Planned] = []
+
+    def add_parents(self, dest: str) -> None:
+        """Directory entries for every parent of ``dest`` (for a layer on scratch)."""
+        parts = dest.split("/")[:-1]
+        for k in range(len(parts)):
+            self.entries.append(Planned("dir", "/".join(parts[: k + 1]), mode=0o755))
+
+    def add_local(self, sources: list[Source], dest: str, dest_is_dir: bool, *,
+                  extract: bool = False) -> None:
+        """Sources from the tree: directories by content, files/links by name."""
+        for src in sources:
+            if src.is_dir:
+                for item in self.tree.walk(src):
+                    path = dest if not item.rel else posixpath.join(dest, item.rel)
+                    if not path:
+                        continue
+                    self._add_item(path, item)
+                continue
+            target = posixpath.join(dest, src.basename) if dest_is_dir else dest
+            item = Item("", src.path, src.st)
+            if extract and item.kind == "file":
+                comp = archive_compression(src.path)
+                if comp is not None:
+                    self.entries.append(Planned("archive", dest, item=item, compression=comp))
+                    continue
+            self._add_item(target, item)
+
+    def _add_item(self, path: str, item: Item) -> None:
+        if item.kind == "other":
+            return
+        mode = stat.S_IMODE(item.st.st_mode)
+        if self.chmod is not None and item.kind != "symlink":
+            mode = self.chmod
+        self.entries.append(Planned("item", path, item=item, mode=mode))
+
+    def add_url(self, url: str, dest: str, dest_is_dir: bool, *, checksum: str | None,
+                tmp_dir: Path) -> None:
+        """A download; without a checksum it is fetched now (its bytes make the key)."""
+        target = posixpath.join(dest, url_basename(url)) if dest_is_dir else dest
+        mode = self.chmod if self.chmod is not None else 0o644
+        if checksum is not None:
+            self.entries.append(Planned("url", target, url=url, digest=checksum, mode=mode))
+            return
+        file = tmp_dir / f"download-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
+        digest = fetch_url(url, file, where=self.where)
+        self.entries.append(
+            Planned("url", target, url=url, digest=digest, mode=mode, download=file)
+        )
+
+    def add_opaque(self, dest: str) -> None:
+        """Hide what lower layers hold under ``dest`` (an app replaced)."""
+        self.entries.append(Planned("opaque", dest))
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the regular files planned so far (for progress)."""
+        return sum(
+            e.item.st.st_size
+            for e in self.entries
+            if e.item is not None and e.kind in ("item", "archive") and e.item.kind == "file"
+        )
+
+    def digest(self, file_digest: FileDigest) -> str:
+        """Content digest of the plan: paths, types, modes, sizes and bytes, no mtimes."""
+        h = hashlib.sha256()
+        for e in self.entries:
+            if e.kind == "item" and e.item is not None:
+                kind = e.item.kind
+                if kind == "file":
+                    extra = file_digest(e.item.path, e.item.st)
+                    size = e.item.st.st_size
+                elif kind == "symlink":
+                    extra, size = os.readlink(e.item.path), 0
+                else:
+                    extra, size = "", 0
+                line = f"{e.dest}\0{kind}\0{e.mode:o}\0{size}\0{extra}"
+            elif e.kind == "archive" and e.item is not None:
+                line = f"{e.dest}\0archive\0{file_digest(e.item.path, e.item.st)}"
+            elif e.kind == "url":
+                line = f"{e.dest}\0url\0{e.mode:o}\0{e.digest}"
+            else:
+                line = f"{e.dest}\0{e.kind}\0{e.mode or 0:o}"
+            h.update(line.encode("utf-8", "surrogateescape") + b"\n")
+        return "sha256:" + h.hexdigest()
+
+
+EntryTuple = tuple[str, str, int, Path | None, str | None, int, int]
+
+
+def iter_tar_entries(planner: CopyPlanner, tmp_dir: Path) -> Iterator[EntryTuple]:
+    """Materialize a plan as (path, kind, mode, source, linkname, size, mtime) tuples.
+
+    Extracts archives and downloads URLs (with their checksum) into ``tmp_dir``.
+    """
+    from kbuild.layerstore import unpack_layer
+
+    for n, e in enumerate(planner.entries):
+        if e.kind == "dir":
+            yield (e.dest, "dir", e.mode or 0o755, None, None, 0, 0)
+        elif e.kind == "opaque":
+            yield (e.dest, "opaque", 0o755, None, None, 0, 0)
+        elif e.kind == "item" and e.item is not None:
+            item = e.item
+            mtime = int(item.st.st_mtime)
+            mode = e.mode if e.mode is not None else stat.S_IMODE(item.st.st_mode)
+            if item.kind == "file":
+                yield (e.dest, "file", mode, item.path, None, item.st.st_size, mtime)
+            elif item.kind == "dir":
+                yield (e.dest, "dir", mode, None, None, 0, mtime)
+            elif item.kind == "symlink":
+                yield (e.dest, "symlink", 0o777, None, os.readlink(item.path), 0, mtime)
+        elif e.kind == "url":
+            file = e.download
+            if file is None:
+                file = tmp_dir / f"url-{n}"
+                fetch_url(e.url, file, checksum=e.digest, where=planner.where)
+            size = file.stat().st_size
+            yield (e.dest, "file", e.mode or 0o644, file, None, size, 0)
+        elif e.kind == "archive" and e.item is not None:
+            target = tmp_dir / f"archive-{n}"
+            target.mkdir()
+            with open(e.item.path, "rb") as f:
+                try:
+                    unpack_layer(f, target, media_type=ARCHIVE_MEDIA[e.compression])
+                except KbuildError:
+                    raise
+                except Exception as exc:
+                    raise BuildError(
+                        f"{planner.where}: cannot extract {e.item.path.name}: {exc}") from exc
+            tree = SourceTree(target, what="archive")
+            src = Source(".", target, target.lstat())
+            for item in tree.walk(src):
+                if not item.rel:
+                    continue
+                path = posixpath.join(e.dest, item.rel) if e.dest else item.rel
+                mtime = int(item.st.st_mtime)
+                mode = stat.S_IMODE(item.st.st_mode)
+                if item.kind == "file":
+                    yield (path, "file", mode, item.path, None, item.st.st_size, mtime)
+                elif item.kind == "dir":
+                    yield (path, "dir", mode, None, None, 0, mtime)
+                elif item.kind == "symlink":
+                    yield (path, "symlink", 0o777, None, os.readlink(item.path), 0, mtime)
+
+
+def is_remote(source: str) -> bool:
+    """True for URL sources."""
+    return is_url(source)

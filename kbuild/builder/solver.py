@@ -1,0 +1,362 @@
+"""The build: Kubefile → stage graph → stages solved in parallel → image in the store.
+
+Stages form a graph through ``FROM <stage>`` and ``COPY --from=<stage>``. Only
+the target stage and what it needs are built; each runs in its own thread
+and waits only for the stages it uses. Steps inside a stage form a chain of
+cache keys (see ``StageRunner``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from kbuild.errors import BuildError, ImageNotFound, KbuildError, UsageError
+from kbuild.kubefile import expand, parse
+from kbuild.kubefile import instructions as ins
+from kbuild.layerstore import Descriptor, LayerInfo, MediaType, Reference, Store, unpack_layer
+
+from .context import SourceTree
+from .events import BuildFinished, Event, Progress, StepDone, StepStarted
+from .ignore import load_ignore
+from .meta import META_KEY
+from .stage import CREATED_PLACEHOLDER, Cancelled, StageRunner, where
+from .state import BaseLayer, ImageState, Platform, created_time, digest_of
+
+
+class PullFunc(Protocol):
+    """``kbuild.registry.pull_image``'s shape."""
+
+    def __call__(self, store: Store, ref: str, *, platform: str | None = ...,
+                 progress: Any = ...) -> Descriptor: ...
+
+
+@dataclass
+class BuildOptions:
+    """What ``kbuild build`` was asked for."""
+
+    context: Path
+    kubefile: Path | None = None
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    platform: str | None = None
+    compression: str = "zstd"
+    level: int = 3
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass
+class BuildResult:
+    """The image a build wrote."""
+
+    manifest: Descriptor
+    config_digest: str
+    size: int
+    layers: int
+    seconds: float
+    tags: list[str]
+
+
+class Session:
+    """State shared by the stages of one build."""
+
+    def __init__(self, store: Store, options: BuildOptions, kubefile: ins.Kubefile,
+                 progress: Progress | None, pull: PullFunc | None) -> None:
+        from kbuild.layerstore import StatCache
+
+        self.store = store
+        self.options = options
+        self.kubefile = kubefile
+        self.compression = options.compression
+        self.level = options.level
+        self.no_cache = options.no_cache
+        self.platform = Platform.parse(options.platform)
+        self.pull = pull
+        self._progress = progress
+        self._emit_lock = threading.Lock()
+        self._hash_lock = threading.Lock()
+        self.failed = threading.Event()
+        self.context = SourceTree(options.context, ignore=load_ignore(options.context),
+                                  what="build context")
+        (store.root / "cache").mkdir(parents=True, exist_ok=True)
+        self.stat_cache = StatCache(store.root / "cache" / "stat.sqlite")
+        tmp_base = store.root / "tmp"
+        tmp_base.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_base))
+        self.futures: dict[int, Future[ImageState]] = {}
+        self.global_args: dict[str, str] = {}
+        auto = self.platform.build_args()
+        for arg in kubefile.global_args:
+            value = self._arg(arg.name, arg.default, self.global_args, arg, auto)
+            if value is not None:
+                self.global_args[arg.name] = value
+
+    # -- helpers used by stages ---------------------------------------------
+
+    def emit(self, event: Event) -> None:
+        """Send an event to the caller (one at a time)."""
+        if self._progress is not None:
+            with self._emit_lock:
+                self._progress(event)
+
+    def file_digest(self, path: Path, st: os.stat_result) -> str:
+        """Content digest of a file through the stat cache."""
+        with self._hash_lock:
+            return str(self.stat_cache.file_digest(path, st))
+
+    def _arg(self, name: str, default: str | None, scope: dict[str, str],
+             inst: ins.Instruction, auto: dict[str, str]) -> str | None:
+        if name in self.options.build_args:
+            return self.options.build_args[name]
+        if default is not None:
+            return expand(default, scope, pos=inst.pos)
+        if name in self.global_args:
+            return self.global_args[name]
+        return auto.get(name)
+
+    def arg_value(self, name: str, default: str | None, state: ImageState,
+                  inst: ins.Instruction) -> str | None:
+        """Value of ``ARG name[=default]`` inside a stage."""
+        return self._arg(name, default, state.scope(), inst, state.platform.build_args())
+
+    def stage_index(self, name: str) -> int | None:
+        """Index of the stage called ``name`` (alias, case-insensitive, or number)."""
+        for stage in self.kubefile.stages:
+            if stage.base.alias and stage.base.alias.lower() == name.lower():
+                return stage.index
+        if name.isdigit() and int(name) < len(self.kubefile.stages):
+            return int(name)
+        return None
+
+    def source_state(self, ref: str, inst: ins.Instruction, platform: Platform) -> ImageState:
+        """The state ``COPY --from=ref`` reads: a stage's result or an image."""
+        idx = self.stage_index(ref)
+        if idx is not None:
+            fut = self.futures.get(idx)
+            if fut is None:
+                raise BuildError(f"{where(inst)}: stage {ref!r} is not built before this one")
+            return fut.result()
+        return self.image_state(ref, inst, platform)
+
+    def image_state(self, image: str, inst: ins.Instruction, platform: Platform) -> ImageState:
+        """The state of a local image (pulled first when missing and a puller is given)."""
+        try:
+            ref = Reference.parse(image)
+        except KbuildError as exc:
+            raise BuildError(f"{where(inst)}: {exc}") from exc
+        try:
+            desc = self.store.resolve(ref)
+        except ImageNotFound:
+            if self.pull is None:
+                raise BuildError(
+                    f"{where(inst)}: image {image} is not in the local store",
+                    hint="build it first, or load it with `kbuild load`") from None
+            desc = self.pull(self.store, str(ref), platform=str(platform))
+        if desc.media_type in MediaType.INDEXES:
+            index = self.store.read_json(desc.digest)
+            chosen = [m for m in index.get("manifests", [])
+                      if platform.matches(m.get("platform"))]
+            if not chosen:
+                raise BuildError(f"{where(inst)}: image {image} has no manifest for {platform}")
+            desc = Descriptor.from_dict(chosen[0])
+        manifest = self.store.read_manifest(desc)
+        config = self.store.read_config(manifest)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        blobs = manifest.get("layers") or []
+        if len(diff_ids) != len(blobs):
+            raise BuildError(f"{where(inst)}: image {image} is inconsistent "
+                             f"({len(blobs)} layers, {len(diff_ids)} diffIDs)")
+        layers = [BaseLayer(b["digest"], d, int(b.get("size", 0)), 0, b.get("mediaType", ""))
+                  for b, d in zip(blobs, diff_ids, strict=True)]
+        return ImageState.from_config(platform, desc.digest, config, layers)
+
+    def rootfs(self, state: ImageState) -> tuple[Path, Any]:
+        """A directory holding ``state``'s filesystem, and a function to release it."""
+        if len(state.layers) == 1:
+            layer = state.layers[0]
+            return self.store.snapshot(layer.diff_id, layer.digest), lambda: None
+        target = Path(tempfile.mkdtemp(prefix="rootfs-", dir=self.tmp_dir))
+        try:
+            for layer in state.layers:
+                with self.store.open_blob(layer.digest) as f:
+                    unpack_layer(f, target, media_type=layer.media_type)
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        return target, lambda: shutil.rmtree(target, ignore_errors=True)
+
+    # -- stages -----------------------------------------------------------------
+
+    def base_state(self, stage: ins.Stage) -> ImageState:
+        """The state a stage starts from (its FROM)."""
+        base = stage.base
+        platform = self.platform
+        if base.platform:
+            platform = Platform.parse(expand(base.platform, self.global_args, pos=base.pos))
+        image = expand(base.image, self.global_args, pos=base.pos)
+        if image.lower() == "scratch":
+            return ImageState.scratch(platform)
+        idx = self.stage_index(image)
+        if idx is not None and idx < stage.index:
+            parent = self.futures[idx].result()
+            config = parent.config(CREATED_PLACEHOLDER)
+            state = ImageState.from_config(platform, parent.key, config, parent.layers)
+            state.meta = parent.meta.inherited()
+            state.meta.launch, state.meta.cmds, state.meta.cmd = (
+                parent.meta.launch, parent.meta.cmds, list(parent.meta.cmd))
+            return state
+        return self.image_state(image, base, platform)
+
+    def run_stage(self, stage: ins.Stage) -> ImageState:
+        """Build one stage (in a worker thread)."""
+        try:
+            runner_total = len(stage.instructions) + 1
+            sid = f"{stage.name} 1/{runner_total}"
+            self.emit(StepStarted(sid, stage.base.original))
+            started = time.monotonic()
+            state = self.base_state(stage)
+            self.emit(StepDone(sid, False, time.monotonic() - started))
+            return StageRunner(self, stage, state).run()
+        except BaseException:
+            self.failed.set()
+            raise
+
+    def dependencies(self, stage: ins.Stage) -> set[int]:
+        """Stages this stage reads (FROM a stage, COPY --from a stage)."""
+        deps: set[int] = set()
+        words = [expand(stage.base.image, self.global_args, pos=stage.base.pos)]
+        for inst in stage.instructions:
+            if isinstance(inst, ins.Copy) and inst.from_stage:
+                words.append(expand(inst.from_stage, self.global_args, pos=inst.pos))
+        for w in words:
+            idx = self.stage_index(w)
+            if idx is not None and idx < stage.index:
+                deps.add(idx)
+        return deps
+
+    def close(self) -> None:
+        """Remove the build's temp dir and close the stat cache."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        close = getattr(self.stat_cache, "close", None)
+        if close is not None:
+            close()
+
+
+def _needed(session: Session, target: int) -> list[int]:
+    needed: set[int] = set()
+    todo = [target]
+    while todo:
+        idx = todo.pop()
+        if idx in needed:
+            continue
+        needed.add(idx)
+        todo.extend(session.dependencies(session.kubefile.stages[idx]))
+    return sorted(needed)
+
+
+def read_kubefile(options: BuildOptions) -> ins.Kubefile:
+    """Read and parse the Kubefile the options name (``CONTEXT/Kubefile`` by default)."""
+    path = options.kubefile or options.context / "Kubefile"
+    if not options.context.is_dir():
+        raise UsageError(f"build context {options.context} is not a directory")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"no Kubefile at {path}", hint="give one with -f FILE") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        display = str(path.relative_to(Path.cwd()))
+    except ValueError:
+        display = str(path)
+    return parse(text, filename=display)
+
+
+def build(store: Store, options: BuildOptions, *, progress: Progress | None = None,
+          pull: PullFunc | None = None) -> BuildResult:
+    """Build the Kubefile of ``options`` into ``store`` and tag the image.
+
+    Raises ``KubefileError`` for a bad Kubefile, ``UsageError`` for bad
+    options, ``BuildError`` when a step fails (the cache is left as it was).
+    """
+    started = time.monotonic()
+    if options.compression not in ("zstd", "gzip"):
+        raise UsageError(f"unknown compression {options.compression!r} (zstd or gzip)")
+    tags = [str(Reference.parse(t)) for t in options.tags]
+    kubefile = read_kubefile(options)
+    if not kubefile.stages:
+        raise UsageError("the Kubefile has no FROM")
+    session = Session(store, options, kubefile, progress, pull)
+    try:
+        target = len(kubefile.stages) - 1
+        if options.target:
+            found = session.stage_index(options.target)
+            if found is None:
+                raise UsageError(f"no stage named {options.target!r} in the Kubefile")
+            target = found
+        order = _needed(session, target)
+        with ThreadPoolExecutor(max_workers=max(1, len(order)),
+                                thread_name_prefix="kbuild-stage") as pool:
+            for idx in order:
+                session.futures[idx] = pool.submit(session.run_stage, kubefile.stages[idx])
+            final = _first_error(session, order)
+        return _write(session, final, tags, started)
+    finally:
+        session.close()
+
+
+def _first_error(session: Session, order: list[int]) -> ImageState:
+    """Wait for every stage; raise the first real error (not a cancellation)."""
+    errors: list[BaseException] = []
+    result: ImageState | None = None
+    for idx in order:
+        try:
+            result = session.futures[idx].result()
+        except Cancelled:
+            continue
+        except BaseException as exc:
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+    assert result is not None
+    return result
+
+
+def _write(session: Session, state: ImageState, tags: list[str], started: float) -> BuildResult:
+    store = session.store
+    state.labels.update(session.options.labels)
+    annotations = {META_KEY: state.meta.to_json()} if not state.meta.empty else None
+    draft = state.config(CREATED_PLACEHOLDER)
+    created_key = digest_of("image-created", draft, annotations)
+    created: str
+    if os.environ.get("SOURCE_DATE_EPOCH") or session.no_cache:
+        created = created_time()
+    else:
+        record = store.get_record("build", created_key)
+        created = str(record["created"]) if record and "created" in record else created_time()
+    store.put_record("build", created_key, {"created": created, "blobs": []})
+    config = state.config(created)
+    for entry in config["history"]:
+        if entry.get("created") == CREATED_PLACEHOLDER:
+            entry["created"] = created
+    layers = [LayerInfo(layer.digest, layer.diff_id, layer.size, layer.uncompressed_size,
+                        layer.media_type) for layer in state.layers]
+    desc = store.write_image(config, layers, annotations=annotations)
+    for tag in tags:
+        store.tag(tag, desc)
+    manifest = store.read_manifest(desc)
+    size = sum(int(m.get("size", 0)) for m in manifest.get("layers", []))
+    seconds = time.monotonic() - started
+    result = BuildResult(desc, manifest["config"]["digest"], size, len(layers), seconds, tags)
+    session.emit(BuildFinished(desc.digest, result.config_digest, size, len(layers), seconds,
+                               tuple(tags)))
+    return result
