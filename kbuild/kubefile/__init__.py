@@ -7,7 +7,7 @@ expands them with :func:`expand` (one word) or :func:`expand_instruction`
 (every expandable field of an instruction) and the ARG/ENV scope it tracks.
 """
 
-from kbuild.kubefile.expand import expand, unquote, variables
+from kbuild.kubefile.expand import expand, expand_instruction, unquote, variables
 from kbuild.kubefile.instructions import (
     Add,
     App,
@@ -70,6 +70,7 @@ __all__ = [
     "Volume",
     "Workdir",
     "expand",
+    "expand_instruction",
     "parse",
     "unquote",
     "variables",

@@ -139,6 +139,8 @@ def explain(err: UnexpectedInput, text: str, keyword: str) -> tuple[int, str, st
         at_end = True
         offset = len(text.rstrip())
 
+    if "<END-OF-FILE>" in expected:
+        expected = (expected - {"<END-OF-FILE>"}) | {"$END"}
     last = seen[-1].type if seen else keyword
     want = _wanted(keyword, expected, last, seen)
     if not at_end and got[:1] in ('"', "'") and expected & {"WORD", "PAIR", "FLAG"}:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping
+from dataclasses import replace
 
 from kbuild.errors import KubefileError
-from kbuild.kubefile.instructions import Position
+from kbuild.kubefile import instructions as ins
+from kbuild.kubefile.instructions import Instruction, Position
 
 _NAME_START = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _NAME_CHARS = _NAME_START | frozenset("0123456789")
@@ -252,3 +254,71 @@ def _dollar(s: str, i: int, env: Mapping[str, str], escape: str, depth: int) -> 
         name = s[j:k]
         return (env.get(name, "") if name in env else ""), k
     return "$", j
+
+
+def _pairs(
+    pairs: tuple[tuple[str, str], ...], env: Mapping[str, str], pos: Position, escape: str
+) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (expand(k, env, pos=pos, escape=escape), expand(v, env, pos=pos, escape=escape))
+        for k, v in pairs
+    )
+
+
+def expand_instruction(
+    instr: Instruction, env: Mapping[str, str], *, escape: str = "\\"
+) -> Instruction:
+    """A copy of ``instr`` with every expandable field expanded in ``env``.
+
+    Expanded, as in a Dockerfile: FROM image and ``--platform``; ARG default;
+    ENV and LABEL keys and values; COPY/ADD sources, destination and flags;
+    APP/CNI/CSI sources; APPENV values; WORKDIR, USER, EXPOSE, VOLUME,
+    STOPSIGNAL. Commands (RUN, CMD, CMDS, ENTRYPOINT, SHELL, APPCMDS), app
+    names, stage aliases, LAUNCH, MAINTAINER and KUBEVERSION are returned
+    unchanged. All values of one ENV/LABEL see the scope from before it.
+    """
+    pos = instr.pos
+
+    def x(word: str) -> str:
+        return expand(word, env, pos=pos, escape=escape)
+
+    def xo(word: str | None) -> str | None:
+        return None if word is None else x(word)
+
+    if isinstance(instr, ins.From):
+        return replace(instr, image=x(instr.image), platform=xo(instr.platform))
+    if isinstance(instr, ins.Arg):
+        return replace(instr, default=xo(instr.default))
+    if isinstance(instr, ins.Env | ins.Label | ins.AppEnv):
+        return replace(instr, pairs=_pairs(instr.pairs, env, pos, escape))
+    if isinstance(instr, ins.Add):
+        return replace(
+            instr,
+            sources=tuple(x(s) for s in instr.sources),
+            dest=x(instr.dest),
+            chmod=xo(instr.chmod),
+            chown=xo(instr.chown),
+            checksum=xo(instr.checksum),
+        )
+    if isinstance(instr, ins.Copy):
+        return replace(
+            instr,
+            sources=tuple(x(s) for s in instr.sources),
+            dest=x(instr.dest),
+            from_stage=xo(instr.from_stage),
+            chmod=xo(instr.chmod),
+            chown=xo(instr.chown),
+        )
+    if isinstance(instr, ins.App):
+        return replace(instr, sources=tuple(x(s) for s in instr.sources))
+    if isinstance(instr, ins.Workdir):
+        return replace(instr, path=x(instr.path))
+    if isinstance(instr, ins.User):
+        return replace(instr, user=x(instr.user))
+    if isinstance(instr, ins.Expose):
+        return replace(instr, ports=tuple(x(p) for p in instr.ports))
+    if isinstance(instr, ins.Volume):
+        return replace(instr, paths=tuple(x(p) for p in instr.paths))
+    if isinstance(instr, ins.StopSignal):
+        return replace(instr, signal=x(instr.signal))
+    return instr
