@@ -1,1 +1,32 @@
-"""kbuild.layerstore."""
+"""kbuild.layerstore: content-addressed blobs, deterministic layers, the local OCI store.
+
+See docs/internals.md for the contract other packages code against.
+"""
+
+from ._blobs import BlobWriter, canonical_json
+from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
+from ._paths import default_root
+from ._reference import Reference
+from ._store import Store
+from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
+from ._unpack import check_layer, unpack_layer
+from .events import BytesDone
+
+__all__ = [
+    "REF_NAME_ANNOTATION",
+    "BlobWriter",
+    "BytesDone",
+    "Descriptor",
+    "LayerInfo",
+    "MediaType",
+    "Reference",
+    "Store",
+    "TarEntry",
+    "canonical_json",
+    "check_layer",
+    "default_root",
+    "pack_layer",
+    "pack_tree",
+    "tree_entries",
+    "unpack_layer",
+]

@@ -1,0 +1,427 @@
+"""One-pass layer packing: deterministic tar → zstd/gzip → blob, hashing both streams."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import itertools
+import os
+import stat
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import zstandard
+
+from kbuild.errors import StoreError
+
+from . import _tarwriter as tw
+from ._types import LayerInfo, MediaType
+from .events import BytesDone, Progress
+
+if TYPE_CHECKING:
+    from ._blobs import BlobWriter
+    from ._store import Store
+
+KINDS = frozenset({"file", "dir", "symlink", "hardlink", "whiteout", "opaque", "char", "block",
+                   "fifo"})
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_NAME = ".wh..wh..opq"
+_BUF = 1 << 20
+_FLUSH_AT = 1 << 20
+_PROGRESS_EVERY = 8 << 20
+_OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
+_KEPT_XATTRS = ("security.capability",)
+
+
+@dataclass
+class TarEntry:
+    """One entry of a layer.
+
+    ``path`` is relative (``usr/bin/x``). ``kind`` is one of ``file``, ``dir``,
+    ``symlink``, ``hardlink`` (``linkname`` = the other path in the layer),
+    ``whiteout`` (``path`` is deleted), ``opaque`` (``path`` is a directory
+    whose lower content is hidden), or ``char``/``block``/``fifo``
+    (``rdev``). A ``file`` reads ``source``, or holds ``data``.
+    """
+
+    path: str
+    kind: str
+    mode: int = 0o644
+    source: Path | str | None = None
+    linkname: str | None = None
+    size: int = 0
+    mtime: int = 0
+    data: bytes | None = None
+    rdev: int = 0
+    xattrs: dict[str, bytes] | None = field(default=None)
+
+
+def normalize_path(path: str) -> str:
+    """``./a//b/`` → ``a/b``; refuses ``..`` and empty paths."""
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if not parts or ".." in parts:
+        raise StoreError(f"invalid path for a layer entry: {path!r}")
+    return "/".join(parts)
+
+
+def tar_name(entry: TarEntry) -> str:
+    """The member name the entry gets in the tar (whiteouts become ``.wh.`` files)."""
+    path = normalize_path(entry.path)
+    if entry.kind == "whiteout":
+        head, _, base = path.rpartition("/")
+        return (head + "/" if head else "") + WHITEOUT_PREFIX + base
+    if entry.kind == "opaque":
+        return path + "/" + OPAQUE_NAME
+    return path
+
+
+class _Out(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> object: ...
+
+
+class _Compressor(Protocol):
+    def write(self, data: bytes | bytearray | memoryview) -> object: ...
+    def close(self) -> None: ...
+
+
+class _Gzip:
+    def __init__(self, out: _Out, level: int) -> None:
+        self._out = out
+        self._z = zlib.compressobj(max(1, min(level, 9)), zlib.DEFLATED, 31)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = self._z.compress(data)
+        if chunk:
+            self._out.write(chunk)
+        return len(data)
+
+    def close(self) -> None:
+        self._out.write(self._z.flush())
+
+
+class _Plain:
+    def __init__(self, out: _Out) -> None:
+        self._out = out
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._out.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        pass
+
+
+class _Zstd:
+    def __init__(self, out: _Out, level: int, threads: int) -> None:
+        cctx = zstandard.ZstdCompressor(
+            level=level, threads=threads, write_content_size=False, write_checksum=False
+        )
+        self._w = cctx.stream_writer(out, write_size=_BUF, closefd=False)  # type: ignore[arg-type]
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._w.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        self._w.flush(zstandard.FLUSH_FRAME)
+        self._w.close()
+
+
+def _compressor(out: BlobWriter, compression: str, level: int, threads: int) -> tuple[
+    _Compressor, str
+]:
+    if compression == "zstd":
+        n = threads if threads > 0 else (os.cpu_count() or 1)
+        return _Zstd(out, level, n), MediaType.OCI_LAYER_ZSTD
+    if compression == "gzip":
+        return _Gzip(out, level), MediaType.OCI_LAYER_GZIP
+    if compression in ("none", "uncompressed"):
+        return _Plain(out), MediaType.OCI_LAYER
+    raise StoreError(f"unknown compression {compression!r} (zstd, gzip or none)")
+
+
+def source_date_epoch() -> int | None:
+    """``$SOURCE_DATE_EPOCH`` as an int, or ``None`` when unset."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise StoreError(f"SOURCE_DATE_EPOCH must be an integer, not {value!r}") from None
+
+
+class TarStream:
+    """Writes tar members into a compressor while hashing the tar bytes (the diffID)."""
+
+    def __init__(self, comp: _Compressor, progress: Progress | None = None,
+                 total: int | None = None) -> None:
+        self._comp = comp
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self._pending = bytearray()
+        self._buf = bytearray(_BUF)
+        self._progress = progress
+        self._total = total
+        self._next_report = _PROGRESS_EVERY
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        self.hash.update(data)
+        self._comp.write(data)
+        self.size += len(data)
+        if self._progress is not None and self.size >= self._next_report:
+            self._next_report = self.size + _PROGRESS_EVERY
+            self._progress(BytesDone("layer", self.size, self._total))
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append raw tar bytes (buffered into large writes)."""
+        self._pending += data
+        if len(self._pending) >= _FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Push buffered bytes to the compressor."""
+        if self._pending:
+            self._emit(self._pending)
+            self._pending = bytearray()
+
+    def copy_file(self, f: object, size: int, what: str) -> None:
+        """Append ``size`` bytes read from the raw file ``f`` (plus padding)."""
+        readinto = f.readinto  # type: ignore[attr-defined]
+        remaining = size
+        if size <= _FLUSH_AT // 4:
+            chunk = bytearray(size)
+            n = readinto(chunk) if size else 0
+            while n < size:
+                got = readinto(memoryview(chunk)[n:])
+                if not got:
+                    raise StoreError(f"{what}: file shrank while it was being packed")
+                n += got
+            self.write(chunk)
+        else:
+            self.flush()
+            view = memoryview(self._buf)
+            while remaining:
+                want = min(remaining, _BUF)
+                n = readinto(view[:want])
+                if not n:
+                    raise StoreError(f"{what}: file shrank while it was being packed")
+                self._emit(view[:n])
+                remaining -= n
+        pad = tw.padding(size)
+        if pad:
+            self.write(b"\0" * pad)
+
+    def finish(self) -> None:
+        """Write the end-of-archive marker and flush."""
+        self.write(tw.END_OF_ARCHIVE)
+        self.flush()
+        if self._progress is not None:
+            self._progress(BytesDone("layer", self.size, self._total))
+
+
+def _prepared(entries: Iterable[TarEntry]) -> list[tuple[str, TarEntry]]:
+    named: list[tuple[str, TarEntry]] = []
+    for e in entries:
+        if e.kind not in KINDS:
+            raise StoreError(f"{e.path}: unknown entry kind {e.kind!r}")
+        named.append((tar_name(e), e))
+    named = _relink(named)
+    named.sort(key=lambda ne: ne[0].encode("utf-8", "surrogateescape"))
+    for (a, _), (b, _) in itertools.pairwise(named):
+        if a == b:
+            raise StoreError(f"duplicate layer entry {a!r}")
+    return named
+
+
+def _relink(named: list[tuple[str, TarEntry]]) -> list[tuple[str, TarEntry]]:
+    """Make the first name (in tar order) of each hard-link group carry the content."""
+    by_name = {n: e for n, e in named}
+    groups: dict[str, list[str]] = {}
+    for n, e in named:
+        if e.kind == "hardlink":
+            target = normalize_path(e.linkname or "")
+            if by_name.get(target) is None or by_name[target].kind != "file":
+                raise StoreError(f"{e.path}: hard link to {target!r}, which is not a file of "
+                                 "the layer")
+            groups.setdefault(target, []).append(n)
+    if not groups:
+        return named
+    replace: dict[str, TarEntry] = {}
+    for target, links in groups.items():
+        first = min([target, *links], key=lambda x: x.encode("utf-8", "surrogateescape"))
+        if first == target:
+            continue
+        content = by_name[target]
+        replace[first] = TarEntry(first, "file", content.mode, source=content.source,
+                                  size=content.size, mtime=content.mtime,
+                                  data=content.data, xattrs=content.xattrs)
+        for other in [target, *links]:
+            if other != first:
+                replace[other] = TarEntry(other, "hardlink", by_name[other].mode,
+                                          linkname=first, mtime=by_name[other].mtime)
+    return [(n, replace.get(n, e)) for n, e in named]
+
+
+def write_entries(stream: TarStream, named: list[tuple[str, TarEntry]], clamp: int | None) -> None:
+    """Write sorted ``(tar name, entry)`` pairs to ``stream``."""
+    files: set[str] = set()
+    for name, e in named:
+        mtime = max(0, int(e.mtime))
+        if clamp is not None and mtime > clamp:
+            mtime = clamp
+        mode = e.mode & 0o7777
+        kind = e.kind
+        if kind == "file":
+            if e.data is not None:
+                stream.write(tw.header(name, mode=mode, size=len(e.data), mtime=mtime,
+                                       xattrs=e.xattrs))
+                stream.write(e.data)
+                pad = tw.padding(len(e.data))
+                if pad:
+                    stream.write(b"\0" * pad)
+            elif e.source is not None:
+                try:
+                    f = open(e.source, "rb", buffering=0)  # noqa: SIM115
+                except OSError as exc:
+                    raise StoreError(f"{e.source}: cannot read: {exc.strerror}") from None
+                with f:
+                    size = os.fstat(f.fileno()).st_size
+                    stream.write(tw.header(name, mode=mode, size=size, mtime=mtime,
+                                           xattrs=e.xattrs))
+                    stream.copy_file(f, size, str(e.source))
+            else:
+                stream.write(tw.header(name, mode=mode, size=0, mtime=mtime, xattrs=e.xattrs))
+            files.add(name)
+        elif kind == "dir":
+            stream.write(tw.header(name + "/", mode=mode, mtime=mtime, typeflag=tw.DIRTYPE,
+                                   xattrs=e.xattrs))
+        elif kind == "symlink":
+            if not e.linkname:
+                raise StoreError(f"{e.path}: symlink without a target")
+            stream.write(tw.header(name, mode=0o777, mtime=mtime, typeflag=tw.SYMTYPE,
+                                   linkname=e.linkname))
+        elif kind == "hardlink":
+            target = normalize_path(e.linkname or "")
+            if target not in files:
+                raise StoreError(f"{e.path}: hard link to {target!r}, which is not a file")
+            stream.write(tw.header(name, mode=mode, mtime=mtime, typeflag=tw.LNKTYPE,
+                                   linkname=target))
+        elif kind in ("whiteout", "opaque"):
+            stream.write(tw.header(name, mode=0, mtime=mtime))
+        else:
+            typeflag = {"char": tw.CHRTYPE, "block": tw.BLKTYPE, "fifo": tw.FIFOTYPE}[kind]
+            stream.write(tw.header(name, mode=mode, mtime=mtime, typeflag=typeflag,
+                                   devmajor=os.major(e.rdev), devminor=os.minor(e.rdev)))
+    stream.finish()
+
+
+def pack_layer(
+    store: Store,
+    entries: Iterable[TarEntry],
+    *,
+    compression: str = "zstd",
+    level: int = 3,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> LayerInfo:
+    """Pack ``entries`` into a layer blob of ``store`` in one streaming pass.
+
+    Entries are sorted by name, owners are 0/0, mtimes are clamped to
+    ``$SOURCE_DATE_EPOCH`` when it is set. ``threads=0`` uses every core for
+    zstd. Returns the digest (of the compressed blob) and the diffID (of the tar).
+    """
+    named = _prepared(entries)
+    clamp = source_date_epoch()
+    total = sum(len(e.data) if e.data is not None else e.size for _, e in named) or None
+    with store.blob_writer() as writer:
+        comp, media_type = _compressor(writer, compression, level, threads)
+        stream = TarStream(comp, progress, total)
+        write_entries(stream, named, clamp)
+        comp.close()
+    return LayerInfo(
+        digest=writer.digest,
+        diff_id="sha256:" + stream.hash.hexdigest(),
+        size=writer.size,
+        uncompressed_size=stream.size,
+        media_type=media_type,
+    )
+
+
+def _xattr(path: str, name: str) -> bytes | None:
+    try:
+        return os.getxattr(path, name, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.EACCES):
+            return None
+        raise
+
+
+def tree_entries(root_dir: Path | str, *, overlay_upper: bool = False) -> list[TarEntry]:
+    """The entries of a directory tree (hard links detected, sorted by tar name)."""
+    root = os.fspath(root_dir)
+    if not os.path.isdir(root):
+        raise StoreError(f"{root}: not a directory")
+    found: list[tuple[TarEntry, tuple[int, int] | None]] = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        full_dir = os.path.join(root, rel) if rel else root
+        with os.scandir(full_dir) as it:
+            for de in it:
+                relpath = f"{rel}/{de.name}" if rel else de.name
+                st = de.stat(follow_symlinks=False)
+                mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
+                fmt = stat.S_IFMT(st.st_mode)
+                if fmt == stat.S_IFDIR:
+                    found.append((TarEntry(relpath, "dir", mode, mtime=mtime), None))
+                    if overlay_upper and any(
+                        _xattr(de.path, x) == b"y" for x in _OVERLAY_OPAQUE_XATTRS
+                    ):
+                        found.append((TarEntry(relpath, "opaque", 0, mtime=mtime), None))
+                    stack.append(relpath)
+                elif fmt == stat.S_IFREG:
+                    xattrs = {x: v for x in _KEPT_XATTRS if (v := _xattr(de.path, x)) is not None}
+                    key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
+                    found.append((TarEntry(relpath, "file", mode, source=de.path, size=st.st_size,
+                                           mtime=mtime, xattrs=xattrs or None), key))
+                elif fmt == stat.S_IFLNK:
+                    found.append((TarEntry(relpath, "symlink", 0o777,
+                                           linkname=os.readlink(de.path), mtime=mtime), None))
+                elif fmt == stat.S_IFCHR and overlay_upper and st.st_rdev == 0:
+                    found.append((TarEntry(relpath, "whiteout", 0, mtime=mtime), None))
+                elif fmt in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
+                    kind = {stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}[fmt]
+                    found.append((TarEntry(relpath, kind, mode, rdev=st.st_rdev, mtime=mtime),
+                                  None))
+                # sockets are not part of an image
+    found.sort(key=lambda fk: tar_name(fk[0]).encode("utf-8", "surrogateescape"))
+    first: dict[tuple[int, int], str] = {}
+    out: list[TarEntry] = []
+    for entry, key in found:
+        if key is not None:
+            if key in first:
+                entry = TarEntry(entry.path, "hardlink", entry.mode, linkname=first[key],
+                                 mtime=entry.mtime)
+            else:
+                first[key] = entry.path
+        out.append(entry)
+    return out
+
+
+def pack_tree(
+    store: Store,
+    root_dir: Path | str,
+    *,
+    overlay_upper: bool = False,
+    compression: str = "zstd",
+    level: int = 3,
+    threads: int = 0,
+    progress: Progress | None = None,
+) -> LayerInfo:
+    """Pack a directory into a layer (an overlay upper dir: whiteouts as ``.wh.`` files)."""
+    return pack_layer(store, tree_entries(root_dir, overlay_upper=overlay_upper),
+                      compression=compression, level=level, threads=threads, progress=progress)

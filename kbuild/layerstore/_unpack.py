@@ -1,0 +1,416 @@
+"""Unpacking layers safely: a layer from a registry is untrusted input.
+
+Entries that would land outside the target are refused with
+:class:`UnsafeLayerError` naming the entry: absolute names, ``..``,
+symlinks whose relative target climbs above the root, writing through a
+symlink that leads out (or is absolute), hard links out of the layer, and
+device files unless allowed. Whiteouts are applied (``whiteouts="apply"``)
+or kept in overlayfs form (``whiteouts="overlay"``: 0/0 char devices and the
+``trusted.overlay.opaque`` xattr) for overlay lower dirs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, BinaryIO
+
+import zstandard
+
+from kbuild.errors import StoreError, UnsafeLayerError
+
+from ._pack import OPAQUE_NAME, WHITEOUT_PREFIX
+from ._types import layer_compression
+
+_CHUNK = 1 << 20
+_MAX_LINKS = 40
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+class _HashReader:
+    """A read-only stream that hashes what passes through it."""
+
+    def __init__(self, raw: IO[bytes], prefix: bytes = b"") -> None:
+        self._raw = raw
+        self._prefix = prefix
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n < 0 or n >= len(self._prefix):
+                data = self._prefix + self._raw.read(-1 if n < 0 else n - len(self._prefix))
+            else:
+                data = self._prefix[:n]
+            self._prefix = self._prefix[len(data):] if len(data) < len(self._prefix) else b""
+        else:
+            data = self._raw.read(n)
+        self.hash.update(data)
+        self.size += len(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(_CHUNK):
+            pass
+
+
+def _sniff(stream: BinaryIO) -> tuple[str, bytes]:
+    head = b""
+    while len(head) < 4:
+        chunk = stream.read(4 - len(head))
+        if not chunk:
+            break
+        head += chunk
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd", head
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip", head
+    return "none", head
+
+
+def open_tar_stream(stream: BinaryIO, media_type: str | None) -> tuple[_HashReader, _HashReader]:
+    """``(blob reader, tar reader)``: both hash what they pass (blob digest, diffID)."""
+    if media_type is None:
+        compression, head = _sniff(stream)
+    else:
+        compression, head = layer_compression(media_type), b""
+    blob = _HashReader(stream, head)
+    if compression == "zstd":
+        dctx = zstandard.ZstdDecompressor()
+        tar: IO[bytes] = dctx.stream_reader(blob, read_size=_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
+    elif compression == "gzip":
+        tar = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]
+    elif compression == "none":
+        tar = blob  # type: ignore[assignment]
+    else:
+        raise StoreError(f"unsupported layer media type {media_type!r}")
+    return blob, _HashReader(tar)
+
+
+def _components(name: str, what: str) -> list[str]:
+    if name.startswith("/"):
+        raise UnsafeLayerError(f"layer entry {what!r} has an absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeLayerError(f"layer entry {what!r} contains '..'")
+    return parts
+
+
+LinkLookup = Callable[[str], "str | None"]
+
+
+def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str]:
+    """Resolve directory components inside the root, following relative symlinks.
+
+    Raises :class:`UnsafeLayerError` if a symlink on the way is absolute or
+    climbs above the root.
+    """
+    out: list[str] = []
+    todo = list(reversed(parts))
+    hops = 0
+    while todo:
+        comp = todo.pop()
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            if not out:
+                raise UnsafeLayerError(f"layer entry {what!r} leads outside the target")
+            out.pop()
+            continue
+        rel = "/".join([*out, comp])
+        target = lookup(rel)
+        if target is None:
+            out.append(comp)
+            continue
+        hops += 1
+        if hops > _MAX_LINKS:
+            raise UnsafeLayerError(f"layer entry {what!r}: too many levels of symlinks")
+        if target.startswith("/"):
+            raise UnsafeLayerError(
+                f"layer entry {what!r} is written through symlink {rel!r} -> {target!r}, "
+                "which points outside the target"
+            )
+        todo.extend(reversed(target.split("/")))
+    return out
+
+
+def _check_symlink_target(parent: list[str], linkname: str, what: str) -> None:
+    if linkname.startswith("/"):
+        return  # absolute: resolved against the image root by whoever uses it
+    depth = len(parent)
+    for comp in linkname.split("/"):
+        if comp in ("", "."):
+            continue
+        if comp == "..":
+            depth -= 1
+            if depth < 0:
+                raise UnsafeLayerError(
+                    f"layer entry {what!r} is a symlink to {linkname!r}, which leads outside "
+                    "the target"
+                )
+        else:
+            depth += 1
+
+
+class _Applier:
+    """Walks a tar stream; writes it under ``target`` unless ``target`` is None."""
+
+    def __init__(self, target: Path | None, *, allow_devices: bool, whiteouts: str) -> None:
+        if whiteouts not in ("apply", "overlay"):
+            raise StoreError(f"whiteouts must be 'apply' or 'overlay', not {whiteouts!r}")
+        self.target = target
+        self.allow_devices = allow_devices
+        self.whiteouts = whiteouts
+        self.links: dict[str, str] = {}
+        self.created: set[str] = set()
+        self.dirs: list[tuple[str, int]] = []
+        self.as_root = os.geteuid() == 0
+
+    # -- the view of the tree -------------------------------------------
+
+    def lookup(self, rel: str) -> str | None:
+        if self.target is None:
+            return self.links.get(rel)
+        try:
+            st = os.lstat(self.target / rel)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return os.readlink(self.target / rel)
+        return None
+
+    def full(self, rel: list[str]) -> Path:
+        assert self.target is not None
+        return self.target.joinpath(*rel) if rel else self.target
+
+    def _clear(self, path: Path) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+
+    def _ensure_parent(self, parent: list[str], what: str) -> None:
+        path = self.full(parent)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise StoreError(f"layer entry {what!r}: a parent is not a directory") from None
+
+    # -- entries ---------------------------------------------------------
+
+    def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        what = m.name
+        parts = _components(m.name, what)
+        if not parts:
+            return  # the root directory itself
+        parent = resolve_in_root(parts[:-1], self.lookup, what)
+        base = parts[-1]
+        if base == OPAQUE_NAME:
+            self._opaque(parent, what)
+            return
+        if base.startswith(WHITEOUT_PREFIX):
+            name = base[len(WHITEOUT_PREFIX):]
+            if name in ("", ".", "..") or name.startswith(WHITEOUT_PREFIX):
+                raise UnsafeLayerError(f"layer entry {what!r} is an invalid whiteout")
+            self._whiteout([*parent, name])
+            return
+        rel_list = [*parent, base]
+        rel = "/".join(rel_list)
+        if m.issym():
+            _check_symlink_target(parent, m.linkname, what)
+        elif m.islnk():
+            if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
+                why = "an absolute path" if m.linkname.startswith("/") else "'..'"
+                raise UnsafeLayerError(
+                    f"layer entry {what!r} is a hard link to {m.linkname!r} ({why}), "
+                    "which leads outside the target"
+                )
+            link_parts = _components(m.linkname, what)
+            if not link_parts:
+                raise UnsafeLayerError(f"layer entry {what!r} is a hard link to the root")
+            link_rel = [*resolve_in_root(link_parts[:-1], self.lookup, what), link_parts[-1]]
+        elif m.ischr() or m.isblk():
+            if not self.allow_devices:
+                raise UnsafeLayerError(
+                    f"layer entry {what!r} is a device file; devices are not allowed here"
+                )
+        elif not (m.isreg() or m.isdir() or m.isfifo()):
+            raise UnsafeLayerError(f"layer entry {what!r} has an unsupported type {m.type!r}")
+        if m.issym():
+            self.links[rel] = m.linkname
+        else:
+            self.links.pop(rel, None)
+        self.created.add(rel)
+        if self.target is None:
+            return
+        path = self.full(rel_list)
+        self._ensure_parent(parent, what)
+        if m.isdir():
+            if not path.is_dir() or path.is_symlink():
+                self._clear(path)
+                path.mkdir()
+            self.dirs.append((rel, int(m.mtime)))
+        else:
+            self._clear(path)
+            if m.isreg():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as out:
+                    src = tf.extractfile(m)
+                    if src is not None:
+                        shutil.copyfileobj(src, out, _CHUNK)
+            elif m.issym():
+                os.symlink(m.linkname, path)
+            elif m.islnk():
+                src_path = self.full(link_rel)
+                try:
+                    if stat.S_ISDIR(os.lstat(src_path).st_mode):
+                        raise UnsafeLayerError(
+                            f"layer entry {what!r} is a hard link to a directory"
+                        )
+                    os.link(src_path, path, follow_symlinks=False)
+                except FileNotFoundError:
+                    raise StoreError(
+                        f"layer entry {what!r}: hard link target {m.linkname!r} does not exist"
+                    ) from None
+            elif m.isfifo():
+                os.mkfifo(path, 0o600)
+            else:
+                dev_type = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
+                os.mknod(path, dev_type | 0o600, os.makedev(m.devmajor, m.devminor))
+        self._metadata(path, m)
+
+    def _metadata(self, path: Path, m: tarfile.TarInfo) -> None:
+        if m.islnk():
+            return  # the inode is the link target's: owner and mode already set
+        if self.as_root:
+            with contextlib.suppress(OSError):
+                os.lchown(path, m.uid, m.gid)
+            for key, value in m.pax_headers.items():
+                if key.startswith("SCHILY.xattr."):
+                    with contextlib.suppress(OSError):
+                        os.setxattr(path, key[len("SCHILY.xattr."):],
+                                    value.encode("utf-8", "surrogateescape"),
+                                    follow_symlinks=False)
+        if m.issym():
+            with contextlib.suppress(OSError, NotImplementedError):
+                os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+            return
+        os.chmod(path, m.mode & 0o7777)
+        if not m.isdir():
+            os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+
+    def _whiteout(self, rel_list: list[str]) -> None:
+        rel = "/".join(rel_list)
+        self.links.pop(rel, None)
+        if self.target is None:
+            return
+        path = self.full(rel_list)
+        if self.whiteouts == "apply":
+            self._clear(path)
+        else:
+            self._ensure_parent(rel_list[:-1], rel)
+            self._clear(path)
+            os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
+    def _opaque(self, parent: list[str], what: str) -> None:
+        prefix = "/".join(parent)
+        for key in [k for k in self.links if k.startswith(prefix + "/")]:
+            if key not in self.created:
+                del self.links[key]
+        if self.target is None:
+            return
+        self._ensure_parent(parent, what)
+        path = self.full(parent)
+        if self.whiteouts == "overlay":
+            os.setxattr(path, "trusted.overlay.opaque", b"y")
+            return
+        with os.scandir(path) as it:
+            for de in it:
+                rel = f"{prefix}/{de.name}" if prefix else de.name
+                if rel not in self.created:
+                    self._clear(Path(de.path))
+
+    def finish(self) -> None:
+        if self.target is None:
+            return
+        for rel, mtime in reversed(self.dirs):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.target / rel, (mtime, mtime), follow_symlinks=False)
+
+
+def _run(
+    stream: BinaryIO, target: Path | None, media_type: str | None, *, allow_devices: bool,
+    whiteouts: str,
+) -> tuple[str, str]:
+    blob, tar = open_tar_stream(stream, media_type)
+    applier = _Applier(target, allow_devices=allow_devices, whiteouts=whiteouts)
+    try:
+        with tarfile.open(fileobj=tar, mode="r|", errorlevel=2) as tf:  # type: ignore[call-overload]
+            for member in tf:
+                applier.apply(tf, member)
+    except tarfile.TarError as exc:
+        raise StoreError(f"layer is not a valid tar stream: {exc}") from None
+    except (zstandard.ZstdError, OSError, EOFError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM):
+            raise StoreError(f"cannot unpack layer into {target}: {exc}") from None
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise StoreError(f"layer stream is corrupt: {exc}") from None
+    applier.finish()
+    tar.drain()
+    blob.drain()
+    return "sha256:" + tar.hash.hexdigest(), "sha256:" + blob.hash.hexdigest()
+
+
+def unpack_layer(
+    stream: BinaryIO,
+    target: Path,
+    *,
+    media_type: str | None,
+    allow_devices: bool = False,
+    whiteouts: str = "apply",
+) -> str:
+    """Unpack a layer blob into ``target``; returns its diffID (sha256 of the tar).
+
+    ``media_type=None`` detects zstd/gzip/plain from the first bytes.
+    """
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    diff_id, _ = _run(stream, target, media_type, allow_devices=allow_devices,
+                      whiteouts=whiteouts)
+    return diff_id
+
+
+def check_layer(stream: BinaryIO, media_type: str | None, *, allow_devices: bool = False) -> str:
+    """Run every safety check of :func:`unpack_layer` without writing; returns the diffID."""
+    diff_id, _ = _run(stream, None, media_type, allow_devices=allow_devices, whiteouts="apply")
+    return diff_id
+
+
+def unpack_verified(
+    stream: BinaryIO, target: Path, *, media_type: str | None, diff_id: str, digest: str,
+    allow_devices: bool = False, whiteouts: str = "apply",
+) -> None:
+    """:func:`unpack_layer`, raising :class:`DigestMismatch` if a digest does not match."""
+    from kbuild.errors import DigestMismatch
+
+    target.mkdir(parents=True, exist_ok=True)
+    got_diff, got_digest = _run(stream, target, media_type, allow_devices=allow_devices,
+                                whiteouts=whiteouts)
+    if got_digest != digest:
+        raise DigestMismatch(digest, got_digest, what="layer blob")
+    if got_diff != diff_id:
+        raise DigestMismatch(diff_id, got_diff, what="layer diffID")
