@@ -117,11 +117,12 @@ class SourceTree:
             st = path.lstat()
         except FileNotFoundError:
             st = None
-        if st is None or (cleaned != "." and self.ignore.excluded(cleaned)):
+        if st is None:
+            raise BuildError(f"{where}: {src!r} not found in the {self.what}")
+        if cleaned != "." and self.ignore.excluded(cleaned):
             raise BuildError(
-                f"{where}: {src!r} not found in the {self.what}"
-                + (f" (or excluded by {self.ignore.source})" if self.ignore.source else "")
-            )
+                f"{where}: {src!r} is excluded from the {self.what} by "
+                f"{self.ignore.source or 'the ignore file'}")
         return [Source(cleaned, path, st)]
 
     def _glob(self, pattern: str, where: str) -> list[Source]:

@@ -340,10 +340,14 @@ def _write(session: Session, state: ImageState, tags: list[str], started: float)
     created: str
     if os.environ.get("SOURCE_DATE_EPOCH") or session.no_cache:
         created = created_time()
+        store.put_record("build", created_key, {"created": created, "blobs": []})
     else:
         record = store.get_record("build", created_key)
-        created = str(record["created"]) if record and "created" in record else created_time()
-    store.put_record("build", created_key, {"created": created, "blobs": []})
+        if record and "created" in record:
+            created = str(record["created"])
+        else:
+            created = created_time()
+            store.put_record("build", created_key, {"created": created, "blobs": []})
     config = state.config(created)
     for entry in config["history"]:
         if entry.get("created") == CREATED_PLACEHOLDER:

@@ -1,7 +1,253 @@
-"""kbuild CLI: build commands."""
+"""kbuild CLI: ``build``, ``inspect`` and ``history``."""
 
 from __future__ import annotations
 
-import click
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+from kbuild.builder import (
+    BuildFinished,
+    BuildOptions,
+    BytesDone,
+    Event,
+    StepDone,
+    StepLog,
+    StepStarted,
+    build,
+)
+from kbuild.builder.inspect import image_history, inspect_image
+from kbuild.errors import UsageError
+from kbuild.layerstore import Store
+
+from .common import store_root
+
+BAR_MIN_BYTES = 32 << 20
+
+
+def _pairs(values: tuple[str, ...], what: str, *, from_env: bool = False) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not key:
+            raise UsageError(f"bad {what} {v!r} (want KEY=VALUE)")
+        if not sep:
+            if not from_env:
+                raise UsageError(f"bad {what} {v!r} (want KEY=VALUE)")
+            if key not in os.environ:
+                continue
+            value = os.environ[key]
+        out[key] = value
+    return out
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class PlainRenderer:
+    """One line per event, for logs (``--progress plain``)."""
+
+    def __init__(self) -> None:
+        self.out = sys.stderr
+        self._last_pct: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, StepStarted):
+            print(f"[{event.step_id}] {event.text}", file=self.out, flush=True)
+        elif isinstance(event, StepDone):
+            state = "CACHED" if event.cached else "DONE"
+            extra = f" {_human(event.layer_size)}" if event.layer_digest else ""
+            print(f"[{event.step_id}] {state} {event.seconds:.2f}s{extra}", file=self.out,
+                  flush=True)
+        elif isinstance(event, StepLog):
+            print(f"[{event.step_id}] | {event.line}", file=self.out, flush=True)
+        elif isinstance(event, BytesDone) and event.total >= BAR_MIN_BYTES:
+            pct = min(100, event.done * 100 // event.total) // 25 * 25
+            if pct != self._last_pct.get(event.what):
+                self._last_pct[event.what] = pct
+                print(f"[{event.what}] packed {_human(event.done)} of {_human(event.total)}",
+                      file=self.out, flush=True)
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class RichRenderer:
+    """Coloured step lines and a progress bar for large layers."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.bars: Progress | None = None
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: Event) -> None:
+        c = self.console
+        if isinstance(event, StepStarted):
+            c.print(f"[bold blue]\\[{event.step_id}][/] {event.text}", highlight=False,
+                    markup=True, soft_wrap=True)
+        elif isinstance(event, StepDone):
+            self._drop_bar(event.step_id)
+            state = "[yellow]CACHED[/]" if event.cached else "[green]DONE[/]"
+            extra = f" {_human(event.layer_size)}" if event.layer_digest else ""
+            c.print(f"[bold blue]\\[{event.step_id}][/] {state} {event.seconds:.2f}s{extra}",
+                    highlight=False)
+        elif isinstance(event, StepLog):
+            c.print(f"[dim]\\[{event.step_id}] |[/] {event.line}", highlight=False,
+                    markup=True, soft_wrap=True)
+        elif isinstance(event, BytesDone) and event.total >= BAR_MIN_BYTES:
+            if self.bars is None:
+                self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
+                                     DownloadColumn(), console=c, transient=True)
+                self.bars.start()
+            if event.what not in self.tasks:
+                self.tasks[event.what] = self.bars.add_task(f"packing {event.what}",
+                                                            total=event.total)
+            self.bars.update(self.tasks[event.what], completed=min(event.done, event.total))
+
+    def _drop_bar(self, step_id: str) -> None:
+        if self.bars is not None and step_id in self.tasks:
+            self.bars.remove_task(self.tasks.pop(step_id))
+
+    def close(self) -> None:
+        """Stop the live display."""
+        if self.bars is not None:
+            self.bars.stop()
+            self.bars = None
+
+
+def _pull_function() -> Any:
+    try:
+        from kbuild.registry import pull_image
+    except ImportError:
+        return None
+    return pull_image
+
+
+@click.command("build")
+@click.option("-f", "--file", "kubefile", type=click.Path(dir_okay=False),
+              help="Kubefile to build (default: CONTEXT/Kubefile).")
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image NAME[:TAG] (repeatable).")
+@click.option("--build-arg", "build_args", multiple=True, metavar="K=V",
+              help="Set a build ARG (repeatable).")
+@click.option("--no-cache", is_flag=True, help="Do not reuse cached layers.")
+@click.option("--platform", help="Target os/arch (default: this machine).")
+@click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
+              show_default=True, help="Layer compression.")
+@click.option("--level", type=click.IntRange(1, 22), default=3, show_default=True,
+              help="Compression level.")
+@click.option("--label", "labels", multiple=True, metavar="K=V", help="Add a label (repeatable).")
+@click.option("--target", help="Build this stage instead of the last one.")
+@click.option("--progress", "progress_mode", type=click.Choice(["auto", "plain"]),
+              default="auto", show_default=True, help="Progress output style.")
+@click.argument("context", type=click.Path(exists=True, file_okay=False), default=".")
+@click.pass_context
+def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...],
+                  build_args: tuple[str, ...], no_cache: bool, platform: str | None,
+                  compression: str, level: int, labels: tuple[str, ...], target: str | None,
+                  progress_mode: str, context: str) -> None:
+    """Build an image from a Kubefile and the files of CONTEXT."""
+    if compression == "gzip" and level > 9:
+        raise UsageError("gzip levels go from 1 to 9")
+    options = BuildOptions(
+        context=Path(context),
+        kubefile=Path(kubefile) if kubefile else None,
+        tags=list(tags),
+        build_args=_pairs(build_args, "--build-arg", from_env=True),
+        no_cache=no_cache,
+        platform=platform,
+        compression=compression,
+        level=level,
+        labels=_pairs(labels, "--label"),
+        target=target,
+    )
+    plain = progress_mode == "plain" or not sys.stderr.isatty()
+    renderer: PlainRenderer | RichRenderer = PlainRenderer() if plain else RichRenderer()
+    finished: list[BuildFinished] = []
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, BuildFinished):
+            finished.append(event)
+        renderer(event)
+
+    store = Store(store_root(ctx))
+    started = time.monotonic()
+    try:
+        result = build(store, options, progress=on_event, pull=_pull_function())
+    finally:
+        renderer.close()
+    names = ", ".join(result.tags) if result.tags else "(untagged)"
+    click.echo(
+        f"Built {names}\n  image  {result.manifest.digest}\n"
+        f"  size   {_human(result.size)} in {result.layers} layers\n"
+        f"  time   {time.monotonic() - started:.2f}s"
+    )
+
+
+@click.command("inspect")
+@click.argument("image")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Output format.")
+@click.pass_context
+def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
+    """Show an image's config, labels, apps and every layer."""
+    data = inspect_image(Store(store_root(ctx)), image)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+        return
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{image}[/]  {data['digest']}", highlight=False)
+    console.print(f"platform {data['os']}/{data['architecture']}  created {data['created']}  "
+                  f"size {_human(data['size'])}", highlight=False)
+    cfg = data["config"]
+    for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Volumes",
+                "StopSignal"):
+        if cfg.get(key):
+            console.print(f"{key}: {json.dumps(cfg[key])}", highlight=False)
+    if data["labels"]:
+        console.print("[bold]Labels[/]")
+        for k, v in sorted(data["labels"].items()):
+            console.print(f"  {k}={v}", highlight=False)
+    cluster = data["cluster"]
+    if cluster:
+        console.print("[bold]Cluster image[/]")
+        for key in ("launch", "cmds", "cmd", "cni", "csi", "kubeVersion"):
+            if cluster.get(key):
+                console.print(f"  {key}: {json.dumps(cluster[key])}", highlight=False)
+        for app in cluster["apps"]:
+            console.print(f"  app {app['name']} ({app['kind']}, {app['type']}) at {app['path']}: "
+                          f"{json.dumps(app['cmds'])}", highlight=False)
+    table = Table("#", "digest", "diffID", "size", "uncompressed", "media type", "created by")
+    for n, layer in enumerate(data["layers"], start=1):
+        table.add_row(str(n), layer["digest"][7:19], (layer["diffID"] or "")[7:19],
+                      _human(layer["size"]), _human(layer["uncompressedSize"]),
+                      str(layer["mediaType"]).rsplit(".", 1)[-1], layer["createdBy"] or "")
+    console.print(table)
+
+
+@click.command("history")
+@click.argument("image")
+@click.pass_context
+def history_command(ctx: click.Context, image: str) -> None:
+    """Show the instructions that made an image, newest first."""
+    rows = image_history(Store(store_root(ctx)), image)
+    table = Table("layer", "created", "size", "created by")
+    for row in rows:
+        table.add_row(row["layer"][7:19] if row["layer"] else "-", row["created"] or "",
+                      _human(row["size"]) if row["layer"] else "0 B", row["createdBy"])
+    Console(soft_wrap=True).print(table)
+
+
+commands: list[click.Command] = [build_command, inspect_command, history_command]

@@ -1,0 +1,117 @@
+"""What ``kbuild inspect`` and ``kbuild history`` show about an image of the store."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any, BinaryIO
+
+import zstandard
+
+from kbuild.errors import StoreError
+from kbuild.layerstore import Descriptor, MediaType, Store
+
+from .meta import META_KEY, ImageMeta
+from .state import Platform
+
+
+def _uncompressed_size(store: Store, layer: dict[str, Any], known: dict[str, int]) -> int:
+    digest = str(layer["digest"])
+    if digest in known:
+        return known[digest]
+    media = str(layer.get("mediaType", ""))
+    comp = "zstd" if media.endswith("zstd") else "gzip" if media.endswith("gzip") else "none"
+    total = 0
+    with store.open_blob(digest) as raw:
+        stream: BinaryIO
+        if comp == "zstd":
+            stream = zstandard.ZstdDecompressor().stream_reader(raw)
+        elif comp == "gzip":
+            stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+        else:
+            stream = raw
+        while True:
+            chunk = stream.read(1 << 20)
+            if not chunk:
+                break
+            total += len(chunk)
+    return total
+
+
+def _known_sizes(store: Store) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _kind, _key, data in store.records("build"):
+        layer = data.get("layer")
+        if isinstance(layer, dict) and "digest" in layer:
+            out[str(layer["digest"])] = int(layer.get("uncompressed_size", 0))
+    return out
+
+
+def _manifest_of(store: Store, name: str) -> tuple[Descriptor, dict[str, Any]]:
+    desc = store.resolve(name)
+    if desc.media_type in MediaType.INDEXES:
+        index = store.read_json(desc.digest)
+        host = Platform.host()
+        entries = index.get("manifests") or []
+        chosen = [m for m in entries if host.matches(m.get("platform"))] or entries[:1]
+        if not chosen:
+            raise StoreError(f"image {name} is an empty index")
+        desc = Descriptor.from_dict(chosen[0])
+    return desc, store.read_manifest(desc)
+
+
+def inspect_image(store: Store, name: str) -> dict[str, Any]:
+    """Everything about an image: config, labels, apps, and each layer with its instruction."""
+    desc, manifest = _manifest_of(store, name)
+    config = store.read_config(manifest)
+    cfg = config.get("config") or {}
+    labels = cfg.get("Labels") or {}
+    meta = ImageMeta.from_labels(labels)
+    history = config.get("history") or []
+    makers = [h.get("created_by", "") for h in history if not h.get("empty_layer")]
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    known = _known_sizes(store)
+    layers = []
+    for n, layer in enumerate(manifest.get("layers") or []):
+        layers.append({
+            "digest": layer["digest"],
+            "diffID": diff_ids[n] if n < len(diff_ids) else None,
+            "size": int(layer.get("size", 0)),
+            "uncompressedSize": _uncompressed_size(store, layer, known),
+            "mediaType": layer.get("mediaType"),
+            "createdBy": makers[n] if n < len(makers) else None,
+        })
+    return {
+        "name": name,
+        "digest": desc.digest,
+        "configDigest": manifest["config"]["digest"],
+        "mediaType": manifest.get("mediaType", desc.media_type),
+        "os": config.get("os"),
+        "architecture": config.get("architecture"),
+        "created": config.get("created"),
+        "size": sum(int(x.get("size", 0)) for x in manifest.get("layers") or []),
+        "config": cfg,
+        "labels": {k: v for k, v in labels.items() if k != META_KEY},
+        "annotations": manifest.get("annotations") or {},
+        "cluster": None if meta.empty else meta.to_dict(),
+        "layers": layers,
+        "history": history,
+    }
+
+
+def image_history(store: Store, name: str) -> list[dict[str, Any]]:
+    """History entries, newest first, each with its layer digest and size (or none)."""
+    _desc, manifest = _manifest_of(store, name)
+    config = store.read_config(manifest)
+    layers = list(manifest.get("layers") or [])
+    out: list[dict[str, Any]] = []
+    it = iter(layers)
+    for h in config.get("history") or []:
+        layer = None if h.get("empty_layer") else next(it, None)
+        out.append({
+            "created": h.get("created"),
+            "createdBy": h.get("created_by", ""),
+            "layer": layer["digest"] if layer else None,
+            "size": int(layer.get("size", 0)) if layer else 0,
+        })
+    out.reverse()
+    return out
