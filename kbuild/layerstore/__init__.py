@@ -3,10 +3,13 @@
 See docs/internals.md for the contract other packages code against.
 """
 
+from ._archive import LoadResult, load_archive, save_archive
 from ._blobs import BlobWriter, canonical_json
+from ._gc import GcReport
 from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
 from ._paths import default_root
 from ._reference import Reference
+from ._statcache import StatCache
 from ._store import Store
 from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
 from ._unpack import check_layer, unpack_layer
@@ -17,16 +20,21 @@ __all__ = [
     "BlobWriter",
     "BytesDone",
     "Descriptor",
+    "GcReport",
     "LayerInfo",
+    "LoadResult",
     "MediaType",
     "Reference",
+    "StatCache",
     "Store",
     "TarEntry",
     "canonical_json",
     "check_layer",
     "default_root",
+    "load_archive",
     "pack_layer",
     "pack_tree",
+    "save_archive",
     "tree_entries",
     "unpack_layer",
 ]

@@ -1,0 +1,211 @@
+"""Garbage collection and consistency checks of the store."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from kbuild.errors import StoreError
+
+from ._types import MediaType
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+_HEX_RE = re.compile(r"^[a-f0-9]{64}$")
+_JSON_LIMIT = 8 << 20
+
+
+@dataclass
+class GcReport:
+    """What a :meth:`Store.gc` run removed."""
+
+    blobs_removed: list[str] = field(default_factory=list)
+    bytes_freed: int = 0
+    temp_removed: int = 0
+    records_removed: int = 0
+    snapshots_removed: int = 0
+    blobs_kept: int = 0
+
+
+def _children(store: Store, digest: str) -> list[str]:
+    """Digests a manifest or index blob points at (nothing for other blobs)."""
+    path = store.blob_path(digest)
+    try:
+        if path.stat().st_size > _JSON_LIMIT:
+            return []
+        with open(path, "rb") as f:
+            if f.read(1) != b"{":
+                return []
+            f.seek(0)
+            obj: Any = json.load(f)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(obj, dict):
+        return []
+    out: list[str] = []
+    media = obj.get("mediaType", "")
+    if media in MediaType.INDEXES or isinstance(obj.get("manifests"), list):
+        out += [m["digest"] for m in obj.get("manifests", []) if isinstance(m, dict)
+                and isinstance(m.get("digest"), str)]
+    if media in MediaType.MANIFESTS or "layers" in obj:
+        cfg = obj.get("config")
+        if isinstance(cfg, dict) and isinstance(cfg.get("digest"), str):
+            out.append(cfg["digest"])
+        out += [m["digest"] for m in obj.get("layers", []) if isinstance(m, dict)
+                and isinstance(m.get("digest"), str)]
+    return out
+
+
+def reachable(store: Store) -> set[str]:
+    """Every blob digest an image (index.json) or a record reaches."""
+    roots = [desc.digest for _, desc in store.entries()]
+    for _, _, data in store.records():
+        roots += [d for d in data.get("blobs", []) if isinstance(d, str)]
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        d = todo.pop()
+        if d in seen or not d.startswith("sha256:"):
+            continue
+        seen.add(d)
+        if store.has_blob(d):
+            todo += _children(store, d)
+    return seen
+
+
+def _older_than(path: os.DirEntry[str], seconds: float, now: float) -> bool:
+    try:
+        return now - path.stat(follow_symlinks=False).st_mtime >= seconds
+    except FileNotFoundError:
+        return False
+
+
+def gc(store: Store, *, records: bool = False, temp_grace: float = 3600.0,
+       blob_grace: float = 60.0) -> GcReport:
+    """Remove what no image or record reaches.
+
+    With ``records=True`` the build cache records go first. Blobs written in
+    the last ``blob_grace`` seconds are kept (a build that has just written
+    a layer records it right after), temp files younger than ``temp_grace``
+    too (a download may still be writing them).
+    """
+    report = GcReport()
+    now = time.time()
+    with store.lock():
+        if records:
+            report.records_removed = store.delete_records(None)
+        keep = reachable(store)
+        with os.scandir(store.blob_dir) as it:
+            for de in it:
+                digest = "sha256:" + de.name
+                if not _HEX_RE.match(de.name) or digest in keep:
+                    report.blobs_kept += 1
+                    continue
+                if not _older_than(de, blob_grace, now):
+                    report.blobs_kept += 1
+                    continue
+                size = de.stat(follow_symlinks=False).st_size
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(de.path)
+                    report.blobs_removed.append(digest)
+                    report.bytes_freed += size
+        with os.scandir(store.tmp_dir) as it:
+            for de in it:
+                if _older_than(de, temp_grace, now):
+                    with contextlib.suppress(FileNotFoundError):
+                        if de.is_dir(follow_symlinks=False):
+                            shutil.rmtree(de.path)
+                        else:
+                            os.unlink(de.path)
+                        report.temp_removed += 1
+        report.snapshots_removed = _gc_snapshots(store, now, temp_grace, blob_grace)
+    return report
+
+
+def _gc_snapshots(store: Store, now: float, temp_grace: float, blob_grace: float) -> int:
+    removed = 0
+    with os.scandir(store.snapshots_dir) as it:
+        entries = list(it)
+    for de in entries:
+        if de.name.startswith(".tmp-"):
+            if _older_than(de, temp_grace, now):
+                shutil.rmtree(de.path, ignore_errors=True)
+                removed += 1
+            continue
+        if not de.name.endswith(".blob"):
+            continue
+        hexpart = de.name[: -len(".blob")]
+        try:
+            blob = open(de.path).read().strip()  # noqa: SIM115
+        except OSError:
+            continue
+        if store.has_blob(blob) if blob.startswith("sha256:") else False:
+            continue
+        snap = store.snapshots_dir / hexpart
+        if snap.exists() and not _older_than(de, blob_grace, now):
+            continue
+        shutil.rmtree(snap, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(de.path)
+        removed += 1
+    return removed
+
+
+def fsck(store: Store) -> list[str]:
+    """Re-hash every blob and check that every image and record is complete."""
+    problems: list[str] = []
+    layout = store.oci_dir / "oci-layout"
+    try:
+        if json.loads(layout.read_bytes()).get("imageLayoutVersion") != "1.0.0":
+            problems.append(f"{layout}: unexpected imageLayoutVersion")
+    except (OSError, ValueError) as exc:
+        problems.append(f"{layout}: {exc}")
+    with os.scandir(store.blob_dir) as it:
+        names = sorted(de.name for de in it)
+    for name in names:
+        path = store.blob_dir / name
+        if not _HEX_RE.match(name):
+            problems.append(f"{path}: not a sha256 blob name")
+            continue
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as exc:
+            problems.append(f"{path}: cannot read: {exc.strerror}")
+            continue
+        if h.hexdigest() != name:
+            problems.append(f"blob sha256:{name} is corrupt: content hashes to "
+                            f"sha256:{h.hexdigest()}")
+    try:
+        entries = store.entries()
+    except StoreError as exc:
+        return [*problems, str(exc)]
+    for ref, desc in entries:
+        what = ref.familiar if ref is not None else desc.digest[7:19]
+        _check_tree(store, desc.digest, f"image {what}", problems, set())
+    for kind, key, data in store.records():
+        for d in data.get("blobs", []):
+            if isinstance(d, str) and d.startswith("sha256:") and not store.has_blob(d):
+                problems.append(f"{kind} record {key[:40]!r}: blob {d} is missing")
+    return problems
+
+
+def _check_tree(store: Store, digest: str, what: str, problems: list[str], seen: set[str]) -> None:
+    if digest in seen:
+        return
+    seen.add(digest)
+    if not store.has_blob(digest):
+        problems.append(f"{what}: blob {digest} is missing")
+        return
+    for child in _children(store, digest):
+        _check_tree(store, child, what, problems, seen)
