@@ -86,7 +86,7 @@ def unquote(word: str, escape: str = "\\") -> str:
                     literal(word[i + 1])
                     i += 2
                 else:
-                    literal(ch)
+                    out.append(ch if ch != escape else escape + escape)
                     i += 1
             i += 1
         else:
@@ -231,9 +231,9 @@ def _dollar(s: str, i: int, env: Mapping[str, str], escape: str, depth: int) -> 
             raise _SyntaxProblem(
                 k, f"unsupported modifier {c!r} in '${{{name}…}}' (use :- :+ :? - + ?)"
             )
-        word, k = _scan(s, k, env, escape, closing=True, depth=depth + 1)
         is_set = name in env
         value = env.get(name, "") if is_set else ""
+        word, k = _scan(s, k, env, escape, closing=True, depth=depth + 1)
         if op == ":-":
             result = value if value else word
         elif op == "-":

@@ -67,7 +67,7 @@ def test_arg_forms() -> None:
 
 
 def test_env_pairs_with_quotes() -> None:
-    instr = one("ENV A=1 B=\"x y\" C='$HOME' D=a\\ b E= F=\"q\\\"q\"")
+    instr = one('ENV A=1 B="x y" C=\'$HOME\' D=a\\ b E= F="q\\"q"')
     assert isinstance(instr, Env)
     assert instr.pairs == (
         ("A", "1"),
