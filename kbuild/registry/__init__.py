@@ -1,1 +1,38 @@
-"""kbuild.registry."""
+"""kbuild.registry: kbuild's own OCI distribution client (httpx).
+
+``push_image``/``pull_image`` move images between the local store and a
+registry; ``login``/``logout`` manage stored credentials; ``RegistryClient``
+is the per-registry HTTP client they use.
+"""
+
+from .auth import Challenge, TokenCache, parse_www_authenticate
+from .client import ClientOptions, RegistryClient
+from .credentials import Credentials, auth_file_path
+from .events import BlobDone, BlobProgress, BlobStarted, Event, ManifestDone, Progress, Retrying
+from .login import login, logout
+from .platforms import Platform
+from .transfer import pull_image, push_image
+from .transport import RetryPolicy
+
+__all__ = [
+    "BlobDone",
+    "BlobProgress",
+    "BlobStarted",
+    "Challenge",
+    "ClientOptions",
+    "Credentials",
+    "Event",
+    "ManifestDone",
+    "Platform",
+    "Progress",
+    "RegistryClient",
+    "RetryPolicy",
+    "Retrying",
+    "TokenCache",
+    "auth_file_path",
+    "login",
+    "logout",
+    "parse_www_authenticate",
+    "pull_image",
+    "push_image",
+]

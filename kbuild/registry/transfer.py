@@ -1,0 +1,195 @@
+"""Push and pull of whole images between the local store and a registry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from kbuild.errors import BlobNotFound, DigestMismatch, RegistryError
+from kbuild.layerstore import Descriptor, MediaType, Reference
+
+from .blobs import pull_blob, push_blob
+from .client import ClientOptions, RegistryClient
+from .events import BlobDone, ManifestDone, Progress
+from .platforms import Platform, select_manifest
+
+if TYPE_CHECKING:
+    from kbuild.layerstore import Store
+
+ACCEPT = (MediaType.OCI_INDEX, MediaType.OCI_MANIFEST, MediaType.DOCKER_LIST,
+          MediaType.DOCKER_MANIFEST)
+INDEX_RECORD = "registry-index"
+
+
+def _parallel(jobs: int, tasks: list[Callable[[], BlobDone]]) -> list[BlobDone]:
+    """Run ``tasks`` on ``jobs`` threads; the first failure cancels what has not started."""
+    if not tasks:
+        return []
+    pool = ThreadPoolExecutor(max_workers=max(1, min(jobs, len(tasks))),
+                              thread_name_prefix="kbuild-blob")
+    futures: list[Future[BlobDone]] = [pool.submit(t) for t in tasks]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for f in done:
+            exc = f.exception()
+            if exc is not None:
+                raise exc
+        return [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _ref(ref: str | Reference) -> Reference:
+    return ref if isinstance(ref, Reference) else Reference.parse(ref)
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _media_type(doc: dict[str, Any], fallback: str) -> str:
+    return str(doc.get("mediaType") or fallback)
+
+
+def push_image(store: Store, name: str | Reference, dest_ref: str | Reference, *,
+               progress: Progress | None = None,
+               options: ClientOptions | None = None) -> Descriptor:
+    """Push the local image ``name`` to ``dest_ref``; returns the pushed descriptor.
+
+    Blobs go first (in parallel, skipping what the registry has, mounting
+    what another repository of the registry has), then manifests, then the
+    index, each with its exact Content-Type.
+    """
+    ref = _ref(dest_ref)
+    desc = store.resolve(name)
+    options = options or ClientOptions()
+    with RegistryClient(ref.registry, options, api_host=ref.api_host,
+                        progress=progress) as client:
+        repo = ref.repository
+        top = store.read_bytes(desc.digest)
+        top_doc = json.loads(top)
+        top_type = _media_type(top_doc, desc.media_type)
+        manifests: list[tuple[str, bytes, str]] = []
+        if top_type in MediaType.INDEXES:
+            for entry in top_doc.get("manifests", []):
+                child = Descriptor.from_dict(entry)
+                if not store.has_blob(child.digest):
+                    raise BlobNotFound(f"{name}: manifest {child.digest} of the index is not "
+                                       "in the local store")
+                data = store.read_bytes(child.digest)
+                manifests.append((child.digest, data,
+                                  _media_type(json.loads(data), child.media_type)))
+        else:
+            manifests.append((desc.digest, top, top_type))
+        blobs: dict[str, int] = {}
+        for _, data, _ in manifests:
+            doc = json.loads(data)
+            for b in [doc.get("config"), *doc.get("layers", [])]:
+                if not isinstance(b, dict):
+                    continue
+                if not store.has_blob(b["digest"]):
+                    raise BlobNotFound(f"{name}: blob {b['digest']} is not in the local store")
+                blobs[b["digest"]] = int(b["size"])
+        _parallel(options.jobs, [
+            partial(push_blob, client, store, repo, d, s) for d, s in blobs.items()
+        ])
+        tag = ref.digest if ref.digest else (ref.tag or "latest")
+        for digest, data, mtype in manifests:
+            reference = digest if (top_type in MediaType.INDEXES or ref.digest) else tag
+            _put_manifest(client, repo, reference, data, mtype, digest)
+        if top_type in MediaType.INDEXES:
+            _put_manifest(client, repo, ref.digest or tag, top, top_type, desc.digest)
+    return Descriptor(top_type, desc.digest, len(top), platform=desc.platform)
+
+
+def _put_manifest(client: RegistryClient, repo: str, reference: str, data: bytes,
+                  media_type: str, digest: str) -> None:
+    got = client.put_manifest(repo, reference, data, media_type)
+    if got and got != digest:
+        raise DigestMismatch(digest, got, what=f"{client.registry}/{repo}:{reference} manifest")
+    client.emit(ManifestDone(f"{client.registry}/{repo}:{reference}", digest, media_type))
+
+
+def _fetch_manifest(client: RegistryClient, ref: Reference, reference: str,
+                    expected: str | None) -> tuple[bytes, dict[str, Any], str, str]:
+    what = f"{ref.registry}/{ref.repository}:{reference}"
+    data, ctype, header_digest = client.get_manifest(ref.repository, reference, ACCEPT)
+    digest = _sha256(data)
+    if expected and digest != expected:
+        raise DigestMismatch(expected, digest, what=f"manifest {what}")
+    if header_digest and header_digest.startswith("sha256:") and header_digest != digest:
+        raise DigestMismatch(header_digest, digest, what=f"manifest {what}")
+    try:
+        doc = json.loads(data)
+    except ValueError:
+        raise RegistryError(f"{what}: the manifest is not JSON") from None
+    if not isinstance(doc, dict):
+        raise RegistryError(f"{what}: the manifest is not a JSON object")
+    if doc.get("schemaVersion") == 1:
+        raise RegistryError(f"{what}: Docker schema 1 manifests are not supported",
+                            hint="re-push the image with a current tool")
+    return data, doc, _media_type(doc, ctype), digest
+
+
+def pull_image(store: Store, ref: str | Reference, *, platform: str | Platform | None = None,
+               progress: Progress | None = None,
+               options: ClientOptions | None = None) -> Descriptor:
+    """Pull ``ref`` into the store and tag it locally under ``ref``.
+
+    An index (or Docker manifest list) is resolved to the manifest for
+    ``platform`` (default: this machine); the index blob is stored too and
+    kept alive by a ``registry-index`` record. Returns the tagged manifest
+    descriptor (with its platform).
+    """
+    ref = _ref(ref)
+    wanted = platform if isinstance(platform, Platform) else (
+        Platform.parse(platform) if platform else Platform.host())
+    options = options or ClientOptions()
+    with RegistryClient(ref.registry, options, api_host=ref.api_host,
+                        progress=progress) as client:
+        reference = ref.digest or ref.tag or "latest"
+        data, doc, mtype, digest = _fetch_manifest(client, ref, reference, ref.digest)
+        index: tuple[bytes, str] | None = None
+        plat: dict[str, Any] | None = None
+        if mtype in MediaType.INDEXES:
+            entry = select_manifest(doc, wanted, f"{ref.familiar}")
+            index = (data, digest)
+            plat = entry.get("platform")
+            data, doc, mtype, digest = _fetch_manifest(client, ref, entry["digest"],
+                                                       entry["digest"])
+            mtype = _media_type(doc, entry.get("mediaType") or mtype)
+        if mtype not in MediaType.MANIFESTS:
+            raise RegistryError(f"{ref.familiar}: unsupported manifest type {mtype!r}")
+        blobs: dict[str, int] = {}
+        for b in [doc.get("config"), *doc.get("layers", [])]:
+            if isinstance(b, dict) and "digest" in b:
+                blobs[str(b["digest"])] = int(b.get("size", 0))
+        try:
+            _parallel(options.jobs, [
+                partial(pull_blob, client, store, ref.repository, d, s)
+                for d, s in blobs.items()
+            ])
+        except DigestMismatch as exc:
+            raise DigestMismatch(exc.expected, exc.actual,
+                                 what=f"{ref.familiar}: blob") from None
+        if store.put_bytes(data) != digest:
+            raise DigestMismatch(digest, _sha256(data), what=f"{ref.familiar}: manifest")
+        if plat is None:
+            config = store.read_json(doc["config"]["digest"]) if "config" in doc else {}
+            if config.get("os") and config.get("architecture"):
+                plat = {"os": config["os"], "architecture": config["architecture"]}
+                if config.get("variant"):
+                    plat["variant"] = config["variant"]
+        desc = Descriptor(mtype, digest, len(data), platform=plat)
+        if index is not None:
+            store.put_bytes(index[0])
+            store.put_record(INDEX_RECORD, str(ref), {
+                "blobs": [index[1], digest], "index": index[1], "manifest": digest,
+                "platform": str(wanted)})
+        store.tag(ref, desc)
+        client.emit(ManifestDone(str(ref), digest, mtype))
+    return desc

@@ -1,0 +1,37 @@
+"""Test images made with the layer store API."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kbuild.layerstore import Descriptor, LayerInfo, Store, TarEntry, pack_layer
+
+
+def make_layer(store: Store, files: dict[str, bytes], *, compression: str = "zstd") -> LayerInfo:
+    """One layer holding ``files``."""
+    entries = [TarEntry(path=p, kind="file", data=d, size=len(d)) for p, d in files.items()]
+    return pack_layer(store, entries, compression=compression, level=1)
+
+
+def make_image(store: Store, name: str | None, layers: list[dict[str, bytes]], *,
+               arch: str = "amd64", compression: str = "zstd") -> Descriptor:
+    """An image of ``layers`` for ``linux/arch``, tagged ``name`` when given."""
+    infos = [make_layer(store, files, compression=compression) for files in layers]
+    config = {"architecture": arch, "os": "linux",
+              "config": {"Env": ["PATH=/usr/bin:/bin"], "Labels": {"test": name or ""}}}
+    desc = store.write_image(config, infos)
+    if name:
+        store.tag(name, desc)
+    return desc
+
+
+def random_bytes(n: int, seed: int = 0) -> bytes:
+    """``n`` incompressible bytes (fresh each call: ``seed`` only labels the caller)."""
+    del seed
+    return os.urandom(n)
+
+
+def store_at(path: Path) -> Store:
+    """A fresh store under ``path``."""
+    return Store(path)
