@@ -1,0 +1,157 @@
+"""RUN over an overlay of the parent layers; multi-stage builds and parallel stages."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from kbuild.errors import BuildError
+from kbuild.layerstore import Store
+
+from .util import run_build, write_tree
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="RUN needs root")
+
+
+def _mounts() -> str:
+    return Path("/proc/self/mountinfo").read_text()
+
+
+@needs_root
+def test_run_changes_become_a_layer_with_whiteouts(store: Store, ctx: Path,
+                                                   tmp_path: Path) -> None:
+    write_tree(ctx, {"etc/keep": "k", "etc/drop": "d", "data/old/x": "x"})
+    built = run_build(store, ctx, """FROM scratch
+COPY etc /etc
+COPY data /data
+ENV GREETING=hello
+RUN echo "$GREETING" > etc/new && rm etc/drop && rm -r data/old && mkdir data/old \\
+    && echo y > data/old/y && test -f "$ROOTFS/etc/keep" && pwd > etc/cwd
+""")
+    assert len(built.layers) == 3
+    members = built.layer_members(2)
+    assert "etc/.wh.drop" in members
+    assert "data/old/.wh..wh..opq" in members
+    assert "etc/keep" not in members  # unchanged lower files are not copied up
+    root = built.rootfs(tmp_path / "rootfs")
+    assert (root / "etc/new").read_text() == "hello\n"
+    assert not (root / "etc/drop").exists()
+    assert sorted(os.listdir(root / "data/old")) == ["y"]
+    assert (root / "etc/keep").read_text() == "k"
+    assert run_build(store, ctx).cached == [True, True, True]
+    # nothing left behind: no mounts, no temp dirs
+    assert "kbuild-run" not in _mounts()
+    assert list((store.root / "tmp").glob("build-*")) == []
+
+
+@needs_root
+def test_run_heredoc_and_exec_form(store: Store, ctx: Path, tmp_path: Path) -> None:
+    built = run_build(store, ctx, """FROM scratch
+RUN <<EOF
+echo one > a
+echo two > b
+EOF
+RUN ["sh", "-c", "cat a b > c"]
+WORKDIR /sub
+RUN echo here > here
+""")
+    root = built.rootfs(tmp_path / "r")
+    assert (root / "c").read_text() == "one\ntwo\n"
+    assert (root / "sub/here").read_text() == "here\n"
+
+
+@needs_root
+def test_failing_run_reports_and_leaves_cache(store: Store, ctx: Path) -> None:
+    write_tree(ctx, {"f": "f"})
+    run_build(store, ctx, "FROM scratch\nCOPY f /f\n")
+    records = sorted(k for _, k, _ in store.records("build"))
+    (ctx / "Kubefile").write_text(
+        "FROM scratch\nCOPY f /f\nRUN echo first line; echo second line >&2; exit 7\n")
+    with pytest.raises(BuildError) as info:
+        run_build(store, ctx)
+    text = str(info.value)
+    assert "Kubefile:3: RUN failed: RUN echo first line" in text
+    assert "exit code: 7" in text
+    assert "first line" in text and "second line" in text
+    assert sorted(k for _, k, _ in store.records("build")) == records
+    assert "kbuild-run" not in _mounts()
+    assert list((store.root / "tmp").glob("build-*")) == []
+
+
+def test_run_without_root_says_so(store: Store, ctx: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # We are root in CI; a non-root uid is the one thing a real part cannot give on demand.
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(BuildError, match="RUN needs root") as info:
+        run_build(store, ctx, "FROM scratch\nRUN true\n")
+    assert info.value.hint and "root" in info.value.hint
+
+
+@needs_root
+def test_independent_stages_run_in_parallel(store: Store, ctx: Path, tmp_path: Path) -> None:
+    kf = """FROM scratch AS a
+RUN sleep 1.5 && echo a > a
+FROM scratch AS b
+RUN sleep 1.5 && echo b > b
+FROM scratch AS unused
+RUN exit 1
+FROM scratch
+COPY --from=a /a /out/a
+COPY --from=b /b /out/b
+"""
+    started = time.monotonic()
+    built = run_build(store, ctx, kf)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.9, f"two 1.5 s stages took {elapsed:.1f}s: not parallel"
+    root = built.rootfs(tmp_path / "r")
+    assert (root / "out/a").read_text() == "a\n" and (root / "out/b").read_text() == "b\n"
+    assert not any("unused" in e.step_id for e in built.steps)
+
+
+def test_multi_stage_copy_from_and_from_stage(store: Store, ctx: Path, tmp_path: Path) -> None:
+    write_tree(ctx, {"src/app.conf": "conf", "src/lib/x": "x", "other": "o"})
+    kf = """FROM scratch AS build
+COPY src /src
+COPY other /src/lib/y
+FROM build AS derived
+LABEL stage=derived
+FROM scratch
+COPY --from=build /src/lib /lib
+COPY --from=derived /src/app.conf /etc/
+"""
+    built = run_build(store, ctx, kf)
+    root = built.rootfs(tmp_path / "r")
+    assert sorted(os.listdir(root / "lib")) == ["x", "y"]
+    assert (root / "etc/app.conf").read_text() == "conf"
+    assert len(built.layers) == 2
+    assert run_build(store, ctx).cached == [True, True, True, True]
+    (ctx / "other").write_text("changed")
+    again = run_build(store, ctx)
+    # the build stage's second COPY misses, and so do both COPY --from that read it;
+    # the first COPY of the build stage hits
+    assert sorted(again.cached) == [False, False, False, True]
+
+
+def test_from_missing_image(store: Store, ctx: Path) -> None:
+    with pytest.raises(BuildError, match=r"Kubefile:1: image nothere:1 is not in the local store"):
+        run_build(store, ctx, "FROM nothere:1\n")
+
+
+def test_from_missing_image_calls_pull(store: Store, ctx: Path) -> None:
+    write_tree(ctx, {"f": "f"})
+    base = run_build(store, ctx, "FROM scratch\nCOPY f /f\n", tags=["local/base:1"])
+    asked: list[tuple[str, str | None]] = []
+
+    def pull(st: Store, ref: str, *, platform: str | None = None, progress: object = None
+             ) -> object:
+        asked.append((ref, platform))
+        st.tag(ref, base.result.manifest)
+        return st.resolve(ref)
+
+    built = run_build(store, ctx, "FROM registry.test/team/base:2\nCOPY f /g\n", pull=pull,
+                      platform="linux/amd64")
+    assert asked == [("registry.test/team/base:2", "linux/amd64")]
+    assert built.layers[0] == base.layers[0] and len(built.layers) == 2
