@@ -83,7 +83,6 @@ class Session:
         self.pull = pull
         self._progress = progress
         self._emit_lock = threading.Lock()
-        self._hash_lock = threading.Lock()
         self.failed = threading.Event()
         self.context = SourceTree(options.context, ignore=load_ignore(options.context),
                                   what="build context")
@@ -109,9 +108,8 @@ class Session:
                 self._progress(event)
 
     def file_digest(self, path: Path, st: os.stat_result) -> str:
-        """Content digest of a file through the stat cache."""
-        with self._hash_lock:
-            return str(self.stat_cache.file_digest(path, st))
+        """Content digest of a file through the stat cache (thread-safe)."""
+        return self.stat_cache.file_digest(path, st)
 
     def _arg(self, name: str, default: str | None, scope: dict[str, str],
              inst: ins.Instruction, auto: dict[str, str]) -> str | None:
