@@ -60,7 +60,7 @@ class Builder:
 
     def expandable(self, value: str, offset: int) -> str:
         """``value`` after checking its ``${…}`` syntax."""
-        problem = check(value, self.escape)
+        problem = check(value)
         if problem is not None:
             raise self.fail(offset, f"bad variable reference: {problem[1]}")
         return value

@@ -2,10 +2,11 @@
 
 The parser stores every word the builder expands (FROM image, COPY sources,
 ENV values …) in *expansion-ready* form: quotes are removed, and a character
-that must stay literal through expansion is escaped with the Kubefile's
-escape character — a ``$`` that was escaped or single-quoted becomes ``\\$``,
-a literal escape character becomes ``\\\\``. :func:`expand` then substitutes
-variables and drops those escapes:
+that must stay literal through expansion is escaped with a backslash,
+whatever the Kubefile's escape character — a ``$`` that was escaped or
+single-quoted becomes ``\\$``, a literal backslash becomes ``\\\\``.
+:func:`expand` then substitutes variables and drops those escapes (any other
+backslash is kept as it is):
 
 ``$V``, ``${V}``
     the value of ``V``, or "" when unset;
@@ -54,14 +55,15 @@ def unquote(word: str, escape: str = "\\") -> str:
     Unquoted: ``<esc>c`` is ``c``. In double quotes: ``<esc>`` escapes only
     ``"``, ``$`` and itself. In single quotes everything is literal. A ``$``
     that came out literal, and every literal escape character, are
-    re-escaped so that :func:`expand` keeps them. An unterminated quote
-    runs to the end of the word.
+    re-escaped with a backslash so that :func:`expand` keeps them. An
+    unterminated quote runs to the end of the word. ``escape`` is the
+    Kubefile's escape character (``\\`` or a backtick).
     """
     out: list[str] = []
     i, n = 0, len(word)
 
     def literal(c: str) -> None:
-        out.append(escape + c if c in ("$", escape) else c)
+        out.append("\\" + c if c in ("$", "\\") else c)
 
     while i < n:
         c = word[i]
@@ -86,18 +88,18 @@ def unquote(word: str, escape: str = "\\") -> str:
                     literal(word[i + 1])
                     i += 2
                 else:
-                    out.append(ch if ch != escape else escape + escape)
+                    out.append("\\\\" if ch == "\\" else ch)
                     i += 1
             i += 1
         else:
-            out.append(c)
+            out.append("\\\\" if c == "\\" else c)
             i += 1
     return "".join(out)
 
 
-def escape_literal(text: str, escape: str = "\\") -> str:
+def escape_literal(text: str) -> str:
     """Expansion-ready form of ``text`` taken literally (no variables)."""
-    return "".join(escape + c if c in ("$", escape) else c for c in text)
+    return "".join("\\" + c if c in ("$", "\\") else c for c in text)
 
 
 def expand(
@@ -110,7 +112,9 @@ def expand(
     """Substitute variables of ``env`` in the expansion-ready ``word``.
 
     Unknown variables expand to "". Raises :class:`KubefileError` at ``pos``
-    for a malformed ``${…}`` or for ``${V:?msg}`` with ``V`` unset.
+    for a malformed ``${…}`` or for ``${V:?msg}`` with ``V`` unset. Words from
+    the parser always use ``\\`` as their escape; ``escape`` is only for
+    expanding raw text written with another escape character.
     """
     try:
         value, _ = _scan(word, 0, env, escape, closing=False, depth=0)
