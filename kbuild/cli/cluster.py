@@ -1,7 +1,440 @@
-"""kbuild CLI: cluster commands."""
+"""kbuild CLI: cluster commands (run, join, delete, apply, exec)."""
 
 from __future__ import annotations
 
-import click
+import sys
+import threading
+from collections.abc import Sequence
 
-commands: list[click.Command] = []
+import click
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from kbuild.errors import ClusterError, UsageError
+from kbuild.layerstore import Store
+from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime import lifecycle
+from kbuild.runtime.runevents import (
+    BytesSent,
+    Event,
+    HostOutput,
+    HostStatus,
+    Message,
+    PhaseDone,
+    PhaseStarted,
+)
+from kbuild.runtime.state import list_clusters
+
+from .common import store_root
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"
+
+
+class PlainRenderer:
+    """One line per event, prefixed by the host."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __call__(self, event: Event) -> None:
+        line: str | None = None
+        if isinstance(event, HostStatus):
+            line = f"[{event.host}] {event.status}" + (f": {event.detail}" if event.detail else "")
+        elif isinstance(event, HostOutput):
+            line = f"[{event.host}] | {event.line}"
+        elif isinstance(event, BytesSent):
+            if event.total and event.done >= event.total:
+                line = f"[{event.host}] sent {event.layer[7:19]} {_human(event.done)}"
+        elif isinstance(event, PhaseStarted):
+            line = f"==> {event.phase} on {', '.join(event.hosts)}"
+        elif isinstance(event, PhaseDone):
+            if event.skipped:
+                line = f"[{event.host}] {event.phase}: nothing to run"
+        elif isinstance(event, Message):
+            line = event.text
+        if line is not None:
+            with self._lock:
+                click.echo(line, err=True)
+
+    def close(self) -> None:
+        """Nothing to tear down."""
+
+
+class RichRenderer:
+    """A live table of hosts (status, bytes sent); command output above it."""
+
+    def __init__(self) -> None:
+        self.console = Console(stderr=True)
+        self.rows: dict[str, list[str]] = {}
+        self.sent: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
+        self.live.start()
+
+    def _table(self) -> Table:
+        table = Table(show_header=True, header_style="bold", box=None)
+        table.add_column("host")
+        table.add_column("status")
+        table.add_column("sent", justify="right")
+        for host, (status, detail) in self.rows.items():
+            table.add_row(host, f"{status} {detail}".strip(), _human(self.sent.get(host, 0)))
+        return table
+
+    def __call__(self, event: Event) -> None:
+        with self._lock:
+            if isinstance(event, HostStatus):
+                self.rows[event.host] = [event.status, event.detail]
+            elif isinstance(event, BytesSent):
+                key = (event.host, event.layer)
+                prev = getattr(self, "_layer_done", {})
+                self._layer_done = prev
+                self.sent[event.host] = self.sent.get(event.host, 0) + event.done - prev.get(key, 0)
+                prev[key] = event.done
+            elif isinstance(event, HostOutput):
+                self.console.print(
+                    f"[dim]{event.host}[/dim] {event.line}", markup=True, highlight=False
+                )
+            elif isinstance(event, PhaseStarted):
+                self.console.print(f"[bold]==> {event.phase}[/bold] on {', '.join(event.hosts)}")
+            elif isinstance(event, Message):
+                self.console.print(event.text, highlight=False)
+            self.live.update(self._table())
+
+    def close(self) -> None:
+        """Stop the live display."""
+        self.live.stop()
+
+
+def _renderer(mode: str) -> PlainRenderer | RichRenderer:
+    if mode == "plain" or not sys.stderr.isatty():
+        return PlainRenderer()
+    return RichRenderer()
+
+
+def _options(
+    ctx: click.Context, renderer: PlainRenderer | RichRenderer, accept_changed: bool
+) -> lifecycle.Options:
+    return lifecycle.Options(
+        store=Store(store_root(ctx)),
+        progress=renderer,
+        accept_changed_host_key=accept_changed,
+    )
+
+
+def _cluster_name(name: str | None) -> str:
+    if name:
+        return name
+    names = list_clusters()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise ClusterError("no cluster is recorded here", hint="run one with `kbuild run`")
+    raise UsageError(
+        "several clusters are recorded: " + ", ".join(names), hint="pick one with --cluster-name"
+    )
+
+
+def _ips(values: Sequence[str], what: str) -> list[str]:
+    out: list[str] = []
+    for v in values:
+        out.extend(cfmod.split_ip_list(v, what=what))
+    return out
+
+
+def _print_plan(plan: lifecycle.Plan) -> None:
+    click.echo(f"Plan for cluster {plan.cluster}: image {plan.image} ({plan.manifest[:19]})")
+    click.echo("Hosts:")
+    for h in plan.hosts:
+        layers = (
+            ", ".join(f"{layer.hex[:12]} ({_human(layer.size)})" for layer in h.missing) or "none"
+        )
+        click.echo(
+            f"  {h.ip:<16} {','.join(h.roles):<12} {h.arch:<6} send {len(h.missing)} layers, "
+            f"{_human(h.bytes_to_send)} ({h.present} present): {layers}"
+        )
+    click.echo("Phases:")
+    if not plan.phases:
+        click.echo("  none (everything is done)")
+    for phase, hosts in plan.phases:
+        click.echo(f"  {phase:<15} {', '.join(hosts)}")
+
+
+_common = [
+    click.option(
+        "--accept-changed-host-key",
+        is_flag=True,
+        help="Trust a host key that differs from the recorded one (after a reinstall).",
+    ),
+    click.option(
+        "--progress",
+        "progress_mode",
+        type=click.Choice(["auto", "plain"]),
+        default="auto",
+        show_default=True,
+        help="Progress output style.",
+    ),
+]
+
+
+def _with_common(fn):  # type: ignore[no-untyped-def]
+    for opt in reversed(_common):
+        fn = opt(fn)
+    return fn
+
+
+@click.command("run")
+@click.argument("image", required=False)
+@click.option(
+    "-f", "--clusterfile", type=click.Path(exists=True, dir_okay=False), help="Clusterfile to run."
+)
+@click.option(
+    "-m", "--masters", multiple=True, metavar="IPS", help="Master IPs: a,b or a-b ranges."
+)
+@click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Node IPs: a,b or a-b ranges.")
+@click.option("-u", "--user", help="SSH user (default root; others use sudo).")
+@click.option("-p", "--passwd", help="SSH password (also the sudo password).")
+@click.option("--port", type=click.IntRange(1, 65535), help="SSH port (default 22).")
+@click.option("--pk", type=click.Path(dir_okay=False), help="SSH private key file.")
+@click.option("--pk-passwd", help="Passphrase of the private key.")
+@click.option("-e", "--env", "env", multiple=True, metavar="K=V", help="Cluster env (repeatable).")
+@click.option(
+    "--cmds", multiple=True, help="Commands to launch instead of the image's (repeatable)."
+)
+@click.option("--apps", multiple=True, help="Apps to launch instead of the image's (repeatable).")
+@click.option("--cluster-name", help=f"Cluster name (default {cfmod.DEFAULT_CLUSTER_NAME}).")
+@click.option("--dry-run", is_flag=True, help="Check the hosts (read-only) and print the plan.")
+@_with_common
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    image: str | None,
+    clusterfile: str | None,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    user: str | None,
+    passwd: str | None,
+    port: int | None,
+    pk: str | None,
+    pk_passwd: str | None,
+    env: tuple[str, ...],
+    cmds: tuple[str, ...],
+    apps: tuple[str, ...],
+    cluster_name: str | None,
+    dry_run: bool,
+    accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:
+    """Run a cluster image on hosts: IMAGE --masters … [--nodes …], or -f Clusterfile."""
+    if clusterfile:
+        if image or masters or nodes:
+            raise UsageError("give either -f Clusterfile or IMAGE with --masters/--nodes, not both")
+        cf = cfmod.load(clusterfile)
+    else:
+        if not image:
+            raise UsageError("give an IMAGE (with --masters) or -f Clusterfile")
+        if not masters:
+            raise UsageError("give the master hosts with --masters")
+        cf = cfmod.from_flags(
+            image,
+            masters=_ips(masters, "masters"),
+            nodes=_ips(nodes, "nodes"),
+            user=user,
+            passwd=passwd,
+            port=port,
+            pk=pk,
+            pk_passwd=pk_passwd,
+            env=env,
+            cmds=cmds,
+            apps=apps,
+            cluster_name=cluster_name,
+        )
+    renderer = _renderer(progress_mode)
+    try:
+        plan = lifecycle.run_cluster(
+            cf, _options(ctx, renderer, accept_changed_host_key), dry_run=dry_run
+        )
+    finally:
+        renderer.close()
+    if dry_run:
+        _print_plan(plan)
+    else:
+        click.echo(f"Cluster {cf.cluster.name} is up on {len(cf.cluster.all_hosts())} hosts.")
+
+
+@click.command("join")
+@click.option("-m", "--masters", multiple=True, metavar="IPS", help="Masters to add.")
+@click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Nodes to add.")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@click.option("--dry-run", is_flag=True, help="Check the new hosts and print the plan.")
+@_with_common
+@click.pass_context
+def join_command(
+    ctx: click.Context,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    cluster_name: str | None,
+    dry_run: bool,
+    accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:
+    """Add hosts to a running cluster."""
+    if not masters and not nodes:
+        raise UsageError("give hosts to join with --masters and/or --nodes")
+    name = _cluster_name(cluster_name)
+    renderer = _renderer(progress_mode)
+    try:
+        plan = lifecycle.join_hosts(
+            name,
+            _options(ctx, renderer, accept_changed_host_key),
+            masters=_ips(masters, "masters"),
+            nodes=_ips(nodes, "nodes"),
+            dry_run=dry_run,
+        )
+    finally:
+        renderer.close()
+    if dry_run:
+        _print_plan(plan)
+    else:
+        click.echo(f"Joined cluster {name}.")
+
+
+@click.command("delete")
+@click.option("-m", "--masters", multiple=True, metavar="IPS", help="Masters to remove.")
+@click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Nodes to remove.")
+@click.option("-a", "--all", "all_", is_flag=True, help="Remove the whole cluster from every host.")
+@click.option(
+    "-f",
+    "--clusterfile",
+    type=click.Path(exists=True, dir_okay=False),
+    help="With --all: the Clusterfile to clean up (also when nothing is recorded).",
+)
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@click.option("--force", is_flag=True, help="Skip hosts that cannot be reached and forget them.")
+@_with_common
+@click.pass_context
+def delete_command(
+    ctx: click.Context,
+    masters: tuple[str, ...],
+    nodes: tuple[str, ...],
+    all_: bool,
+    clusterfile: str | None,
+    cluster_name: str | None,
+    force: bool,
+    accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:
+    """Remove hosts from a cluster, or the whole cluster with --all."""
+    if all_ == bool(masters or nodes):
+        raise UsageError("give either --all or the hosts to remove (--masters/--nodes)")
+    if clusterfile and not all_:
+        raise UsageError("-f goes with --all")
+    renderer = _renderer(progress_mode)
+    opts = _options(ctx, renderer, accept_changed_host_key)
+    try:
+        if all_:
+            cf = cfmod.load(clusterfile) if clusterfile else None
+            name = cf.cluster.name if cf else _cluster_name(cluster_name)
+            lifecycle.delete_cluster(cf, opts, name=name, force=force)
+        else:
+            name = _cluster_name(cluster_name)
+            lifecycle.delete_hosts(
+                name, _ips(masters, "masters") + _ips(nodes, "nodes"), opts, force=force
+            )
+    finally:
+        renderer.close()
+    click.echo(f"Deleted {'cluster ' + name if all_ else 'hosts from cluster ' + name}.")
+
+
+@click.command("apply")
+@click.option(
+    "-f",
+    "--clusterfile",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="The desired Clusterfile.",
+)
+@click.option("--dry-run", is_flag=True, help="Check the hosts and print the plan.")
+@click.option("--force", is_flag=True, help="Forget removed hosts that cannot be reached.")
+@_with_common
+@click.pass_context
+def apply_command(
+    ctx: click.Context,
+    clusterfile: str,
+    dry_run: bool,
+    force: bool,
+    accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:
+    """Make the cluster match a Clusterfile: join added hosts, delete removed ones."""
+    cf = cfmod.load(clusterfile)
+    renderer = _renderer(progress_mode)
+    try:
+        plan = lifecycle.apply_clusterfile(
+            cf, _options(ctx, renderer, accept_changed_host_key), dry_run=dry_run, force=force
+        )
+    finally:
+        renderer.close()
+    if dry_run:
+        _print_plan(plan)
+    else:
+        click.echo(f"Cluster {cf.cluster.name} matches {clusterfile}.")
+
+
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.option(
+    "--roles",
+    "-r",
+    multiple=True,
+    type=click.Choice(list(cfmod.ROLES)),
+    help="Only hosts with this role (repeatable).",
+)
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@click.option("--accept-changed-host-key", is_flag=True, help="Trust a changed host key.")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_command(
+    ctx: click.Context,
+    roles: tuple[str, ...],
+    cluster_name: str | None,
+    accept_changed_host_key: bool,
+    command: tuple[str, ...],
+) -> None:
+    """Run a shell command on the cluster's hosts (as root): kbuild exec -- CMD."""
+    name = _cluster_name(cluster_name)
+    lock = threading.Lock()
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, HostOutput):
+            with lock:
+                click.echo(f"[{event.host}] {event.line}", err=event.stream == "stderr")
+
+    opts = lifecycle.Options(
+        store=Store(store_root(ctx)),
+        progress=on_event,
+        accept_changed_host_key=accept_changed_host_key,
+    )
+    results = lifecycle.exec_on_hosts(name, " ".join(command), opts, roles=roles)
+    failed = {ip: r.exit_status for ip, r in results.items() if r.exit_status != 0}
+    for ip, status in sorted(failed.items()):
+        click.echo(f"[{ip}] exit status {status}", err=True)
+    if failed:
+        ctx.exit(1)
+
+
+commands: list[click.Command] = [
+    run_command,
+    join_command,
+    delete_command,
+    apply_command,
+    exec_command,
+]
+
+__all__ = ["commands"]

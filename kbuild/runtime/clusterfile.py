@@ -297,7 +297,9 @@ class _Doc:
         self.index = index
         self.kind = kind
 
-    def error(self, path: str, message: str, value: object = None, *, show: bool = True) -> ClusterfileError:
+    def error(
+        self, path: str, message: str, value: object = None, *, show: bool = True
+    ) -> ClusterfileError:
         where = f"{self.source}: document {self.index + 1} (kind {self.kind})"
         text = f"{where}: {path}: {message}"
         if show and value is not None:
@@ -363,7 +365,9 @@ def expand_ips(doc: _Doc, path: str, text: str) -> list[str]:
             return [str(ipaddress.ip_address(n)) for n in range(int(first), int(last) + 1)]
         return [str(ipaddress.ip_address(text))]
     except ValueError:
-        raise doc.error(path, "bad IP address" if "-" not in text else "bad IP range", text) from None
+        raise doc.error(
+            path, "bad IP address" if "-" not in text else "bad IP range", text
+        ) from None
 
 
 def parse_taint(doc: _Doc, path: str, text: str) -> Taint:
@@ -489,7 +493,10 @@ def _parse_cluster(doc: _Doc, raw: dict[str, Any]) -> Cluster:
 
     cmds_raw = spec.get("cmds", spec.get("cmd"))
     cmds = [_as_str(doc, "spec.cmds", c) for c in _as_list(doc, "spec.cmds", cmds_raw)]
-    apps = [_as_str(doc, "spec.appNames", a) for a in _as_list(doc, "spec.appNames", spec.get("appNames"))]
+    apps = [
+        _as_str(doc, "spec.appNames", a)
+        for a in _as_list(doc, "spec.appNames", spec.get("appNames"))
+    ]
     aliases: list[dict[str, Any]] = []
     for ai, alias_any in enumerate(_as_list(doc, "spec.hostAliases", spec.get("hostAliases"))):
         apath = f"spec.hostAliases[{ai}]"
@@ -498,7 +505,10 @@ def _parse_cluster(doc: _Doc, raw: dict[str, Any]) -> Cluster:
         if "-" in ip:
             raise doc.error(f"{apath}.ip", "bad IP address", ip)
         expand_ips(doc, f"{apath}.ip", ip)
-        names = [_as_str(doc, f"{apath}.hostnames", n) for n in _as_list(doc, f"{apath}.hostnames", alias.get("hostnames"))]
+        names = [
+            _as_str(doc, f"{apath}.hostnames", n)
+            for n in _as_list(doc, f"{apath}.hostnames", alias.get("hostnames"))
+        ]
         if not names:
             raise doc.error(f"{apath}.hostnames", "no hostnames")
         aliases.append({"ip": ip, "hostnames": names})
@@ -526,7 +536,11 @@ def _parse_cluster(doc: _Doc, raw: dict[str, Any]) -> Cluster:
 
 
 def _parse_config(doc: _Doc, raw: dict[str, Any]) -> ConfigDoc:
-    name = _as_str(doc, "metadata.name", _as_map(doc, "metadata", raw.get("metadata")).get("name") or f"config-{doc.index + 1}")
+    name = _as_str(
+        doc,
+        "metadata.name",
+        _as_map(doc, "metadata", raw.get("metadata")).get("name") or f"config-{doc.index + 1}",
+    )
     spec = _as_map(doc, "spec", raw.get("spec"))
     path = spec.get("path")
     if not path:
@@ -545,13 +559,25 @@ def _parse_config(doc: _Doc, raw: dict[str, Any]) -> ConfigDoc:
         try:
             list(yaml.safe_load_all(data))
         except yaml.YAMLError as exc:
-            raise doc.error("spec.data", f"not YAML, cannot merge ({exc.__class__.__name__})") from None
+            raise doc.error(
+                "spec.data", f"not YAML, cannot merge ({exc.__class__.__name__})"
+            ) from None
     app = spec.get("appName") or ""
-    return ConfigDoc(name=name, path=path, data=data, strategy=strategy, app_name=_as_str(doc, "spec.appName", app) if app else "")
+    return ConfigDoc(
+        name=name,
+        path=path,
+        data=data,
+        strategy=strategy,
+        app_name=_as_str(doc, "spec.appName", app) if app else "",
+    )
 
 
 def _parse_plugin(doc: _Doc, raw: dict[str, Any]) -> PluginDoc:
-    name = _as_str(doc, "metadata.name", _as_map(doc, "metadata", raw.get("metadata")).get("name") or f"plugin-{doc.index + 1}")
+    name = _as_str(
+        doc,
+        "metadata.name",
+        _as_map(doc, "metadata", raw.get("metadata")).get("name") or f"plugin-{doc.index + 1}",
+    )
     spec = _as_map(doc, "spec", raw.get("spec"))
     ptype = _as_str(doc, "spec.type", spec.get("type") or "SHELL")
     if ptype.upper() != "SHELL":
@@ -576,7 +602,7 @@ def _parse_plugin(doc: _Doc, raw: dict[str, Any]) -> PluginDoc:
 def loads(text: str, *, source: str = "Clusterfile") -> Clusterfile:
     """Parse Clusterfile text; ``source`` names it in errors."""
     try:
-        raw_docs = [d for d in yaml.load_all(io.StringIO(text), Loader=_Loader)]  # noqa: S506
+        raw_docs = [d for d in yaml.load_all(io.StringIO(text), Loader=_Loader)]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -596,7 +622,12 @@ def loads(text: str, *, source: str = "Clusterfile") -> Clusterfile:
         doc = _Doc(source, index, str(kind))
         if not kind:
             raise doc.error("kind", "missing")
-        if kind in ("Cluster", "Config", "Plugin") and api and not api.startswith("sealer.io/") and not api.startswith("kbuild.io/"):
+        if (
+            kind in ("Cluster", "Config", "Plugin")
+            and api
+            and not api.startswith("sealer.io/")
+            and not api.startswith("kbuild.io/")
+        ):
             raise doc.error("apiVersion", "unsupported apiVersion", api)
         if kind == "Cluster":
             if cluster is not None:
@@ -680,12 +711,26 @@ def to_documents(cf: Clusterfile) -> list[dict[str, Any]]:
         cspec: dict[str, Any] = {"path": cfg.path, "strategy": cfg.strategy, "data": cfg.data}
         if cfg.app_name:
             cspec["appName"] = cfg.app_name
-        docs.append({"apiVersion": DOC_API_VERSION, "kind": "Config", "metadata": {"name": cfg.name}, "spec": cspec})
+        docs.append(
+            {
+                "apiVersion": DOC_API_VERSION,
+                "kind": "Config",
+                "metadata": {"name": cfg.name},
+                "spec": cspec,
+            }
+        )
     for pl in cf.plugins:
         pspec: dict[str, Any] = {"type": pl.type, "action": pl.action, "data": pl.data}
         if pl.scope:
             pspec["scope"] = "|".join(pl.scope)
-        docs.append({"apiVersion": DOC_API_VERSION, "kind": "Plugin", "metadata": {"name": pl.name}, "spec": pspec})
+        docs.append(
+            {
+                "apiVersion": DOC_API_VERSION,
+                "kind": "Plugin",
+                "metadata": {"name": pl.name},
+                "spec": pspec,
+            }
+        )
     docs.extend(copy.deepcopy(cf.others))
     return docs
 
@@ -705,7 +750,9 @@ _Dumper.add_representer(str, _str_representer)
 
 def dumps(cf: Clusterfile) -> str:
     """The Clusterfile as multi-document YAML text (secrets included: write it 0600)."""
-    return yaml.dump_all(to_documents(cf), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+    return yaml.dump_all(
+        to_documents(cf), Dumper=_Dumper, sort_keys=False, default_flow_style=False
+    )
 
 
 def save(cf: Clusterfile, path: str | Path) -> None:
@@ -792,7 +839,9 @@ def with_hosts(cf: Clusterfile, groups: list[HostGroup]) -> Clusterfile:
     return loads(dumps(new), source="Clusterfile")
 
 
-def add_hosts(cf: Clusterfile, ips: Sequence[str], role: str, ssh: SSH | None = None) -> Clusterfile:
+def add_hosts(
+    cf: Clusterfile, ips: Sequence[str], role: str, ssh: SSH | None = None
+) -> Clusterfile:
     """A copy with new hosts of one role appended as a new group."""
     groups = copy.deepcopy(cf.cluster.hosts)
     groups.append(HostGroup(ips=list(ips), roles=[role], ssh=ssh or SSH()))

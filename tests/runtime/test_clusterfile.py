@@ -65,8 +65,12 @@ def test_sealer_example_loads() -> None:
     assert c.name == "my-cluster"
     assert c.image == "kubernetes:v1.30.2"
     assert [h.ip for h in c.all_hosts()] == [
-        "192.168.0.2", "192.168.0.3", "192.168.0.4",
-        "192.168.0.5", "192.168.0.6", "192.168.0.7",
+        "192.168.0.2",
+        "192.168.0.3",
+        "192.168.0.4",
+        "192.168.0.5",
+        "192.168.0.6",
+        "192.168.0.7",
     ]
     m0 = c.master0()
     assert m0.ip == "192.168.0.2"
@@ -116,7 +120,9 @@ def test_round_trip_is_stable() -> None:
     ],
 )
 def test_numeric_and_odd_passwords_are_kept_as_written(password_yaml: str, expected: str) -> None:
-    text = cluster_doc("hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh=f"{{passwd: {password_yaml}}}")
+    text = cluster_doc(
+        "hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh=f"{{passwd: {password_yaml}}}"
+    )
     f = cf.loads(text)
     assert f.cluster.master0().ssh.passwd == expected
     # and it survives a save/load
@@ -126,35 +132,86 @@ def test_numeric_and_odd_passwords_are_kept_as_written(password_yaml: str, expec
 @pytest.mark.parametrize(
     ("hosts", "fragments"),
     [
-        ("hosts: [{ips: [10.0.0.1], roles: [boss]}]", ["document 1 (kind Cluster)", "spec.hosts[0].roles[0]", "unknown role", "'boss'"]),
-        ("hosts: [{ips: [10.0.0.1, 10.0.0.1], roles: [master]}]", ["spec.hosts[0].ips[1]", "duplicate IP", "'10.0.0.1'"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master]}, {ips: [10.0.0.0-10.0.0.2], roles: [node]}]", ["spec.hosts[1].ips[0]", "duplicate IP", "spec.hosts[0].ips[0]"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [node]}]", ["spec.hosts", "no host has the master role"]),
-        ("hosts: [{ips: [10.0.0.300], roles: [master]}]", ["spec.hosts[0].ips[0]", "bad IP address", "'10.0.0.300'"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [boss]}]",
+            ["document 1 (kind Cluster)", "spec.hosts[0].roles[0]", "unknown role", "'boss'"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1, 10.0.0.1], roles: [master]}]",
+            ["spec.hosts[0].ips[1]", "duplicate IP", "'10.0.0.1'"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master]}, {ips: [10.0.0.0-10.0.0.2], roles: [node]}]",
+            ["spec.hosts[1].ips[0]", "duplicate IP", "spec.hosts[0].ips[0]"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [node]}]",
+            ["spec.hosts", "no host has the master role"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.300], roles: [master]}]",
+            ["spec.hosts[0].ips[0]", "bad IP address", "'10.0.0.300'"],
+        ),
         ("hosts: [{ips: [host.example], roles: [master]}]", ["bad IP address", "'host.example'"]),
-        ("hosts: [{ips: [10.0.0.5-10.0.0.1], roles: [master]}]", ["bad IP range", "'10.0.0.5-10.0.0.1'"]),
+        (
+            "hosts: [{ips: [10.0.0.5-10.0.0.1], roles: [master]}]",
+            ["bad IP range", "'10.0.0.5-10.0.0.1'"],
+        ),
         ("hosts: [{ips: [10.0.0.1-fe80::1], roles: [master]}]", ["bad IP range"]),
         ("hosts: [{ips: [10.0.0.1-x], roles: [master]}]", ["bad IP range", "'10.0.0.1-x'"]),
         ("hosts: [{ips: [10.0.0.0-10.1.0.0], roles: [master]}]", ["IP range larger than"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], taints: [dedicated]}]", ["spec.hosts[0].taints[0]", "bad taint", "'dedicated'"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], taints: ['a=b:Sometimes']}]", ["bad taint effect", "'a=b:Sometimes'"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], taints: ['bad key!:NoSchedule']}]", ["bad taint key or value"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], taints: [dedicated]}]",
+            ["spec.hosts[0].taints[0]", "bad taint", "'dedicated'"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], taints: ['a=b:Sometimes']}]",
+            ["bad taint effect", "'a=b:Sometimes'"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], taints: ['bad key!:NoSchedule']}]",
+            ["bad taint key or value"],
+        ),
         ("hosts: [{ips: [10.0.0.1], roles: []}]", ["spec.hosts[0].roles", "no roles"]),
         ("hosts: [{ips: [], roles: [master]}]", ["spec.hosts[0].ips", "no IPs"]),
         ("hosts: []", ["spec.hosts", "no hosts"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], colour: red}]", ["spec.hosts[0].colour", "unknown field"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], ssh: {port: '70000'}}]", ["spec.hosts[0].ssh.port", "bad port", "'70000'"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], colour: red}]",
+            ["spec.hosts[0].colour", "unknown field"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], ssh: {port: '70000'}}]",
+            ["spec.hosts[0].ssh.port", "bad port", "'70000'"],
+        ),
         ("hosts: [{ips: [10.0.0.1], roles: [master], ssh: {port: abc}}]", ["bad port"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], env: [NOEQUALS]}]", ["spec.hosts[0].env[0]", "expected KEY=VALUE"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master], env: ['1X=2']}]", ["bad variable name", "'1X'"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], env: [NOEQUALS]}]",
+            ["spec.hosts[0].env[0]", "expected KEY=VALUE"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master], env: ['1X=2']}]",
+            ["bad variable name", "'1X'"],
+        ),
         ("hosts: [{ips: [10.0.0.1], roles: [master], labels: {'a b': c}}]", ["bad label key"]),
         ("hosts: [{ips: [10.0.0.1], roles: [master], labels: {a: 'x y'}}]", ["bad label value"]),
         ("hosts: {ips: [10.0.0.1]}", ["spec.hosts", "expected a list"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master]}]\ndataRoot: relative/dir", ["spec.dataRoot", "absolute path"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master]}]\ndataRoot: relative/dir",
+            ["spec.dataRoot", "absolute path"],
+        ),
         ("hosts: [{ips: [10.0.0.1], roles: [master]}]\ndataRoot: /var/../etc", ["spec.dataRoot"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master]}]\nimages: [x]", ["spec.images", "unknown field"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master]}]\nhostAliases: [{ip: nope, hostnames: [a]}]", ["spec.hostAliases[0].ip", "bad IP address"]),
-        ("hosts: [{ips: [10.0.0.1], roles: [master]}]\nhostAliases: [{ip: 10.0.0.9}]", ["spec.hostAliases[0].hostnames", "no hostnames"]),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master]}]\nimages: [x]",
+            ["spec.images", "unknown field"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master]}]\nhostAliases: [{ip: nope, hostnames: [a]}]",
+            ["spec.hostAliases[0].ip", "bad IP address"],
+        ),
+        (
+            "hosts: [{ips: [10.0.0.1], roles: [master]}]\nhostAliases: [{ip: 10.0.0.9}]",
+            ["spec.hostAliases[0].hostnames", "no hostnames"],
+        ),
     ],
 )
 def test_cluster_errors_name_document_field_and_value(hosts: str, fragments: list[str]) -> None:
@@ -169,13 +226,22 @@ def test_cluster_errors_name_document_field_and_value(hosts: str, fragments: lis
 @pytest.mark.parametrize(
     ("text", "fragments"),
     [
-        ("kind: Cluster\nspec: {hosts: [{ips: [10.0.0.1], roles: [master]}]}", ["spec.image", "missing"]),
-        ("kind: Cluster\nmetadata: {name: Bad_Name}\nspec: {image: i, hosts: [{ips: [10.0.0.1], roles: [master]}]}", ["metadata.name", "bad cluster name"]),
+        (
+            "kind: Cluster\nspec: {hosts: [{ips: [10.0.0.1], roles: [master]}]}",
+            ["spec.image", "missing"],
+        ),
+        (
+            "kind: Cluster\nmetadata: {name: Bad_Name}\nspec: {image: i, hosts: [{ips: [10.0.0.1], roles: [master]}]}",
+            ["metadata.name", "bad cluster name"],
+        ),
         ("kind: Config\nspec: {path: a}\n", ["no document of kind Cluster"]),
         ("a: [unclosed\n", ["cf.yaml:", "not valid YAML"]),
         ("- just\n- a list\n", ["document 1", "expected a mapping"]),
         ("apiVersion: v1\nmetadata: {}\n", ["document 1", "kind", "missing"]),
-        ("apiVersion: other.io/v1\nkind: Cluster\nspec: {}\n", ["unsupported apiVersion", "'other.io/v1'"]),
+        (
+            "apiVersion: other.io/v1\nkind: Cluster\nspec: {}\n",
+            ["unsupported apiVersion", "'other.io/v1'"],
+        ),
     ],
 )
 def test_document_level_errors(text: str, fragments: list[str]) -> None:
@@ -194,13 +260,31 @@ GOOD = cluster_doc("hosts: [{ips: [10.0.0.1], roles: [master]}]")
         ("kind: Config\nspec: {data: x}", ["document 2 (kind Config)", "spec.path", "missing"]),
         ("kind: Config\nspec: {path: /etc/passwd, data: x}", ["spec.path", "relative"]),
         ("kind: Config\nspec: {path: ../x, data: x}", ["spec.path"]),
-        ("kind: Config\nspec: {path: a.yaml, strategy: append, data: x}", ["spec.strategy", "'append'"]),
-        ("kind: Config\nspec: {path: a.yaml, strategy: merge, data: 'a: [b'}", ["spec.data", "not YAML"]),
-        ("kind: Plugin\nspec: {action: pre-init-host, data: 'x'}\n---\nkind: Plugin\nspec: {action: pre-boot, data: x}", ["document 3 (kind Plugin)", "spec.action", "'pre-boot'"]),
-        ("kind: Plugin\nspec: {type: GOLANG, action: pre-install, data: x}", ["spec.type", "'GOLANG'"]),
-        ("kind: Plugin\nspec: {action: pre-install, scope: 'master|etcd', data: x}", ["spec.scope", "'etcd'"]),
+        (
+            "kind: Config\nspec: {path: a.yaml, strategy: append, data: x}",
+            ["spec.strategy", "'append'"],
+        ),
+        (
+            "kind: Config\nspec: {path: a.yaml, strategy: merge, data: 'a: [b'}",
+            ["spec.data", "not YAML"],
+        ),
+        (
+            "kind: Plugin\nspec: {action: pre-init-host, data: 'x'}\n---\nkind: Plugin\nspec: {action: pre-boot, data: x}",
+            ["document 3 (kind Plugin)", "spec.action", "'pre-boot'"],
+        ),
+        (
+            "kind: Plugin\nspec: {type: GOLANG, action: pre-install, data: x}",
+            ["spec.type", "'GOLANG'"],
+        ),
+        (
+            "kind: Plugin\nspec: {action: pre-install, scope: 'master|etcd', data: x}",
+            ["spec.scope", "'etcd'"],
+        ),
         ("kind: Plugin\nspec: {action: pre-install}", ["spec.data", "missing"]),
-        ("kind: Cluster\nspec: {image: x, hosts: [{ips: [10.0.0.2], roles: [master]}]}", ["a second Cluster"]),
+        (
+            "kind: Cluster\nspec: {image: x, hosts: [{ips: [10.0.0.2], roles: [master]}]}",
+            ["a second Cluster"],
+        ),
     ],
 )
 def test_config_and_plugin_errors(doc: str, fragments: list[str]) -> None:
@@ -215,7 +299,10 @@ def test_config_and_plugin_errors(doc: str, fragments: list[str]) -> None:
     [
         ("k=v:NoSchedule", cf.Taint("k", "v", "NoSchedule")),
         ("k:NoExecute", cf.Taint("k", "", "NoExecute")),
-        ("example.com/k=v:PreferNoSchedule-", cf.Taint("example.com/k", "v", "PreferNoSchedule", True)),
+        (
+            "example.com/k=v:PreferNoSchedule-",
+            cf.Taint("example.com/k", "v", "PreferNoSchedule", True),
+        ),
         ("k-", cf.Taint("k", "", "", True)),
     ],
 )
@@ -273,9 +360,15 @@ def test_masters_come_first_whatever_the_file_order() -> None:
 
 def test_secrets_never_in_errors_or_repr() -> None:
     with pytest.raises(ClusterfileError) as info:
-        cf.loads(cluster_doc("hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh="{passwd: [hunter2secret]}"))
+        cf.loads(
+            cluster_doc(
+                "hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh="{passwd: [hunter2secret]}"
+            )
+        )
     assert "hunter2secret" not in str(info.value)
-    f = cf.loads(cluster_doc("hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh="{passwd: hunter2secret}"))
+    f = cf.loads(
+        cluster_doc("hosts: [{ips: [10.0.0.1], roles: [master]}]", ssh="{passwd: hunter2secret}")
+    )
     assert "hunter2secret" not in repr(f)
     assert "hunter2secret" not in repr(f.cluster.all_hosts())
 
@@ -284,10 +377,22 @@ def test_secrets_never_in_errors_or_repr() -> None:
     "flags",
     [
         {"masters": ["10.0.0.1"], "passwd": "x"},
-        {"masters": ["10.0.0.1", "10.0.0.2"], "nodes": ["10.0.0.3"], "passwd": "123", "port": 2222,
-         "user": "deploy", "env": ["A=1", "B=x=y"], "cluster_name": "prod"},
-        {"masters": ["10.0.0.1"], "pk": "/root/.ssh/id_ed25519", "pk_passwd": "0777",
-         "cmds": ["echo hi"], "apps": ["web"]},
+        {
+            "masters": ["10.0.0.1", "10.0.0.2"],
+            "nodes": ["10.0.0.3"],
+            "passwd": "123",
+            "port": 2222,
+            "user": "deploy",
+            "env": ["A=1", "B=x=y"],
+            "cluster_name": "prod",
+        },
+        {
+            "masters": ["10.0.0.1"],
+            "pk": "/root/.ssh/id_ed25519",
+            "pk_passwd": "0777",
+            "cmds": ["echo hi"],
+            "apps": ["web"],
+        },
     ],
 )
 def test_flags_save_load_equal(tmp_path: Path, flags: dict) -> None:  # type: ignore[type-arg]
@@ -326,7 +431,11 @@ def test_flags_save_load_equal(tmp_path: Path, flags: dict) -> None:  # type: ig
 
 
 def test_flag_ip_lists_with_ranges() -> None:
-    assert cf.split_ip_list("10.0.0.1,10.0.0.3-10.0.0.4", what="nodes") == ["10.0.0.1", "10.0.0.3", "10.0.0.4"]
+    assert cf.split_ip_list("10.0.0.1,10.0.0.3-10.0.0.4", what="nodes") == [
+        "10.0.0.1",
+        "10.0.0.3",
+        "10.0.0.4",
+    ]
     with pytest.raises(ClusterfileError, match="--nodes.*bad IP address.*'x'"):
         cf.split_ip_list("10.0.0.1,x", what="nodes")
 

@@ -1,0 +1,3 @@
+module kbuild.example/hello-service
+
+go 1.22

@@ -1,0 +1,165 @@
+"""Layers to hosts, once.
+
+Each host keeps a content-addressed layer store, ``<dataRoot>/layers/<hex>/``
+(``hex`` = the layer's diffID without ``sha256:``), holding ``fs/`` (the
+unpacked layer, an overlay lower dir) and the marker ``verified``. A layer
+whose marker is there is not sent again.
+
+A missing layer travels as ONE byte stream over an SSH exec channel into
+``scripts/receive-layer.sh``: the blob as stored when the host can decompress
+it (``zstd``/``gzip`` present), else the tar decompressed on this side. The
+host unpacks it into a temp dir while hashing the tar, and renames it into
+place only when the sha256 equals the diffID. All hosts receive in parallel;
+one host receives its layers one after another.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from kbuild.layerstore import Store
+from kbuild.runtime.executor import Executor
+from kbuild.runtime.image import ImageInfo, Layer
+from kbuild.runtime.layers import open_tar
+from kbuild.runtime.runevents import BytesSent, HostStatus, Progress, emit
+
+SCRIPTS_DIR = Path(__file__).with_name("scripts")
+
+
+def script_text(name: str) -> str:
+    """The text of one of the runtime's on-host scripts."""
+    return (SCRIPTS_DIR / name).read_text()
+
+
+def remote_script(name: str, *args: str) -> str:
+    """A shell command line running a packaged script with ``args``."""
+    quoted = " ".join(shlex.quote(a) for a in args)
+    return f"sh -c {shlex.quote(script_text(name))} kbuild-{name.removesuffix('.sh')} {quoted}"
+
+
+def layer_store(data_root: str) -> str:
+    """The host's layer store directory."""
+    return f"{data_root}/layers"
+
+
+@dataclass
+class HostLayers:
+    """Which of an image's layers a host has and lacks."""
+
+    host: str
+    present: list[Layer] = field(default_factory=list)
+    missing: list[Layer] = field(default_factory=list)
+
+    @property
+    def bytes_to_send(self) -> int:
+        """Blob bytes of the missing layers."""
+        return sum(layer.size for layer in self.missing)
+
+
+def present_layers(conn: Executor, data_root: str, layers: Sequence[Layer]) -> set[str]:
+    """Hex names of the layers whose verified marker the host has (read-only)."""
+    if not layers:
+        return set()
+    store = shlex.quote(layer_store(data_root))
+    names = " ".join(layer.hex for layer in layers)
+    cmd = (
+        f"cd {store} 2>/dev/null || exit 0; "
+        f'for h in {names}; do [ -f "$h/verified" ] && echo "$h"; done; exit 0'
+    )
+    out = conn.run(cmd).stdout
+    return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def host_layers(conn: Executor, data_root: str, image: ImageInfo) -> HostLayers:
+    """Split the image's layers into present and missing on one host."""
+    have = present_layers(conn, data_root, image.layers)
+    hl = HostLayers(host=conn.name)
+    seen: set[str] = set()
+    for layer in image.layers:
+        if layer.hex in have:
+            hl.present.append(layer)
+        elif layer.hex not in seen:
+            hl.missing.append(layer)
+        seen.add(layer.hex)
+    return hl
+
+
+class _Reader:
+    """A reader over a blob or a decompressed stream, reporting progress."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
+
+
+def send_layer(
+    conn: Executor,
+    store: Store,
+    data_root: str,
+    layer: Layer,
+    *,
+    host_tools: frozenset[str],
+    progress: Progress | None = None,
+) -> None:
+    """Send one layer as one stream; raises HostError when the host rejects it."""
+    raw = layer.compression == "none" or layer.compression in host_tools
+    mode = layer.compression if raw else "none"
+    cmd = remote_script("receive-layer.sh", layer_store(data_root), layer.hex, mode)
+    done = 0
+
+    def on_bytes(n: int) -> None:
+        nonlocal done
+        done += n
+        emit(progress, BytesSent(conn.name, layer.digest, done, layer.size if raw else 0))
+
+    if raw:
+        with store.open_blob(layer.digest) as blob:
+            conn.run_with_input(cmd, blob, progress=on_bytes)
+    else:
+        with open_tar(store, layer) as stream:
+            conn.run_with_input(cmd, _Reader(stream), progress=on_bytes)  # type: ignore[arg-type]
+
+
+def clear_incoming(conn: Executor, data_root: str) -> None:
+    """Remove temp dirs that an interrupted earlier transfer may have left."""
+    store = shlex.quote(layer_store(data_root))
+    conn.run(f"[ -d {store} ] && rm -rf {store}/.incoming-* ; exit 0")
+
+
+def send_missing(
+    conn: Executor,
+    store: Store,
+    data_root: str,
+    todo: HostLayers,
+    *,
+    host_tools: frozenset[str],
+    progress: Progress | None = None,
+) -> int:
+    """Send every missing layer to one host; returns the blob bytes sent."""
+    if not todo.missing:
+        emit(progress, HostStatus(conn.name, "layers", f"all {len(todo.present)} present"))
+        return 0
+    clear_incoming(conn, data_root)
+    sent = 0
+    for i, layer in enumerate(todo.missing, 1):
+        emit(
+            progress,
+            HostStatus(
+                conn.name,
+                "sending",
+                f"layer {i}/{len(todo.missing)} {layer.hex[:12]} ({layer.size} B)",
+            ),
+        )
+        send_layer(conn, store, data_root, layer, host_tools=host_tools, progress=progress)
+        sent += layer.size
+    emit(
+        progress,
+        HostStatus(conn.name, "layers", f"sent {len(todo.missing)}, {len(todo.present)} present"),
+    )
+    return sent

@@ -1,0 +1,248 @@
+"""What the runtime needs to know of a cluster image, read through the store.
+
+The runtime reads images only through :class:`kbuild.layerstore.Store`
+(``resolve``, ``read_manifest``, ``read_config``, ``open_blob``). Kubefile
+metadata (apps, LAUNCH, CMDS, CMD) comes from the config label
+``io.kbuild.image.v1`` whose JSON schema ``docs/build.md`` documents (the
+builder writes it with ``kbuild.builder.meta.ImageMeta``; the runtime must not
+import the builder, so it reads the documented JSON here, and a test checks
+both sides agree).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from kbuild.errors import ClusterError, StoreError
+from kbuild.layerstore import MediaType, Store
+
+META_KEY = "io.kbuild.image.v1"
+"""Config label (and manifest annotation) holding the Kubefile metadata JSON."""
+
+_ARCH = {
+    "x86_64": "amd64",
+    "amd64": "amd64",
+    "aarch64": "arm64",
+    "arm64": "arm64",
+    "armv7l": "arm",
+    "armv6l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "i686": "386",
+    "i386": "386",
+}
+
+
+def oci_arch(machine: str) -> str:
+    """The OCI architecture name of ``uname -m`` output (``x86_64`` → ``amd64``)."""
+    return _ARCH.get(machine.strip(), machine.strip())
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of the image as the runtime sends it."""
+
+    digest: str
+    diff_id: str
+    media_type: str
+    size: int
+
+    @property
+    def hex(self) -> str:
+        """The diffID without ``sha256:``: the layer's name on hosts."""
+        return self.diff_id.split(":", 1)[1]
+
+    @property
+    def compression(self) -> str:
+        """``zstd``, ``gzip`` or ``none``."""
+        mt = self.media_type
+        if mt.endswith("zstd"):
+            return "zstd"
+        if mt.endswith("gzip"):
+            return "gzip"
+        return "none"
+
+
+@dataclass
+class App:
+    """An app of the image: its directory in the rootfs, its commands and env."""
+
+    name: str
+    path: str
+    cmds: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ImageInfo:
+    """A resolved single-platform cluster image."""
+
+    ref: str
+    manifest_digest: str
+    os: str
+    arch: str
+    env: dict[str, str]
+    labels: dict[str, str]
+    layers: list[Layer]
+    apps: dict[str, App]
+    launch: list[str] | None
+    cmds: list[str] | None
+    cmd: list[str]
+
+    def launch_commands(
+        self, app_names: list[str], cmds: list[str]
+    ) -> list[tuple[str, str, dict[str, str]]]:
+        """The commands run on master0 at launch: ``(dir-in-rootfs, command, env)``.
+
+        The Clusterfile's ``cmds`` win over its ``appNames``, which win over the
+        image's CMDS, then its LAUNCH, then its CMD lines.
+        """
+        if cmds:
+            return [(".", c, {}) for c in cmds]
+        names = app_names or (None if self.cmds else self.launch)
+        if names:
+            out = []
+            for name in names:
+                app = self.apps.get(name)
+                if app is None:
+                    raise ClusterError(
+                        f"image {self.ref} has no app {name!r} (apps: {', '.join(self.apps) or 'none'})"
+                    )
+                out.extend((app.path, c, dict(app.env)) for c in app.cmds)
+            return out
+        if self.cmds:
+            return [(".", c, {}) for c in self.cmds]
+        return [(".", c, {}) for c in self.cmd]
+
+    @property
+    def total_size(self) -> int:
+        """Bytes of all layer blobs."""
+        return sum(layer.size for layer in self.layers)
+
+
+def _default_app_cmds(app: dict[str, Any]) -> list[str]:
+    files = [str(f) for f in app.get("files") or []]
+    kind = app.get("type")
+    if kind == "helm" and files:
+        return [f"helm install {shlex.quote(str(app['name']))} {shlex.quote(files[0])}"]
+    if kind == "kube":
+        return [f"kubectl apply -f {shlex.quote(f)}" for f in files]
+    if kind == "shell":
+        return [f"bash {shlex.quote(f)}" for f in files]
+    return []
+
+
+def parse_meta(labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    """The Kubefile metadata JSON (label, else manifest annotation; ``{}`` when absent)."""
+    text = labels.get(META_KEY) or (annotations or {}).get(META_KEY)
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise StoreError(f"image label {META_KEY} is not JSON") from None
+    if not isinstance(data, dict):
+        raise StoreError(f"image label {META_KEY} is not a JSON object")
+    return data
+
+
+def _platform_matches(desc: dict[str, Any], os_name: str, arch: str) -> bool:
+    plat = desc.get("platform") or {}
+    return bool(plat.get("architecture") == arch and plat.get("os", "linux") == os_name)
+
+
+def inspect_image(
+    store: Store, ref: str, *, arch: str | None = None, os_name: str = "linux"
+) -> ImageInfo:
+    """Resolve ``ref`` in the local store to the runtime's view of it.
+
+    An image index is narrowed to the manifest of ``arch`` (required then);
+    a single manifest is returned whatever its architecture (the preflight
+    compares it with the hosts').
+    """
+    desc = store.resolve(ref)
+    manifest = store.read_manifest(desc)
+    digest = desc.digest
+    if desc.media_type in MediaType.INDEXES or "manifests" in manifest:
+        choices = manifest.get("manifests") or []
+        if arch is None:
+            arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
+            raise ClusterError(
+                f"image {ref} is multi-platform ({', '.join(arches)}); the host architecture decides"
+            )
+        for m in choices:
+            if _platform_matches(m, os_name, arch):
+                digest = m["digest"]
+                manifest = store.read_manifest(digest)
+                break
+        else:
+            arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
+            raise ClusterError(
+                f"image {ref} has no {os_name}/{arch} variant (it has: {', '.join(arches)})"
+            )
+    config = store.read_config(manifest)
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    blobs = manifest.get("layers") or []
+    if len(diff_ids) != len(blobs):
+        raise StoreError(
+            f"image {ref}: manifest has {len(blobs)} layers but config {len(diff_ids)} diffIDs"
+        )
+    layers = [
+        Layer(
+            digest=b["digest"],
+            diff_id=d,
+            media_type=b.get("mediaType", MediaType.OCI_LAYER),
+            size=int(b.get("size", 0)),
+        )
+        for b, d in zip(blobs, diff_ids, strict=True)
+    ]
+    for layer in layers:
+        if not layer.diff_id.startswith("sha256:") or len(layer.diff_id) != 71:
+            raise StoreError(f"image {ref}: unsupported diffID {layer.diff_id}")
+    inner = config.get("config") or {}
+    labels = {str(k): str(v) for k, v in (inner.get("Labels") or {}).items()}
+    env: dict[str, str] = {}
+    for item in inner.get("Env") or []:
+        key, _, value = str(item).partition("=")
+        env[key] = value
+    meta = parse_meta(labels, manifest.get("annotations"))
+    apps: dict[str, App] = {}
+    for a in meta.get("apps") or []:
+        name = str(a["name"])
+        cmds = [str(c) for c in a.get("cmds") or []] or _default_app_cmds(a)
+        apps[name] = App(
+            name=name,
+            path=str(a.get("path") or f"application/apps/{name}"),
+            cmds=cmds,
+            env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
+        )
+    launch = meta.get("launch")
+    cmds = meta.get("cmds")
+    return ImageInfo(
+        ref=ref,
+        manifest_digest=digest,
+        os=str(config.get("os") or "linux"),
+        arch=str(config.get("architecture") or ""),
+        env=env,
+        labels=labels,
+        layers=layers,
+        apps=apps,
+        launch=[str(x) for x in launch] if launch is not None else None,
+        cmds=[str(x) for x in cmds] if cmds is not None else None,
+        cmd=[str(x) for x in meta.get("cmd") or []],
+    )
+
+
+def image_arches(store: Store, ref: str) -> list[str]:
+    """The architectures an image (or index) offers."""
+    desc = store.resolve(ref)
+    manifest = store.read_manifest(desc)
+    if "manifests" in manifest:
+        return sorted(
+            {str((m.get("platform") or {}).get("architecture")) for m in manifest["manifests"]}
+        )
+    return [str(store.read_config(manifest).get("architecture") or "")]

@@ -1,0 +1,164 @@
+"""Local reading of an image's layers before they go to hosts.
+
+Every layer is validated with :func:`kbuild.layerstore.check_layer` (an image
+is untrusted input: no entry may land outside the rootfs) and scanned once for
+what the runtime needs: its uncompressed size (disk-space preflight), its
+``*.tmpl`` files (rendered per host) and its whiteouts (so a template deleted
+by a later layer is not rendered). The result is cached in a store record
+keyed by the layer digest, so a re-run reads no layer again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import zstandard
+
+from kbuild.errors import DigestMismatch, UnsafeLayerError
+from kbuild.layerstore import Store, check_layer
+from kbuild.runtime.image import ImageInfo, Layer
+
+RECORD_KIND = "runtime-layer-scan"
+MAX_TEMPLATE = 1 << 20
+TEMPLATE_SUFFIX = ".tmpl"
+
+
+class _Counter:
+    """A reader counting the bytes read through it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+
+@contextmanager
+def open_tar(store: Store, layer: Layer) -> Iterator[BinaryIO]:
+    """The layer's uncompressed tar stream."""
+    blob = store.open_blob(layer.digest)
+    try:
+        if layer.compression == "zstd":
+            reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
+            try:
+                yield reader  # type: ignore[misc]
+            finally:
+                reader.close()
+        elif layer.compression == "gzip":
+            with gzip.GzipFile(fileobj=blob, mode="rb") as gz:
+                yield gz  # type: ignore[misc]
+        else:
+            yield blob
+    finally:
+        blob.close()
+
+
+@dataclass
+class LayerScan:
+    """What the runtime knows of one layer's content."""
+
+    size: int
+    templates: dict[str, str] = field(default_factory=dict)
+    deleted: list[str] = field(default_factory=list)
+    opaque: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        """The record form."""
+        return {
+            "blobs": [],
+            "size": self.size,
+            "templates": self.templates,
+            "deleted": self.deleted,
+            "opaque": self.opaque,
+        }
+
+
+def _norm(name: str) -> str:
+    path = posixpath.normpath("/" + name.lstrip("./"))
+    return path.lstrip("/")
+
+
+def _scan(store: Store, layer: Layer) -> LayerScan:
+    with open_tar(store, layer) as stream:
+        counter = _Counter(stream)
+        scan = LayerScan(size=0)
+        with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                path = _norm(member.name)
+                base = posixpath.basename(path)
+                parent = posixpath.dirname(path)
+                if base == ".wh..wh..opq":
+                    scan.opaque.append(parent)
+                elif base.startswith(".wh."):
+                    scan.deleted.append(posixpath.join(parent, base[4:]))
+                elif (
+                    member.isfile()
+                    and path.endswith(TEMPLATE_SUFFIX)
+                    and member.size <= MAX_TEMPLATE
+                ):
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        try:
+                            scan.templates[path] = fh.read().decode("utf-8")
+                        except UnicodeDecodeError:
+                            pass
+            while counter.read(1 << 20):
+                pass
+        scan.size = counter.count
+    return scan
+
+
+def scan_layer(store: Store, layer: Layer) -> LayerScan:
+    """Validate and scan a layer, once per layer digest (cached in the store)."""
+    cached = store.get_record(RECORD_KIND, layer.digest)
+    if cached is not None and cached.get("diffID") == layer.diff_id:
+        return LayerScan(
+            size=int(cached["size"]),
+            templates={str(k): str(v) for k, v in cached.get("templates", {}).items()},
+            deleted=[str(x) for x in cached.get("deleted", [])],
+            opaque=[str(x) for x in cached.get("opaque", [])],
+        )
+    with open_tar(store, layer) as stream:
+        try:
+            diff_id = check_layer(stream, "application/vnd.oci.image.layer.v1.tar")
+        except UnsafeLayerError as exc:
+            raise UnsafeLayerError(f"layer {layer.digest}: {exc}") from None
+    if diff_id != layer.diff_id:
+        raise DigestMismatch(layer.diff_id, diff_id, what=f"layer {layer.digest} diffID")
+    scan = _scan(store, layer)
+    record = scan.to_json()
+    record["diffID"] = layer.diff_id
+    store.put_record(RECORD_KIND, layer.digest, record)
+    return scan
+
+
+def final_templates(scans: list[LayerScan]) -> dict[str, str]:
+    """The ``*.tmpl`` files of the merged rootfs (later layers win, whiteouts delete)."""
+    result: dict[str, str] = {}
+    for scan in scans:
+        for d in scan.opaque:
+            prefix = d + "/" if d else ""
+            for p in [p for p in result if p.startswith(prefix)]:
+                del result[p]
+        for d in scan.deleted:
+            for p in [p for p in result if p == d or p.startswith(d + "/")]:
+                del result[p]
+        result.update(scan.templates)
+    return result
+
+
+def scan_image(store: Store, image: ImageInfo) -> list[LayerScan]:
+    """Scans of all the image's layers, in order."""
+    return [scan_layer(store, layer) for layer in image.layers]

@@ -1,0 +1,175 @@
+"""The cluster rootfs on a host: an overlay of the image's layers as a systemd mount unit.
+
+``<dataRoot>/<cluster>/rootfs`` is an overlay whose lower dirs are the
+layers in the host's layer store (reached through short symlinks
+``<dataRoot>/<cluster>/lower/<n>`` so the option string stays short) and whose
+upper dir ``<dataRoot>/<cluster>/upper`` takes the files rendered at run time.
+A ``.mount`` unit named by systemd's path escaping makes the mount survive a
+reboot; delete stops, disables and removes it.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from kbuild.errors import HostError
+from kbuild.runtime.distribute import layer_store
+from kbuild.runtime.executor import Executor
+from kbuild.runtime.image import Layer
+
+UNIT_DIR = "/etc/systemd/system"
+_SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789:_.")
+
+
+def escape_path(path: str) -> str:
+    """``systemd-escape --path PATH``: the unit name stem for a mount point."""
+    norm = posixpath.normpath("/" + path).strip("/")
+    if not norm:
+        return "-"
+    out: list[str] = []
+    for i, ch in enumerate(norm):
+        if ch == "/":
+            out.append("-")
+        elif ch in _SAFE and not (i == 0 and ch == "."):
+            out.append(ch)
+        else:
+            out.extend(f"\\x{b:02x}" for b in ch.encode())
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class ClusterPaths:
+    """Where one cluster lives on a host."""
+
+    data_root: str
+    cluster: str
+
+    @property
+    def base(self) -> str:
+        """``<dataRoot>/<cluster>``."""
+        return f"{self.data_root}/{self.cluster}"
+
+    @property
+    def rootfs(self) -> str:
+        """The overlay mount point."""
+        return f"{self.base}/rootfs"
+
+    @property
+    def upper(self) -> str:
+        """The overlay upper dir (rendered files)."""
+        return f"{self.base}/upper"
+
+    @property
+    def work(self) -> str:
+        """The overlay work dir."""
+        return f"{self.base}/work"
+
+    @property
+    def lower(self) -> str:
+        """The dir of short symlinks to the layers."""
+        return f"{self.base}/lower"
+
+    @property
+    def unit_name(self) -> str:
+        """The mount unit's name."""
+        return escape_path(self.rootfs) + ".mount"
+
+    @property
+    def unit_path(self) -> str:
+        """The mount unit's file."""
+        return f"{UNIT_DIR}/{self.unit_name}"
+
+
+def unit_text(paths: ClusterPaths, layers: Sequence[Layer]) -> str:
+    """The mount unit for ``layers`` (bottom first, as in the manifest)."""
+    lowers = ":".join(f"{paths.lower}/{i}" for i in reversed(range(len(layers))))
+    return (
+        "# Written by kbuild: the root filesystem of cluster "
+        f"{paths.cluster}; removed by `kbuild delete`.\n"
+        "[Unit]\n"
+        f"Description=kbuild cluster {paths.cluster} rootfs\n"
+        "After=local-fs-pre.target\n"
+        "Before=local-fs.target\n"
+        f"RequiresMountsFor={paths.data_root}\n\n"
+        "[Mount]\n"
+        "What=overlay\n"
+        f"Where={paths.rootfs}\n"
+        "Type=overlay\n"
+        f"Options=lowerdir={lowers},upperdir={paths.upper},workdir={paths.work}\n\n"
+        "[Install]\n"
+        "WantedBy=local-fs.target\n"
+    )
+
+
+def mount_rootfs(conn: Executor, paths: ClusterPaths, layers: Sequence[Layer]) -> bool:
+    """Make the rootfs mounted with exactly these layers; True when something changed.
+
+    Idempotent: when the unit file is unchanged and the mount is active,
+    nothing is touched.
+    """
+    text = unit_text(paths, layers)
+    q = shlex.quote
+    links = " ".join(
+        f"{i}:{q(layer_store(paths.data_root) + '/' + layer.hex + '/fs')}"
+        for i, layer in enumerate(layers)
+    )
+    script = f"""
+set -eu
+unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
+if [ -f "$unit" ] && cmp -s "$unit" - && systemctl is-active --quiet "$name" \
+   && grep -q " $rootfs overlay " /proc/self/mounts; then
+    echo unchanged; exit 0
+fi
+if systemctl is-active --quiet "$name"; then systemctl stop "$name"; fi
+mkdir -p {q(paths.upper)} {q(paths.work)} {q(paths.rootfs)} {q(paths.lower)}
+chmod 700 {q(paths.base)}
+rm -f {q(paths.lower)}/*
+for pair in {links}; do
+    n=${{pair%%:*}}; target=${{pair#*:}}
+    [ -d "$target" ] || {{ echo "layer dir $target is missing" >&2; exit 3; }}
+    ln -s "$target" {q(paths.lower)}/"$n"
+done
+tmp=$(mktemp "$unit.XXXXXX")
+printf '%s' {q(text)} >"$tmp"
+chmod 644 "$tmp"
+mv -f "$tmp" "$unit"
+systemctl daemon-reload
+systemctl enable "$name" >/dev/null 2>&1
+if ! systemctl start "$name"; then
+    systemctl status --no-pager "$name" 2>&1 | tail -n 5 >&2 || true
+    dmesg 2>/dev/null | grep -i overlay | tail -n 3 >&2 || true
+    exit 4
+fi
+echo mounted
+"""
+    out = conn.run(script, stdin=text).stdout
+    return "mounted" in out
+
+
+def unmount_rootfs(conn: Executor, paths: ClusterPaths) -> None:
+    """Stop, disable and remove the mount unit (fine when it is absent)."""
+    q = shlex.quote
+    script = f"""
+unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
+if [ -f "$unit" ] || systemctl is-active --quiet "$name" 2>/dev/null; then
+    systemctl disable "$name" >/dev/null 2>&1 || true
+    systemctl stop "$name" 2>/dev/null || true
+fi
+if grep -q " $rootfs " /proc/self/mounts; then umount "$rootfs" 2>/dev/null || umount -l "$rootfs"; fi
+rm -f "$unit"
+systemctl daemon-reload
+systemctl reset-failed "$name" 2>/dev/null || true
+exit 0
+"""
+    conn.run(script)
+
+
+def is_mounted(conn: Executor, paths: ClusterPaths) -> bool:
+    """True when the rootfs overlay is mounted on the host."""
+    res = conn.run(f"grep -q ' {paths.rootfs} overlay ' /proc/self/mounts", check=False)
+    if res.exit_status not in (0, 1):
+        raise HostError(conn.name, "cannot read /proc/self/mounts", output_tail=res.stderr)
+    return res.exit_status == 0

@@ -1,0 +1,74 @@
+# Receive one layer on stdin into the host's layer store (run by kbuild).
+#
+# Usage: receive-layer.sh STORE HEX DECOMPRESS
+#   STORE       <dataRoot>/layers
+#   HEX         the layer's diffID without "sha256:" (sha256 of the tar)
+#   DECOMPRESS  zstd | gzip | none: how the stream on stdin is compressed
+#
+# The tar is unpacked under a temp dir next to the store while `tee` feeds a
+# fifo read by sha256sum; only when the sum equals HEX is the temp dir renamed
+# to STORE/HEX (holding fs/ and the marker file "verified"). Any failure
+# removes the temp dir, so an interrupted transfer leaves no partial layer.
+# OCI whiteouts (.wh.NAME) become overlay whiteouts (0/0 char devices).
+set -eu
+store=$1 hex=$2 decompress=$3
+umask 022
+if [ -f "$store/$hex/verified" ]; then
+    cat >/dev/null
+    echo "present $hex"
+    exit 0
+fi
+mkdir -p "$store"
+tmp=$(mktemp -d "$store/.incoming-$hex.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM HUP PIPE
+chmod 755 "$tmp"
+mkfifo "$tmp/fifo"
+mkdir "$tmp/fs"
+sha256sum <"$tmp/fifo" >"$tmp/sum" &
+sumpid=$!
+case $decompress in
+    zstd) unpack() { zstd -q -d -c; } ;;
+    gzip) unpack() { gzip -d -c; } ;;
+    none) unpack() { cat; } ;;
+    *) echo "unknown compression $decompress" >&2; exit 2 ;;
+esac
+status=0
+{ unpack || echo "decompress failed: $?" >"$tmp/unpack.err"; } | tee "$tmp/fifo" | {
+    tar -x -f - -C "$tmp/fs" --numeric-owner --same-permissions --no-overwrite-dir 2>"$tmp/tar.err" \
+        || echo "tar failed: $?" >>"$tmp/tar.err.status"
+    cat >/dev/null
+} || status=$?
+wait "$sumpid" || status=$?
+if [ -s "$tmp/unpack.err" ]; then cat "$tmp/unpack.err" >&2; exit 3; fi
+if [ -e "$tmp/tar.err.status" ]; then cat "$tmp/tar.err.status" "$tmp/tar.err" >&2; exit 3; fi
+[ "$status" = 0 ] || { echo "receive pipeline failed ($status)" >&2; exit 3; }
+read -r got _ <"$tmp/sum"
+if [ "$got" != "$hex" ]; then
+    echo "layer $hex: sha256 of the received tar is $got (transfer damaged or cut)" >&2
+    exit 4
+fi
+# OCI whiteouts to overlay whiteouts.
+find "$tmp/fs" -name '.wh.*' ! -name '.wh..wh..opq' -exec sh -c '
+    for wh do
+        dir=${wh%/*}; name=${wh##*/.wh.}
+        rm -rf "$dir/$name" && mknod "$dir/$name" c 0 0 && rm -f "$wh"
+    done' sh {} +
+if [ -n "$(find "$tmp/fs" -name '.wh..wh..opq' -print -quit)" ]; then
+    command -v setfattr >/dev/null 2>&1 || {
+        echo "layer $hex has opaque directories; the host needs setfattr (package attr)" >&2
+        exit 5
+    }
+    find "$tmp/fs" -name '.wh..wh..opq' -exec sh -c '
+        for o do setfattr -n trusted.overlay.opaque -v y "${o%/*}" && rm -f "$o"; done' sh {} +
+fi
+rm -f "$tmp/fifo" "$tmp/sum" "$tmp/tar.err"
+echo "$hex" >"$tmp/verified"
+sync "$tmp/verified" 2>/dev/null || sync
+[ -f "$store/$hex/verified" ] || rm -rf "$store/$hex"
+if ! mv -T "$tmp" "$store/$hex" 2>/dev/null; then
+    [ -f "$store/$hex/verified" ] || { echo "cannot move layer into $store/$hex" >&2; exit 6; }
+    rm -rf "$tmp"
+fi
+trap - EXIT
+echo "received $hex"
