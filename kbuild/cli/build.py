@@ -12,7 +12,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
-from rich.table import Table
 
 from kbuild.builder import (
     BuildFinished,
@@ -207,34 +206,33 @@ def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    console = Console(soft_wrap=True)
-    console.print(f"[bold]{image}[/]  {data['digest']}", highlight=False)
-    console.print(f"platform {data['os']}/{data['architecture']}  created {data['created']}  "
-                  f"size {_human(data['size'])}", highlight=False)
+    lines = [f"{image}  {data['digest']}",
+             f"platform {data['os']}/{data['architecture']}  created {data['created']}  "
+             f"size {_human(data['size'])}"]
     cfg = data["config"]
     for key in ("Env", "Entrypoint", "Cmd", "WorkingDir", "User", "ExposedPorts", "Volumes",
                 "StopSignal"):
         if cfg.get(key):
-            console.print(f"{key}: {json.dumps(cfg[key])}", highlight=False)
+            lines.append(f"{key}: {json.dumps(cfg[key])}")
     if data["labels"]:
-        console.print("[bold]Labels[/]")
-        for k, v in sorted(data["labels"].items()):
-            console.print(f"  {k}={v}", highlight=False)
+        lines.append("Labels:")
+        lines += [f"  {k}={v}" for k, v in sorted(data["labels"].items())]
     cluster = data["cluster"]
     if cluster:
-        console.print("[bold]Cluster image[/]")
+        lines.append("Cluster image:")
         for key in ("launch", "cmds", "cmd", "cni", "csi", "kubeVersion"):
             if cluster.get(key):
-                console.print(f"  {key}: {json.dumps(cluster[key])}", highlight=False)
+                lines.append(f"  {key}: {json.dumps(cluster[key])}")
         for app in cluster["apps"]:
-            console.print(f"  app {app['name']} ({app['kind']}, {app['type']}) at {app['path']}: "
-                          f"{json.dumps(app['cmds'])}", highlight=False)
-    table = Table("#", "digest", "diffID", "size", "uncompressed", "media type", "created by")
+            lines.append(f"  app {app['name']} ({app['kind']}, {app['type']}) at {app['path']}: "
+                         f"{json.dumps(app['cmds'])}")
+    lines.append("Layers:")
     for n, layer in enumerate(data["layers"], start=1):
-        table.add_row(str(n), layer["digest"][7:19], (layer["diffID"] or "")[7:19],
-                      _human(layer["size"]), _human(layer["uncompressedSize"]),
-                      str(layer["mediaType"]).rsplit(".", 1)[-1], layer["createdBy"] or "")
-    console.print(table)
+        lines.append(
+            f"  {n:>2} {layer['digest']}  diffID {layer['diffID']}\n"
+            f"     {_human(layer['size'])} ({_human(layer['uncompressedSize'])} uncompressed)  "
+            f"{layer['mediaType']}\n     {layer['createdBy'] or ''}")
+    click.echo("\n".join(lines))
 
 
 @click.command("history")
@@ -243,11 +241,11 @@ def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
 def history_command(ctx: click.Context, image: str) -> None:
     """Show the instructions that made an image, newest first."""
     rows = image_history(Store(store_root(ctx)), image)
-    table = Table("layer", "created", "size", "created by")
+    click.echo(f"{'LAYER':<12}  {'CREATED':<20}  {'SIZE':>9}  CREATED BY")
     for row in rows:
-        table.add_row(row["layer"][7:19] if row["layer"] else "-", row["created"] or "",
-                      _human(row["size"]) if row["layer"] else "0 B", row["createdBy"])
-    Console(soft_wrap=True).print(table)
+        layer = row["layer"][7:19] if row["layer"] else "-"
+        size = _human(row["size"]) if row["layer"] else "0 B"
+        click.echo(f"{layer:<12}  {row['created'] or '':<20}  {size:>9}  {row['createdBy']}")
 
 
 commands: list[click.Command] = [build_command, inspect_command, history_command]
