@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from kbuild.errors import ImageNotFound, UsageError
+from kbuild.errors import ImageNotFound, StoreError, UsageError
 from kbuild.layerstore import (
     Descriptor,
     Reference,
@@ -234,8 +234,9 @@ def fsck_cmd(ctx: click.Context) -> None:
     for p in problems:
         click.echo(p)
     if problems:
-        click.echo(f"{len(problems)} problem(s) found in {store.root}", err=True)
-        raise click.exceptions.Exit(1)
+        raise StoreError(f"{len(problems)} problem(s) found in the store at {store.root}",
+                         hint="`kbuild prune` drops unreferenced corrupt blobs; re-pull or "
+                         "rebuild the images named above")
     click.echo(f"ok: {store.root}")
 
 
