@@ -109,8 +109,8 @@ def split_lines(text: str) -> list[str]:
 
 
 def read_source(text: str, filename: str) -> Source:
-    """Run the pre-pass over ``text``."""
-    lines = split_lines(text)
+    """Run the pre-pass over ``text`` (a leading byte-order mark is dropped)."""
+    lines = split_lines(text.removeprefix("\ufeff"))
     src = Source(filename=filename, lines=lines, escape="\\", logical=[])
     _read_directives(src)
     src.logical = list(_logical_lines(src))

@@ -15,6 +15,7 @@ from kbuild.kubefile import (
     Copy,
     Entrypoint,
     Env,
+    Kubefile,
     KubeVersion,
     Label,
     Launch,
@@ -26,7 +27,7 @@ from kbuild.kubefile import (
 DATA = Path(__file__).parent / "data"
 
 
-def load(name: str):  # type: ignore[no-untyped-def]
+def load(name: str) -> Kubefile:
     return parse((DATA / name).read_text(), filename=f"data/{name}")
 
 

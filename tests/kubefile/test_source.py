@@ -98,3 +98,20 @@ def test_heredoc_exec_form_has_none() -> None:
 def test_error_column_with_tabs_and_indent() -> None:
     err = error("FROM a\n\tCOPPY a b\n")
     assert (err.line, err.column) == (2, 2)
+
+
+def test_byte_order_mark_is_ignored() -> None:
+    kf = parse("\ufeffFROM a\nCOPY a b\n")
+    assert kf.stages[0].base.image == "a"
+    assert kf.stages[0].instructions[0].pos.line == 2
+
+
+def test_parser_is_built_once_per_escape() -> None:
+    from kbuild.kubefile import _grammar
+
+    parse("FROM a\n")
+    parse("# escape=`\nFROM a\n")
+    first = (_grammar.parser("\\"), _grammar.parser("`"))
+    parse("FROM b\nRUN x\n")
+    assert (_grammar.parser("\\"), _grammar.parser("`")) == first
+    assert first[0] is not first[1]
