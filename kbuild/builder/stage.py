@@ -332,9 +332,9 @@ class StageRunner:
             st.cmd = list(inst.argv) if inst.argv is not None else [*st.shell, inst.command or ""]
             self.cmd_set_here = True
         elif isinstance(inst, ins.Cmds):
-            meta.cmds = [self.expand(c, inst) for c in inst.commands]
+            meta.cmds = list(inst.commands)
         elif isinstance(inst, ins.Launch):
-            apps = [self.expand(a, inst) for a in inst.apps]
+            apps = list(inst.apps)
             for a in apps:
                 app = meta.apps.get(a)
                 if app is None:
@@ -346,12 +346,12 @@ class StageRunner:
                         f"{app.type}); give its commands with APPCMDS")
             meta.launch = apps
         elif isinstance(inst, ins.AppCmds):
-            self._app_of(inst, inst.name).cmds = [self.expand(c, inst) for c in inst.commands]
-            self._app_of(inst, inst.name).app_cmds = True
+            app = self._app_of(inst, inst.name)
+            app.cmds = list(inst.commands)
+            app.app_cmds = True
         elif isinstance(inst, ins.AppEnv):
             app = self._app_of(inst, inst.name)
-            for k, v in inst.pairs:
-                app.env[k] = self.expand(v, inst)
+            app.env.update(inst.pairs)
         elif isinstance(inst, ins.KubeVersion):
             meta.kube_version = self.expand(inst.constraint, inst)
         elif isinstance(inst, ins.Entrypoint):
@@ -379,8 +379,7 @@ class StageRunner:
             raise BuildError(f"{where(inst)}: instruction {inst.original.split()[0]!r} "
                              "is not supported by the builder")
 
-    def _app_of(self, inst: ins.Instruction, word: str) -> AppInfo:
-        name = self.expand(word, inst)
+    def _app_of(self, inst: ins.Instruction, name: str) -> AppInfo:
         app = self.state.meta.apps.get(name)
         if app is None:
             raise BuildError(f"{where(inst)}: no app named {name!r} in the image "
