@@ -151,6 +151,12 @@ def explain(err: UnexpectedInput, text: str, keyword: str) -> tuple[int, str, st
     shown = got.split()[0] if got.split() else got
     if len(shown) > 30:
         shown = shown[:27] + "..."
+    if got.startswith("[") and "JSON_ARRAY" in expected:
+        return (
+            offset,
+            f"not a JSON array of strings: {shown!r}",
+            ('write each item in double quotes, separated by commas, like ["a", "b"]; ' + usage),
+        )
     return offset, f"unexpected {shown!r}: expected {want}", usage
 
 

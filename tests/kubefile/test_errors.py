@@ -63,7 +63,7 @@ def test_filename_in_message() -> None:
         ("FROM a\nAPP dash\n", 2, 9, "expected at least one source"),
         ("FROM a\nAPP dash x\nAPPCMDS dash\n", 3, 13, "expected a JSON array of commands"),
         ("FROM a\nAPP a x\nAPPENV a\n", 3, 9, "expected KEY=VALUE after the app name 'a'"),
-        ("FROM a\nLAUNCH [app]\n", 2, 8, "unexpected '[app]': expected a JSON array of app names"),
+        ("FROM a\nLAUNCH app\n", 2, 8, "unexpected 'app': expected a JSON array of app names"),
         ("FROM a\nCMDS kubectl apply\n", 2, 6, "unexpected 'kubectl': expected a JSON array"),
         ("FROM a\nCOPY 'a b\n", 2, 6, "unterminated quoted string (missing closing ')"),
         ('FROM a\nLABEL a="x\n', 2, 9, "unterminated quoted string"),
@@ -123,3 +123,12 @@ def test_unclosed_heredoc() -> None:
     err = error("FROM a\nRUN cat <<END\nbody\n")
     assert err.message == "heredoc 'END' is never closed"
     assert (err.line, err.column) == (2, 9)
+
+
+def test_almost_json_gets_a_quoting_hint() -> None:
+    err = error("FROM a\nLAUNCH ['calico']\n")
+    assert err.message == "not a JSON array of strings: \"['calico']\""
+    assert (err.line, err.column) == (2, 8)
+    assert err.hint is not None
+    assert err.hint.startswith("write each item in double quotes")
+    assert err.hint.endswith('usage: LAUNCH ["app", ...]')
