@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install what kbuild and its tests need on a Debian bookworm machine (as root).
+# Idempotent: packages already present are not installed again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  podman buildah skopeo docker-registry debootstrap uidmap slirp4netns
+  fuse-overlayfs openssh-client apache2-utils openssl iproute2 zstd tar
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
