@@ -247,7 +247,7 @@ def pull_blob(client: RegistryClient, store: Store, repository: str, digest: str
                     skip = offset if resp.status_code == 200 else 0
                     if resp.status_code == 206:
                         _check_content_range(resp, offset, what)
-                    for data in resp.iter_bytes(_READ):
+                    for data in resp.iter_bytes():
                         if skip:
                             cut = min(skip, len(data))
                             data, skip = data[cut:], skip - cut

@@ -86,6 +86,7 @@ class RegistryClient:
                                      timeout=self.options.timeout, pool=self.options.jobs)
         self.base_url: str | None = None
         self.request_count = 0
+        self.push_repositories: set[str] = set()
         self._ping_lock = threading.Lock()
 
     def __enter__(self) -> RegistryClient:
@@ -215,6 +216,8 @@ class RegistryClient:
         ``allow`` statuses (e.g. 404 of a HEAD) are returned without raising.
         """
         self.ping()
+        if repository in self.push_repositories:
+            actions = ("pull", "push")
         scopes = [repository_scope(repository, actions), *extra_scopes]
         force = False
         for round_ in (1, 2):

@@ -70,6 +70,7 @@ def push_image(store: Store, name: str | Reference, dest_ref: str | Reference, *
     with RegistryClient(ref.registry, options, api_host=ref.api_host,
                         progress=progress) as client:
         repo = ref.repository
+        client.push_repositories.add(repo)  # one pull,push token serves every request
         top = store.read_bytes(desc.digest)
         top_doc = json.loads(top)
         top_type = _media_type(top_doc, desc.media_type)
