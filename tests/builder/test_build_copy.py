@@ -167,3 +167,10 @@ def test_deterministic_with_source_date_epoch(tmp_path: Path, monkeypatch: pytes
         digests.append(run_build(store, ctx, KUBEFILE.replace("manifests", "d").replace(
             "COPY bin/tool /bin/tool\n", "")).result.manifest.digest)
     assert digests[0] == digests[1]
+
+
+def test_metadata_change_keeps_later_copy_cached(store: Store, ctx: Path) -> None:
+    write_tree(ctx, {"f": "x"})
+    run_build(store, ctx, "FROM scratch\nCOPY f /a\nCOPY f /b\n")
+    again = run_build(store, ctx, "FROM scratch\nCOPY f /a\nLABEL new=1\nENV X=1\nCOPY f /b\n")
+    assert again.cached == [True, True]
