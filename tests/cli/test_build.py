@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.cli.main import main
+from tests.fixtures.registry import RegistryServer, open_registry  # noqa: F401
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -111,3 +112,33 @@ def test_bad_build_arg_and_tag(project: Path, tmp_path: Path,
 def test_inspect_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(["--root", str(tmp_path / "r"), "inspect", "nope:1"], capsys)
     assert code == 1 and "nope:1" in err
+
+
+@pytest.mark.integration
+def test_from_registry_image_is_pulled(open_registry: RegistryServer,  # noqa: F811
+                                       project: Path,
+                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    from kbuild.layerstore import Store
+    from kbuild.registry import push_image
+
+    src_root = tmp_path / "src"
+    code, _, err = _run(["--root", str(src_root), "build", "-t", "base:1", "--progress", "plain",
+                         str(project)], capsys)
+    assert code == 0, err
+    ref = f"{open_registry.host}/team/base:1"
+    push_image(Store(src_root), "base:1", ref)
+    (project / "extra.txt").write_text("extra\n")
+    (project / "Kubefile").write_text(f"FROM {ref}\nCOPY extra.txt /etc/extra.txt\n")
+    root = tmp_path / "fresh"
+    code, _, err = _run(["--root", str(root), "build", "-t", "child:1", "--progress", "plain",
+                         str(project)], capsys)
+    assert code == 0, err
+    data = json.loads(_run(["--root", str(root), "inspect", "child:1", "--format", "json"],
+                           capsys)[1])
+    base = json.loads(_run(["--root", str(src_root), "inspect", "base:1", "--format", "json"],
+                           capsys)[1])
+    assert [x["digest"] for x in data["layers"][:2]] == [x["digest"] for x in base["layers"]]
+    assert len(data["layers"]) == 3
+    assert [a["name"] for a in data["cluster"]["apps"]] == ["dash"]  # inherited
+    assert data["cluster"]["launch"] is None  # not inherited
