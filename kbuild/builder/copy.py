@@ -13,6 +13,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,8 +152,14 @@ class CopyPlanner:
         if checksum is not None:
             self.entries.append(Planned("url", target, url=url, digest=checksum, mode=mode))
             return
-        file = tmp_dir / f"download-{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-        digest = fetch_url(url, file, where=self.where)
+        fd, name = tempfile.mkstemp(prefix="download-", dir=tmp_dir)
+        os.close(fd)
+        file = Path(name)
+        try:
+            digest = fetch_url(url, file, where=self.where)
+        except BaseException:
+            file.unlink(missing_ok=True)
+            raise
         self.entries.append(
             Planned("url", target, url=url, digest=digest, mode=mode, download=file)
         )
