@@ -59,7 +59,8 @@ def login(registry: str, username: str, password: str, *,
                                          headers={"Authorization": basic_header(creds)})
             resp.close()
             if resp.status_code == 401:
-                raise AuthError(f"{reg}: wrong username or password")
+                raise AuthError(f"{reg}: wrong username or password",
+                                hint="check both; nothing was stored")
             if resp.status_code >= 400:
                 raise AuthError(f"{reg}: login refused (HTTP {resp.status_code})")
     return creds_mod.store(reg, creds)

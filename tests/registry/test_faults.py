@@ -12,7 +12,6 @@ import pytest
 from kbuild.errors import RegistryError
 from kbuild.layerstore import Store
 from kbuild.registry import (
-    BlobDone,
     ClientOptions,
     Retrying,
     RetryPolicy,

@@ -39,7 +39,7 @@ def test_round_trip_identical_digests(open_registry: RegistryServer, tmp_path: P
     for blob in [manifest["config"], *manifest["layers"]]:
         assert dst.read_bytes(blob["digest"]) == src.read_bytes(blob["digest"])
     # the registry's own idea of the manifest digest is ours
-    assert any(f"PUT /v2/team/app/manifests/1" == line for line in open_registry.access_log())
+    assert any(line == "PUT /v2/team/app/manifests/1" for line in open_registry.access_log())
 
 
 def test_second_push_uploads_nothing_and_second_repo_mounts(
