@@ -116,12 +116,13 @@ class RetryPolicy:
     max_time: float = 120.0
     base: float = 0.5
     cap: float = 20.0
+    max_retry_after: float = 60.0
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to sleep before attempt ``attempt + 1`` (``attempt`` starts at 1)."""
         backoff = random.uniform(0, min(self.cap, self.base * 2 ** (attempt - 1)))
         if retry_after is not None:
-            return max(backoff, min(retry_after, self.cap * 3))
+            return max(backoff, min(retry_after, self.max_retry_after))
         return backoff
 
 
