@@ -210,6 +210,7 @@ def _with_common(fn):  # type: ignore[no-untyped-def]
 )
 @click.option("--apps", multiple=True, help="Apps to launch instead of the image's (repeatable).")
 @click.option("--cluster-name", help=f"Cluster name (default {cfmod.DEFAULT_CLUSTER_NAME}).")
+@click.option("--data-root", help=f"Where hosts keep layers and rootfs (default {cfmod.DEFAULT_DATA_ROOT}).")
 @click.option("--dry-run", is_flag=True, help="Check the hosts (read-only) and print the plan.")
 @_with_common
 @click.pass_context
@@ -228,6 +229,7 @@ def run_command(
     cmds: tuple[str, ...],
     apps: tuple[str, ...],
     cluster_name: str | None,
+    data_root: str | None,
     dry_run: bool,
     accept_changed_host_key: bool,
     progress_mode: str,
@@ -255,6 +257,7 @@ def run_command(
             cmds=cmds,
             apps=apps,
             cluster_name=cluster_name,
+            data_root=data_root,
         )
     renderer = _renderer(progress_mode)
     try:

@@ -788,6 +788,7 @@ def from_flags(
     cmds: Sequence[str] = (),
     apps: Sequence[str] = (),
     cluster_name: str | None = None,
+    data_root: str | None = None,
 ) -> Clusterfile:
     """The Clusterfile that ``kbuild run IMAGE --masters … --nodes …`` stands for.
 
@@ -819,6 +820,8 @@ def from_flags(
         spec["cmds"] = list(cmds)
     if apps:
         spec["appNames"] = list(apps)
+    if data_root:
+        spec["dataRoot"] = data_root
     raw = {
         "apiVersion": API_VERSION,
         "kind": "Cluster",

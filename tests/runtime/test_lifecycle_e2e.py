@@ -1,0 +1,240 @@
+"""End to end: the hello-service example image on real podman hosts through the CLI.
+
+run on 3 hosts (the service answers on each), re-run (sends and changes
+nothing), join a 4th, delete one, delete all (hosts as before). Then the
+faults: dry-run, wrong password, a host that is down, a failing script on one
+host (delete --all after the failed run; re-run after fixing continues), a
+changed host key, and a non-root user through sudo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kbuild.runtime.ssh import Connection
+from tests.fixtures.hosts import HostSet, host_image, podman_hosts  # noqa: F401
+from tests.runtime.e2e_helpers import (
+    IMAGE,
+    Env,
+    build_example,
+    clusterfile,
+    get,
+    kbuild,
+    refused,
+    snapshot,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DATA_ROOT = "/tmp/kbuild-e2e"  # tmpfs in the podman hosts: an overlay upper dir cannot live on overlayfs
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    base = tmp_path_factory.mktemp("kbuild-e2e")
+    e = Env(root=base / "store", state=base / "state")
+    build_example(e, base)
+    yield e
+
+
+@pytest.fixture(scope="module")
+def four(podman_hosts: Callable[..., HostSet]) -> HostSet:  # noqa: F811
+    return podman_hosts(4)
+
+
+@pytest.fixture(scope="module")
+def two(podman_hosts: Callable[..., HostSet]) -> HostSet:  # noqa: F811
+    return podman_hosts(2)
+
+
+def _conns(hosts: HostSet) -> dict[str, Connection]:
+    return {h.ip: hosts.connect(h) for h in hosts}
+
+
+def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Path) -> None:
+    ips = [h.ip for h in four]
+    conns = _conns(four)
+    before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
+    docs = (
+        "kind: Config\nmetadata: {name: extra}\n"
+        "spec: {path: etc/extra.yaml, strategy: merge, data: 'replicas: 2\\n'}\n"
+        "---\nkind: Plugin\nmetadata: {name: count}\n"
+        "spec: {type: SHELL, action: post-install, scope: master, "
+        "data: 'echo $KBUILD_HOST >> $KBUILD_ROOTFS/post-install.log'}\n"
+    )
+    text = clusterfile(
+        "e2e", IMAGE, ips[:1], ips[1:3], ssh=f"{{passwd: {four[0].root_password}}}",
+        data_root=DATA_ROOT, extra_spec="  env: [Greeting=hi-e2e]\n", docs=docs,
+    )  # fmt: skip
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(text)
+
+    out = kbuild(env, "run", "-f", str(cf), "--progress", "plain")
+    for i, ip in enumerate(ips[:3]):
+        assert get(ip) == f"hi-e2e from h{i} (cluster e2e)\n"
+    assert "sent " in out.stderr
+    assert four[0].root_password not in out.stdout + out.stderr
+    # CMDS ran on master0 only
+    m0 = conns[ips[0]]
+    assert m0.run("cat /etc/kbuild-hello-welcome").stdout == (
+        f"cluster e2e masters {ips[0]} nodes {ips[1]},{ips[2]}\n"
+    )
+    assert conns[ips[1]].run("test -e /etc/kbuild-hello-welcome", check=False).exit_status == 1
+    # Config merged into the rootfs (upper dir), template rendered per host
+    assert "replicas: 2" in m0.run(f"cat {DATA_ROOT}/e2e/rootfs/etc/extra.yaml").stdout
+    assert m0.run(f"test -f {DATA_ROOT}/e2e/upper/etc/hello-service.env").ok
+    # the mount is a systemd unit (survives reboot), enabled
+    unit = shlex.quote(
+        m0.run(f"systemd-escape --path {DATA_ROOT}/e2e/rootfs").stdout.strip() + ".mount"
+    )
+    assert m0.run(f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+    assert m0.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    # local state: 0700 dir, 0600 files; a copy of the Clusterfile on master0
+    sdir = env.state / "e2e"
+    assert stat.S_IMODE(sdir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((sdir / "Clusterfile").stat().st_mode) == 0o600
+    assert m0.run(f"stat -c %a {DATA_ROOT}/e2e/Clusterfile").stdout.strip() == "600"
+    state = json.loads((sdir / "state.json").read_text())
+    assert state["status"] == "done"
+
+    # re-run: nothing sent, nothing changed, no phase run again
+    mtimes = {ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
+              for ip, c in conns.items() if ip in ips[:3]}
+    again = kbuild(env, "run", "-f", str(cf), "--progress", "plain")
+    assert "sending" not in again.stderr and "sent " not in again.stderr
+    assert "mounted" not in again.stderr and "rendered" not in again.stderr
+    assert "==>" not in again.stderr
+    assert m0.run(f"cat {DATA_ROOT}/e2e/rootfs/post-install.log").stdout == f"{ips[0]}\n"
+    assert mtimes == {ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
+                      for ip, c in conns.items() if ip in ips[:3]}
+
+    # join a 4th host
+    kbuild(env, "join", "--nodes", ips[3], "--cluster-name", "e2e", "--progress", "plain")
+    assert get(ips[3]) == "hi-e2e from h3 (cluster e2e)\n"
+    assert m0.run(f"cat {DATA_ROOT}/e2e/rootfs/post-install.log").stdout == f"{ips[0]}\n"
+
+    # exec by role
+    ex = kbuild(env, "exec", "--cluster-name", "e2e", "--roles", "node", "--", "hostname")
+    assert sorted(ex.stdout.splitlines()) == sorted(f"[{ips[i]}] h{i}" for i in (1, 2, 3))
+
+    # delete one node: it is clean, the others still serve
+    kbuild(env, "delete", "--nodes", ips[1], "--cluster-name", "e2e", "--progress", "plain")
+    assert refused(ips[1])
+    assert snapshot(conns[ips[1]], DATA_ROOT) == before[ips[1]]
+    assert get(ips[2]).startswith("hi-e2e from h2")
+    recorded = (sdir / "Clusterfile").read_text()
+    assert ips[1] not in recorded and ips[3] in recorded
+
+    # delete everything: every host as before the run
+    kbuild(env, "delete", "--all", "--cluster-name", "e2e", "--progress", "plain")
+    for ip, c in conns.items():
+        assert snapshot(c, DATA_ROOT) == before[ip], ip
+        assert refused(ip)
+    assert not sdir.exists()
+
+
+def test_dry_run_changes_nothing(env: Env, two: HostSet, tmp_path: Path) -> None:
+    conns = _conns(two)
+    before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
+    out = kbuild(
+        env, "run", IMAGE, "--masters", two[0].ip, "--nodes", two[1].ip,
+        "--pk", str(two[0].key_file), "--cluster-name", "dry", "--dry-run", "--progress", "plain",
+        "--data-root", DATA_ROOT,
+    )  # fmt: skip
+    for h in two:
+        assert h.ip in out.stdout
+    assert "send 4 layers" in out.stdout
+    for phase in ("init-host", "join-host", "launch"):
+        assert phase in out.stdout
+    assert {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()} == before
+    assert not (env.state / "dry").exists()
+
+
+def test_wrong_password_and_down_host_change_nothing(env: Env, two: HostSet) -> None:
+    conns = _conns(two)
+    before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
+    bad = kbuild(
+        env, "run", IMAGE, "--masters", two[0].ip, "--nodes", two[1].ip, "--passwd", "not-the-pw-42",
+        "--cluster-name", "badpw", "--progress", "plain", "--data-root", DATA_ROOT, check=False,
+    )  # fmt: skip
+    assert bad.returncode != 0
+    assert two[0].ip in bad.stderr and two[1].ip in bad.stderr
+    assert "auth" in bad.stderr.lower()
+    assert "not-the-pw-42" not in bad.stdout + bad.stderr
+    assert "Traceback" not in bad.stderr
+    # an address on the test network where no host runs
+    net = ipaddress.ip_interface(two[0].ip + "/24").network
+    down = str(net.network_address + 250)
+    out = kbuild(
+        env, "run", IMAGE, "--masters", two[0].ip, "--nodes", down,
+        "--passwd", two[0].root_password, "--cluster-name", "down", "--progress", "plain",
+        "--data-root", DATA_ROOT, check=False,
+    )  # fmt: skip
+    assert out.returncode != 0
+    assert down in out.stderr and "connect" in out.stderr
+    assert {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()} == before
+
+
+def test_failing_script_delete_after_failure_and_continue(env: Env, two: HostSet, tmp_path: Path) -> None:
+    conns = _conns(two)
+    ip0, ip1 = two[0].ip, two[1].ip
+    before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
+    plugin = (
+        "kind: Plugin\nmetadata: {name: flaky}\n"
+        "spec:\n  type: SHELL\n  action: pre-init-host\n  data: |\n"
+        "    echo attempt >> $KBUILD_ROOTFS/pre-init.log\n"
+        f"    if [ \"$KBUILD_HOST\" = {ip1} ] && [ ! -e /root/kbuild-fixed ]; then\n"
+        "      echo boom-on-this-host; exit 3\n"
+        "    fi\n"
+    )
+    # a non-root user with password sudo
+    text = clusterfile(
+        "flaky", IMAGE, [ip0], [ip1],
+        ssh=f"{{user: {two[0].user}, passwd: {two[0].user_password}}}", data_root=DATA_ROOT, docs=plugin,
+    )  # fmt: skip
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(text)
+    failed = kbuild(env, "run", "-f", str(cf), "--progress", "plain", check=False)
+    assert failed.returncode != 0
+    assert ip1 in failed.stderr and "boom-on-this-host" in failed.stderr and "flaky" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert two[0].user_password not in failed.stdout + failed.stderr
+
+    # delete --all works after a failed run and leaves the hosts as before
+    kbuild(env, "delete", "--all", "-f", str(cf), "--progress", "plain")
+    assert {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()} == before
+
+    # fail again, fix the host, re-run: continues where it stopped
+    assert kbuild(env, "run", "-f", str(cf), "--progress", "plain", check=False).returncode != 0
+    conns[ip1].run("touch /root/kbuild-fixed")
+    try:
+        again = kbuild(env, "run", "-f", str(cf), "--progress", "plain")
+        assert "sending" not in again.stderr  # layers were already there
+        assert conns[ip0].run(f"cat {DATA_ROOT}/flaky/rootfs/pre-init.log").stdout == "attempt\n"
+        assert conns[ip1].run(f"cat {DATA_ROOT}/flaky/rootfs/pre-init.log").stdout == "attempt\nattempt\n"
+        assert get(ip0).startswith("hello from h0")
+        assert get(ip1).startswith("hello from h1")
+
+        # a changed host key is a hard error unless accepted explicitly
+        conns[ip1].run(
+            "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A >/dev/null && systemctl restart ssh"
+        )
+        changed = kbuild(env, "exec", "--cluster-name", "flaky", "--", "true", check=False)
+        assert changed.returncode != 0
+        assert ip1 in changed.stderr and "key" in changed.stderr.lower()
+        ok = kbuild(env, "exec", "--cluster-name", "flaky", "--accept-changed-host-key", "--", "echo", "hi")
+        assert f"[{ip1}] hi" in ok.stdout
+
+        kbuild(env, "delete", "--all", "--cluster-name", "flaky", "--progress", "plain")
+    finally:
+        for h in two:
+            two.connect(h, accept_changed_host_key=True).run("rm -f /root/kbuild-fixed")
+    after = {ip: snapshot(two.connect(h, accept_changed_host_key=True), DATA_ROOT) for ip, h in zip([ip0, ip1], two, strict=True)}
+    assert after == before
