@@ -9,7 +9,6 @@ copied as a link, never followed.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import os
 import posixpath
 import stat
@@ -21,7 +20,7 @@ from kbuild.errors import BuildError
 
 from .ignore import IgnoreMatcher
 
-FileDigest = Callable[[Path, os.stat_result], str]
+FileDigest = Callable[[str, os.stat_result], str]
 
 _GLOB_CHARS = frozenset("*?[")
 
@@ -36,7 +35,7 @@ class Item:
     """One file, directory or symlink found under a source."""
 
     rel: str  # relative to the source itself ("" for the source)
-    path: Path  # where it lives on this machine
+    path: str  # where it lives on this machine
     st: os.stat_result  # lstat
 
     @property
@@ -157,12 +156,12 @@ class SourceTree:
 
     def walk(self, source: Source) -> Iterator[Item]:
         """The source and, for a directory, everything under it not ignored (sorted)."""
-        yield Item("", source.path, source.st)
+        yield Item("", str(source.path), source.st)
         if source.is_dir:
             prefix = "" if source.rel == "." else source.rel + "/"
-            yield from self._walk_dir(source.path, prefix, "")
+            yield from self._walk_dir(str(source.path), prefix, "")
 
-    def _walk_dir(self, path: Path, ctx_prefix: str, rel_prefix: str) -> Iterator[Item]:
+    def _walk_dir(self, path: str, ctx_prefix: str, rel_prefix: str) -> Iterator[Item]:
         try:
             with os.scandir(path) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -175,34 +174,11 @@ class SourceTree:
             is_dir = stat.S_ISDIR(st.st_mode)
             if self.ignore.excluded(ctx_rel):
                 if is_dir and self.ignore.may_include_below(ctx_rel):
-                    below = list(self._walk_dir(Path(entry.path), ctx_rel + "/", rel + "/"))
+                    below = list(self._walk_dir(entry.path, ctx_rel + "/", rel + "/"))
                     if below:
-                        yield Item(rel, Path(entry.path), st)
+                        yield Item(rel, entry.path, st)
                         yield from below
                 continue
-            yield Item(rel, Path(entry.path), st)
+            yield Item(rel, entry.path, st)
             if is_dir:
-                yield from self._walk_dir(Path(entry.path), ctx_rel + "/", rel + "/")
-
-
-def content_digest(items: list[tuple[str, Item]], file_digest: FileDigest) -> str:
-    """Digest of a list of (destination path, item): path, type, mode, size and bytes.
-
-    Modification times are deliberately left out, so touching a file keeps
-    the cache; file contents come from ``file_digest`` (the stat cache).
-    """
-    h = hashlib.sha256()
-    for dest, item in items:
-        kind = item.kind
-        mode = stat.S_IMODE(item.st.st_mode)
-        if kind == "file":
-            extra = file_digest(item.path, item.st)
-            size = item.st.st_size
-        elif kind == "symlink":
-            extra = os.readlink(item.path)
-            size = 0
-        else:
-            extra = ""
-            size = 0
-        h.update(f"{dest}\0{kind}\0{mode:o}\0{size}\0{extra}\n".encode("utf-8", "surrogateescape"))
-    return "sha256:" + h.hexdigest()
+                yield from self._walk_dir(entry.path, ctx_rel + "/", rel + "/")

@@ -14,10 +14,12 @@ import posixpath
 import stat
 import tarfile
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
 import zstandard
 
 from kbuild.errors import BuildError, KbuildError
@@ -25,6 +27,7 @@ from kbuild.errors import BuildError, KbuildError
 from .context import FileDigest, Item, Source, SourceTree
 from .fetch import fetch_url, is_url, url_basename
 
+RACY_NS = 2_000_000_000  # a file changed this recently may change again within its mtime tick
 ARCHIVE_MEDIA = {
     "none": "application/vnd.oci.image.layer.v1.tar",
     "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -128,7 +131,7 @@ class CopyPlanner:
                     self._add_item(path, item)
                 continue
             target = posixpath.join(dest, src.basename) if dest_is_dir else dest
-            item = Item("", src.path, src.st)
+            item = Item("", str(src.path), src.st)
             if extract and item.kind == "file":
                 comp = archive_compression(src.path)
                 if comp is not None:
@@ -177,6 +180,30 @@ class CopyPlanner:
             if e.item is not None and e.kind in ("item", "archive") and e.item.kind == "file"
         )
 
+    def signature(self) -> tuple[str, bool]:
+        """A key of the plan from stat data only, and whether a file is too fresh to trust it.
+
+        Same idea as the stat cache, for a whole COPY: when no entry's
+        device, inode, size, mtime, ctime or mode changed, neither did the
+        content digest, and it can be reused without a lookup per file.
+        """
+        h = xxhash.xxh3_128()
+        now = time.time_ns()
+        racy = False
+        for e in self.entries:
+            if e.item is not None:
+                st = e.item.st
+                h.update(
+                    f"{e.dest}\0{e.kind}\0{e.mode}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0"
+                    f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_mode}\n".encode(
+                        "utf-8", "surrogateescape"))
+                if now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
+                    racy = True
+            else:
+                h.update(f"{e.dest}\0{e.kind}\0{e.mode}\0{e.digest}\n".encode(
+                    "utf-8", "surrogateescape"))
+        return "stat-tree:" + h.hexdigest(), racy
+
     def digest(self, file_digest: FileDigest) -> str:
         """Content digest of the plan: paths, types, modes, sizes and bytes, no mtimes."""
         h = hashlib.sha256()
@@ -201,7 +228,7 @@ class CopyPlanner:
         return "sha256:" + h.hexdigest()
 
 
-EntryTuple = tuple[str, str, int, Path | None, str | None, int, int]
+EntryTuple = tuple[str, str, int, str | Path | None, str | None, int, int]
 
 
 def iter_tar_entries(planner: CopyPlanner, tmp_dir: Path) -> Iterator[EntryTuple]:
@@ -242,8 +269,8 @@ def iter_tar_entries(planner: CopyPlanner, tmp_dir: Path) -> Iterator[EntryTuple
                 except KbuildError:
                     raise
                 except Exception as exc:
-                    raise BuildError(
-                        f"{planner.where}: cannot extract {e.item.path.name}: {exc}") from exc
+                    name = os.path.basename(e.item.path)
+                    raise BuildError(f"{planner.where}: cannot extract {name}: {exc}") from exc
             tree = SourceTree(target, what="archive")
             src = Source(".", target, target.lstat())
             for item in tree.walk(src):

@@ -24,6 +24,7 @@ from kbuild.kubefile import instructions as ins
 from kbuild.layerstore import Descriptor, LayerInfo, MediaType, Reference, Store, unpack_layer
 
 from .context import SourceTree
+from .copy import CopyPlanner
 from .events import BuildFinished, Event, Progress, StepDone, StepStarted
 from .ignore import load_ignore
 from .meta import META_KEY
@@ -107,9 +108,21 @@ class Session:
             with self._emit_lock:
                 self._progress(event)
 
-    def file_digest(self, path: Path, st: os.stat_result) -> str:
+    def file_digest(self, path: str, st: os.stat_result) -> str:
         """Content digest of a file through the stat cache (thread-safe)."""
-        return self.stat_cache.file_digest(path, st)
+        known = self.stat_cache.lookup(st)
+        return known if known is not None else self.stat_cache.file_digest(path, st)
+
+    def content_digest(self, planner: CopyPlanner) -> str:
+        """The plan's content digest, reused from a record when no stat signature changed."""
+        signature, racy = planner.signature()
+        record = self.store.get_record("build", signature)
+        if record is not None and isinstance(record.get("digest"), str):
+            return str(record["digest"])
+        digest = planner.digest(self.file_digest)
+        if not racy:
+            self.store.put_record("build", signature, {"digest": digest, "blobs": []})
+        return digest
 
     def _arg(self, name: str, default: str | None, scope: dict[str, str],
              inst: ins.Instruction, auto: dict[str, str]) -> str | None:

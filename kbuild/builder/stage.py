@@ -197,7 +197,7 @@ class StageRunner:
             else:
                 planner.add_local([r], dest, dest_is_dir or r.is_dir, extract=add)
         try:
-            content = planner.digest(session.file_digest)
+            content = session.content_digest(planner)
             return self._layer_step(sid, inst, [dest, content],
                                     lambda: self._pack(sid, planner))
         finally:
@@ -267,7 +267,7 @@ class StageRunner:
                     planner.add_local([src], app_dir, dest_is_dir)
                     top.append((src.basename, False, False))
         try:
-            content = planner.digest(session.file_digest)
+            content = session.content_digest(planner)
             result = self._layer_step(sid, inst, [name, kind, content],
                                       lambda: self._pack(sid, planner))
         finally:

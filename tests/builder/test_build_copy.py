@@ -174,3 +174,20 @@ def test_metadata_change_keeps_later_copy_cached(store: Store, ctx: Path) -> Non
     run_build(store, ctx, "FROM scratch\nCOPY f /a\nCOPY f /b\n")
     again = run_build(store, ctx, "FROM scratch\nCOPY f /a\nLABEL new=1\nENV X=1\nCOPY f /b\n")
     assert again.cached == [True, True]
+
+
+def test_tree_signature_reuse_still_sees_content_changes(
+        store: Store, ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from kbuild.builder import copy as copymod
+
+    monkeypatch.setattr(copymod, "RACY_NS", 0)  # trust stat data of files just written
+    write_tree(ctx, {"d/a": "aaaa", "d/b": "bbbb"})
+    run_build(store, ctx, "FROM scratch\nCOPY d /d\n")
+    assert any(k.startswith("stat-tree:") for _, k, _ in store.records("build"))
+    assert run_build(store, ctx).cached == [True]
+    st = os.stat(ctx / "d/a")
+    (ctx / "d/a").write_text("AAAA")  # same size; put the old mtime back: ctime still moves
+    os.utime(ctx / "d/a", ns=(st.st_atime_ns, st.st_mtime_ns))
+    built = run_build(store, ctx)
+    assert built.cached == [False]
+    assert built.layer_tar(0).extractfile("d/a").read() == b"AAAA"  # type: ignore[union-attr]
