@@ -124,11 +124,11 @@ class CopyPlanner:
         """Sources from the tree: directories by content, files/links by name."""
         for src in sources:
             if src.is_dir:
+                prefix = dest + "/" if dest else ""
                 for item in self.tree.walk(src):
-                    path = dest if not item.rel else posixpath.join(dest, item.rel)
-                    if not path:
-                        continue
-                    self._add_item(path, item)
+                    path = prefix + item.rel if item.rel else dest
+                    if path:
+                        self._add_item(path, item)
                 continue
             target = posixpath.join(dest, src.basename) if dest_is_dir else dest
             item = Item("", str(src.path), src.st)
@@ -187,22 +187,19 @@ class CopyPlanner:
         device, inode, size, mtime, ctime or mode changed, neither did the
         content digest, and it can be reused without a lookup per file.
         """
-        h = xxhash.xxh3_128()
-        now = time.time_ns()
-        racy = False
+        lines = []
+        newest = 0
         for e in self.entries:
             if e.item is not None:
                 st = e.item.st
-                h.update(
-                    f"{e.dest}\0{e.kind}\0{e.mode}\0{st.st_dev}\0{st.st_ino}\0{st.st_size}\0"
-                    f"{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_mode}\n".encode(
-                        "utf-8", "surrogateescape"))
-                if now - max(st.st_mtime_ns, st.st_ctime_ns) < RACY_NS:
-                    racy = True
+                lines.append(f"{e.dest}\0{e.kind}\0{e.mode}\0{st.st_dev}\0{st.st_ino}\0"
+                             f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_mode}")
+                newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
             else:
-                h.update(f"{e.dest}\0{e.kind}\0{e.mode}\0{e.digest}\n".encode(
-                    "utf-8", "surrogateescape"))
-        return "stat-tree:" + h.hexdigest(), racy
+                lines.append(f"{e.dest}\0{e.kind}\0{e.mode}\0{e.digest}")
+        data = "\n".join(lines).encode("utf-8", "surrogateescape")
+        racy = time.time_ns() - newest < RACY_NS
+        return "stat-tree:" + xxhash.xxh3_128_hexdigest(data), racy
 
     def digest(self, file_digest: FileDigest) -> str:
         """Content digest of the plan: paths, types, modes, sizes and bytes, no mtimes."""

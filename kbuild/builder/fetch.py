@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -57,6 +55,9 @@ def fetch_url(
     Raises ``BuildError`` naming ``where`` and the URL on an HTTP or network
     failure, and ``DigestMismatch`` when ``checksum`` is given and differs.
     """
+    import urllib.error  # imported here: most builds never download
+    import urllib.request
+
     tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "kbuild"})

@@ -367,7 +367,12 @@ def _write(session: Session, state: ImageState, tags: list[str], started: float)
                         layer.media_type) for layer in state.layers]
     desc = store.write_image(config, layers, annotations=annotations)
     for tag in tags:
-        store.tag(tag, desc)
+        try:
+            current = store.resolve(tag).digest
+        except ImageNotFound:
+            current = None
+        if current != desc.digest:
+            store.tag(tag, desc)
     manifest = store.read_manifest(desc)
     size = sum(int(m.get("size", 0)) for m in manifest.get("layers", []))
     seconds = time.monotonic() - started

@@ -7,11 +7,9 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from kbuild.builder import (
     BuildFinished,
@@ -28,6 +26,9 @@ from kbuild.errors import UsageError
 from kbuild.layerstore import Store
 
 from .common import store_root
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 BAR_MIN_BYTES = 32 << 20
 
@@ -88,6 +89,8 @@ class RichRenderer:
     """Coloured step lines and a progress bar for large layers."""
 
     def __init__(self) -> None:
+        from rich.console import Console
+
         self.console = Console(stderr=True)
         self.bars: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
@@ -108,6 +111,8 @@ class RichRenderer:
                     markup=True, soft_wrap=True)
         elif isinstance(event, BytesDone) and event.total >= BAR_MIN_BYTES:
             if self.bars is None:
+                from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
                 self.bars = Progress(TextColumn("{task.description}"), BarColumn(),
                                      DownloadColumn(), console=c, transient=True)
                 self.bars.start()
