@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import os
+import queue
 import stat
 import zlib
 from collections.abc import Iterable
@@ -18,11 +18,11 @@ import zstandard
 from kbuild.errors import StoreError
 
 from . import _tarwriter as tw
+from ._pipeline import HashThread, WriterThread
 from ._types import LayerInfo, MediaType
 from .events import BytesDone, Progress
 
 if TYPE_CHECKING:
-    from ._blobs import BlobWriter
     from ._store import Store
 
 KINDS = frozenset({"file", "dir", "symlink", "hardlink", "whiteout", "opaque", "char", "block",
@@ -31,6 +31,8 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_NAME = ".wh..wh..opq"
 _BUF = 1 << 20
 _FLUSH_AT = 1 << 20
+_POOL = 4
+_SMALL = 256 << 10
 _PROGRESS_EVERY = 8 << 20
 _OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 _KEPT_XATTRS = ("security.capability",)
@@ -107,7 +109,7 @@ class _Plain:
         self._out = out
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._out.write(data)
+        self._out.write(bytes(data))
         return len(data)
 
     def close(self) -> None:
@@ -130,7 +132,7 @@ class _Zstd:
         self._w.close()
 
 
-def _compressor(out: BlobWriter, compression: str, level: int, threads: int) -> tuple[
+def _compressor(out: _Out, compression: str, level: int, threads: int) -> tuple[
     _Compressor, str
 ]:
     if compression == "zstd":
@@ -155,21 +157,31 @@ def source_date_epoch() -> int | None:
 
 
 class TarStream:
-    """Writes tar members into a compressor while hashing the tar bytes (the diffID)."""
+    """Writes tar members into a compressor while hashing the tar bytes (the diffID).
+
+    The diffID hash runs in a helper thread; large files are read into a
+    small pool of buffers that return to the pool once hashed.
+    """
 
     def __init__(self, comp: _Compressor, progress: Progress | None = None,
                  total: int | None = None) -> None:
         self._comp = comp
-        self.hash = hashlib.sha256()
+        self._hasher = HashThread()
         self.size = 0
         self._pending = bytearray()
-        self._buf = bytearray(_BUF)
+        self._pool: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(_POOL):
+            self._pool.put(bytearray(_BUF))
         self._progress = progress
         self._total = total
         self._next_report = _PROGRESS_EVERY
 
-    def _emit(self, data: bytes | bytearray | memoryview) -> None:
-        self.hash.update(data)
+    def hexdigest(self) -> str:
+        """sha256 of the tar stream (after :meth:`finish`)."""
+        return self._hasher.hash.hexdigest()
+
+    def _emit(self, data: bytes | bytearray | memoryview, pool: object = None) -> None:
+        self._hasher.put((data, pool))
         self._comp.write(data)
         self.size += len(data)
         if self._progress is not None and self.size >= self._next_report:
@@ -191,36 +203,36 @@ class TarStream:
     def copy_file(self, f: object, size: int, what: str) -> None:
         """Append ``size`` bytes read from the raw file ``f`` (plus padding)."""
         readinto = f.readinto  # type: ignore[attr-defined]
+        self.flush()
         remaining = size
-        if size <= _FLUSH_AT // 4:
-            chunk = bytearray(size)
-            n = readinto(chunk) if size else 0
-            while n < size:
-                got = readinto(memoryview(chunk)[n:])
-                if not got:
-                    raise StoreError(f"{what}: file shrank while it was being packed")
-                n += got
-            self.write(chunk)
-        else:
-            self.flush()
-            view = memoryview(self._buf)
-            while remaining:
-                want = min(remaining, _BUF)
-                n = readinto(view[:want])
-                if not n:
-                    raise StoreError(f"{what}: file shrank while it was being packed")
-                self._emit(view[:n])
-                remaining -= n
+        while remaining:
+            buf = self._pool.get()
+            want = min(remaining, _BUF)
+            try:
+                n = readinto(memoryview(buf)[:want])
+            except BaseException:
+                self._pool.put(buf)
+                raise
+            if not n:
+                self._pool.put(buf)
+                raise StoreError(f"{what}: file shrank while it was being packed")
+            self._emit(memoryview(buf)[:n], self._pool)
+            remaining -= n
         pad = tw.padding(size)
         if pad:
-            self.write(b"\0" * pad)
+            self.write(tw.ZEROS[:pad])
 
     def finish(self) -> None:
-        """Write the end-of-archive marker and flush."""
+        """Write the end-of-archive marker, flush, and wait for the hash."""
         self.write(tw.END_OF_ARCHIVE)
         self.flush()
+        self._hasher.close()
         if self._progress is not None:
             self._progress(BytesDone("layer", self.size, self._total))
+
+    def abort(self) -> None:
+        """Stop the helper thread after an error."""
+        self._hasher.__exit__(RuntimeError, None, None)
 
 
 def _prepared(entries: Iterable[TarEntry]) -> list[tuple[str, TarEntry]]:
@@ -266,6 +278,35 @@ def _relink(named: list[tuple[str, TarEntry]]) -> list[tuple[str, TarEntry]]:
     return [(n, replace.get(n, e)) for n, e in named]
 
 
+def _write_file(stream: TarStream, name: str, e: TarEntry, mode: int, mtime: int) -> None:
+    assert e.source is not None
+    try:
+        fd = os.open(e.source, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StoreError(f"{e.source}: cannot read: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        head = tw.header(name, mode=mode, size=size, mtime=mtime, xattrs=e.xattrs)
+        if size <= _SMALL:
+            data = os.read(fd, size + 1) if size else b""
+            while len(data) < size:
+                more = os.read(fd, size - len(data))
+                if not more:
+                    raise StoreError(f"{e.source}: file shrank while it was being packed")
+                data += more
+            stream.write(head)
+            stream.write(data[:size])
+            pad = tw.padding(size)
+            if pad:
+                stream.write(tw.ZEROS[:pad])
+            return
+        stream.write(head)
+        with open(fd, "rb", buffering=0, closefd=False) as f:
+            stream.copy_file(f, size, str(e.source))
+    finally:
+        os.close(fd)
+
+
 def write_entries(stream: TarStream, named: list[tuple[str, TarEntry]], clamp: int | None) -> None:
     """Write sorted ``(tar name, entry)`` pairs to ``stream``."""
     files: set[str] = set()
@@ -284,15 +325,7 @@ def write_entries(stream: TarStream, named: list[tuple[str, TarEntry]], clamp: i
                 if pad:
                     stream.write(b"\0" * pad)
             elif e.source is not None:
-                try:
-                    f = open(e.source, "rb", buffering=0)  # noqa: SIM115
-                except OSError as exc:
-                    raise StoreError(f"{e.source}: cannot read: {exc.strerror}") from None
-                with f:
-                    size = os.fstat(f.fileno()).st_size
-                    stream.write(tw.header(name, mode=mode, size=size, mtime=mtime,
-                                           xattrs=e.xattrs))
-                    stream.copy_file(f, size, str(e.source))
+                _write_file(stream, name, e, mode, mtime)
             else:
                 stream.write(tw.header(name, mode=mode, size=0, mtime=mtime, xattrs=e.xattrs))
             files.add(name)
@@ -337,14 +370,18 @@ def pack_layer(
     named = _prepared(entries)
     clamp = source_date_epoch()
     total = sum(len(e.data) if e.data is not None else e.size for _, e in named) or None
-    with store.blob_writer() as writer:
-        comp, media_type = _compressor(writer, compression, level, threads)
+    with store.blob_writer() as writer, WriterThread(writer) as out:
+        comp, media_type = _compressor(out, compression, level, threads)
         stream = TarStream(comp, progress, total)
-        write_entries(stream, named, clamp)
-        comp.close()
+        try:
+            write_entries(stream, named, clamp)
+            comp.close()
+        except BaseException:
+            stream.abort()
+            raise
     return LayerInfo(
         digest=writer.digest,
-        diff_id="sha256:" + stream.hash.hexdigest(),
+        diff_id="sha256:" + stream.hexdigest(),
         size=writer.size,
         uncompressed_size=stream.size,
         media_type=media_type,
