@@ -1,0 +1,120 @@
+"""The cluster commands' handling of user mistakes (no hosts needed).
+
+The end-to-end behaviour of run/join/delete/apply/exec against real hosts is
+in tests/runtime/test_lifecycle_e2e.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kbuild.cli.main import main
+from kbuild.runtime import clusterfile as cfmod
+
+
+@dataclass
+class Outcome:
+    """Exit status and output of one in-process CLI call."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Callable[..., Outcome]:  # fmt: skip
+    """Run ``kbuild ARGS`` in this process (as the entry point does) and capture it."""
+    monkeypatch.setenv("KBUILD_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("KBUILD_ROOT", str(tmp_path / "store"))
+
+    def run(*args: str) -> Outcome:
+        capsys.readouterr()
+        code = 0
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return Outcome(code, out.out, out.err)
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run"], "give an IMAGE"),
+        (["run", "img:1"], "--masters"),
+        (["run", "img:1", "--masters", "10.0.0.1", "-f", "Clusterfile"], "not both"),
+        (["run", "img:1", "--masters", "10.0.0.1,bad"], "--masters: bad IP address: 'bad'"),
+        (["run", "img:1", "--masters", "10.0.0.1", "--nodes", "10.0.0.1"], "duplicate IP"),
+        (["run", "img:1", "--masters", "10.0.0.1", "-e", "NOVALUE"], "expected KEY=VALUE"),
+        (["delete"], "either --all or the hosts"),
+        (["delete", "--all", "--nodes", "10.0.0.1"], "either --all or the hosts"),
+        (["join"], "--masters and/or --nodes"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(cli: Callable[..., Outcome], tmp_path: Path, args: list[str], fragment: str) -> None:
+    (tmp_path / "Clusterfile").write_text("kind: Cluster\n")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        proc = cli(*args)
+    finally:
+        os.chdir(cwd)
+    assert proc.returncode == 2, proc.stderr
+    assert fragment in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_bad_clusterfile_names_document_field_and_value(cli: Callable[..., Outcome], tmp_path: Path, dry_run: list[str]) -> None:
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(
+        "kind: Cluster\nspec:\n  image: i:1\n  hosts: [{ips: [10.0.0.1], roles: [master]}]\n"
+        "---\nkind: Plugin\nspec: {action: pre-nothing, data: x}\n"
+    )
+    proc = cli("run", "-f", str(cf), *dry_run)
+    assert proc.returncode == 2
+    assert f"{cf}: document 2 (kind Plugin): spec.action: unknown action: 'pre-nothing'" in proc.stderr
+
+
+def test_missing_image_is_reported_before_any_host_is_touched(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    # 127.0.0.1 port 1: nothing listens; the image check must not even get there
+    proc = cli("run", "nosuch:1", "--masters", "127.0.0.1", "--port", "1",
+                   "--passwd", "pw-secret-1", "--progress", "plain")  # fmt: skip
+    assert proc.returncode != 0
+    assert "pw-secret-1" not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_commands_on_a_cluster_that_is_not_recorded(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    proc = cli("exec", "--", "true")
+    assert proc.returncode == 1
+    assert "no cluster is recorded" in proc.stderr
+    proc = cli("delete", "--nodes", "10.0.0.9", "--cluster-name", "x")
+    assert "no cluster named 'x' is recorded" in proc.stderr
+
+
+def test_delete_refuses_master0_and_unknown_hosts(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    sdir = tmp_path / "state" / "c1"
+    sdir.mkdir(parents=True)
+    cfmod.save(cfmod.from_flags("i:1", masters=["10.0.0.1"], nodes=["10.0.0.2"], cluster_name="c1"),
+               sdir / "Clusterfile")  # fmt: skip
+    proc = cli("delete", "--masters", "10.0.0.1")
+    assert proc.returncode == 1 and "10.0.0.1 is master0 of cluster c1" in proc.stderr
+    assert "delete --all" in proc.stderr
+    proc = cli("delete", "--nodes", "10.0.0.7")
+    assert "cluster c1 has no host 10.0.0.7" in proc.stderr
+
+
+def test_help_lists_the_cluster_commands(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    out = cli("--help").stdout
+    for name in ("run", "join", "delete", "apply", "exec"):
+        assert f"  {name} " in out
