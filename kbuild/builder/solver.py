@@ -28,7 +28,7 @@ from .copy import CopyPlanner
 from .events import BuildFinished, Event, Progress, StepDone, StepStarted
 from .ignore import load_ignore
 from .meta import META_KEY
-from .stage import CREATED_PLACEHOLDER, Cancelled, StageRunner, where
+from .stage import CREATED_PLACEHOLDER, Cancelled, StageRunner, step_id, where
 from .state import BaseLayer, ImageState, Platform, created_time, digest_of
 
 
@@ -93,6 +93,7 @@ class Session:
         tmp_base.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_base))
         self.futures: dict[int, Future[ImageState]] = {}
+        self.single_stage = len(kubefile.stages) == 1
         self.global_args: dict[str, str] = {}
         auto = self.platform.build_args()
         for arg in kubefile.global_args:
@@ -230,8 +231,7 @@ class Session:
     def run_stage(self, stage: ins.Stage) -> ImageState:
         """Build one stage (in a worker thread)."""
         try:
-            runner_total = len(stage.instructions) + 1
-            sid = f"{stage.name} 1/{runner_total}"
+            sid = step_id(stage, 1, self.single_stage)
             self.emit(StepStarted(sid, stage.base.original))
             started = time.monotonic()
             state = self.base_state(stage)

@@ -43,6 +43,14 @@ def where(inst: ins.Instruction) -> str:
     return f"{inst.pos.filename}:{inst.pos.line}"
 
 
+def step_id(stage: ins.Stage, n: int, single: bool) -> str:
+    """How a step is named in progress output: ``2/5``, ``build 2/5`` or ``#1 2/5``."""
+    total = len(stage.instructions) + 1
+    if stage.base.alias:
+        return f"{stage.base.alias} {n}/{total}"
+    return f"{n}/{total}" if single else f"#{stage.index} {n}/{total}"
+
+
 class Cancelled(Exception):
     """Another stage failed; this one stops between steps."""
 
@@ -60,8 +68,8 @@ class StageRunner:
     # -- plumbing ------------------------------------------------------------
 
     def step_id(self, n: int) -> str:
-        """``name n/total`` of the n-th step (FROM is 1)."""
-        return f"{self.stage.name} {n}/{self.total}"
+        """``[stage ]n/total`` of the n-th step (FROM is 1)."""
+        return step_id(self.stage, n, self.session.single_stage)
 
     def expand(self, word: str, inst: ins.Instruction, extra: dict[str, str] | None = None) -> str:
         """Expand a word with the stage's ARG/ENV scope."""

@@ -38,14 +38,14 @@ def test_build_inspect_history(project: Path, tmp_path: Path,
     code, out, err = _run(["--root", root, "build", "-t", "dash:v1", "-t", "dash:latest",
                            "--label", "release=1", "--progress", "plain", str(project)], capsys)
     assert code == 0, err
-    assert "[0 3/5] COPY manifests /manifests" in err
-    assert "[0 3/5] DONE" in err
+    assert "[3/5] COPY manifests /manifests" in err
+    assert "[3/5] DONE" in err
     assert "Built docker.io/library/dash:v1, docker.io/library/dash:latest" in out
     assert "image  sha256:" in out and "in 2 layers" in out
 
     code, out, err = _run(["--root", root, "build", "-t", "dash:v1", "--label", "release=1",
                            "--progress", "plain", str(project)], capsys)
-    assert code == 0 and "[0 3/5] CACHED" in err and "[0 4/5] CACHED" in err
+    assert code == 0 and "[3/5] CACHED" in err and "[4/5] CACHED" in err
 
     code, out, err = _run(["--root", root, "inspect", "dash:v1", "--format", "json"], capsys)
     assert code == 0, err
