@@ -19,6 +19,8 @@ from ._types import MediaType
 if TYPE_CHECKING:
     from ._store import Store
 
+BUILD_RECORDS = "build"
+"""The record kind of the build cache (what ``gc(records=True)`` drops)."""
 _HEX_RE = re.compile(r"^[a-f0-9]{64}$")
 _JSON_LIMIT = 8 << 20
 
@@ -92,7 +94,8 @@ def gc(store: Store, *, records: bool = False, temp_grace: float = 3600.0,
        blob_grace: float = 60.0) -> GcReport:
     """Remove what no image or record reaches.
 
-    With ``records=True`` the build cache records go first. Blobs written in
+    With ``records=True`` the build cache records (kind ``"build"``) go first;
+    records of other kinds (registry, runtime) stay. Blobs written in
     the last ``blob_grace`` seconds are kept (a build that has just written
     a layer records it right after), temp files younger than ``temp_grace``
     too (a download may still be writing them).
@@ -101,7 +104,7 @@ def gc(store: Store, *, records: bool = False, temp_grace: float = 3600.0,
     now = time.time()
     with store.lock():
         if records:
-            report.records_removed = store.delete_records(None)
+            report.records_removed = store.delete_records(BUILD_RECORDS)
         keep = reachable(store)
         with os.scandir(store.blob_dir) as it:
             for de in it:

@@ -31,22 +31,25 @@ def test_gc_keeps_referenced_removes_the_rest(store: Store) -> None:
     recorded = store.put_bytes(b"cache layer")
     store.tag("app:v1", store.resolve(tagged))
     store.put_record("build", "step-1", {"blobs": [recorded]})
+    pulled = store.put_bytes(b"kept by a registry record")
+    store.put_record("registry-index", "app", {"blobs": [pulled]})
     for p in store.blob_dir.iterdir():
         age(p, 120)
     report = store.gc()
     assert sorted(report.blobs_removed) == sorted(dropped_blobs)
     assert report.bytes_freed > 0
-    for d in [*tagged_blobs, recorded]:
+    for d in [*tagged_blobs, recorded, pulled]:
         assert store.has_blob(d)
     # prune --all drops the records first, then what only they kept alive
     report = store.gc(records=True)
     assert report.records_removed == 1
     assert report.blobs_removed == [recorded]
-    assert all(store.has_blob(d) for d in tagged_blobs)
+    assert all(store.has_blob(d) for d in [*tagged_blobs, pulled])
+    assert store.get_record("registry-index", "app") is not None
     # once the name goes, so do the blobs
     store.untag("app:v1")
     assert sorted(store.gc().blobs_removed) == sorted(tagged_blobs)
-    assert list(store.blob_dir.iterdir()) == []
+    assert [p.name for p in store.blob_dir.iterdir()] == [pulled[7:]]
 
 
 def test_gc_grace_periods(store: Store) -> None:
