@@ -1,0 +1,455 @@
+"""kubeadm configuration generated from the Clusterfile.
+
+:func:`build_config` makes the five documents kubeadm reads —
+InitConfiguration, ClusterConfiguration, JoinConfiguration (one form for
+masters, one for nodes), KubeletConfiguration and KubeProxyConfiguration —
+and merges documents given by the image and the user over them::
+
+    Clusterfile documents  >  the image's etc/kubeadm.yml  >  generated defaults
+
+Merging is by ``kind``: mappings merge key by key (recursively), a scalar or
+a list from the higher layer replaces the lower one, with two exceptions:
+``apiServer.certSANs`` is the union of all layers (the generated names must
+stay), and ``extraArgs``/``kubeletExtraArgs`` (lists of ``{name, value}``)
+merge by ``name``. A ``null`` value sets the field to null (kubeadm's
+default).
+
+kubeadm API: ``kubeadm.k8s.io/v1beta4`` (Kubernetes 1.31 and later; 1.37
+no longer reads v1beta3). Documents written for sealer in ``v1beta3`` or
+``v1beta2`` are converted first: ``extraArgs`` and ``kubeletExtraArgs``
+maps become ``{name, value}`` lists, ``apiServer.timeoutForControlPlane``
+becomes ``InitConfiguration.timeouts.controlPlaneComponentHealthCheck``,
+``discovery.timeout`` becomes ``JoinConfiguration.timeouts.discovery``, and
+fields v1beta4 has no place for (``dns.type``, ``useHyperKubeImage``) are
+dropped with a warning.
+
+Image names: ``imageRepository`` is the embedded registry
+(``sea.hub:5000``), so kubeadm asks for ``sea.hub:5000/kube-apiserver:…``,
+``…/etcd:…``, ``…/pause:…``; ``dns.imageRepository`` is
+``sea.hub:5000/coredns`` because kubeadm drops the ``coredns/`` path
+element for a non-default repository, and the registry layout keeps
+``registry.k8s.io/coredns/coredns`` as ``coredns/coredns``.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from kbuild.errors import ClusterfileError, UsageError
+from kbuild.runtime.clusterfile import Cluster, Host, Taint
+
+KUBEADM_API = "kubeadm.k8s.io/v1beta4"
+KUBELET_API = "kubelet.config.k8s.io/v1beta1"
+KUBE_PROXY_API = "kubeproxy.config.k8s.io/v1alpha1"
+OLD_KUBEADM_APIS = ("kubeadm.k8s.io/v1beta3", "kubeadm.k8s.io/v1beta2")
+
+INIT = "InitConfiguration"
+CLUSTER = "ClusterConfiguration"
+JOIN = "JoinConfiguration"
+KUBELET = "KubeletConfiguration"
+KUBE_PROXY = "KubeProxyConfiguration"
+KINDS = (INIT, CLUSTER, JOIN, KUBELET, KUBE_PROXY)
+_API_OF = {INIT: KUBEADM_API, CLUSTER: KUBEADM_API, JOIN: KUBEADM_API,
+           KUBELET: KUBELET_API, KUBE_PROXY: KUBE_PROXY_API}
+_GROUP_OF = {kind: api.split("/")[0] for kind, api in _API_OF.items()}
+
+API_SERVER_DOMAIN = "apiserver.cluster.local"
+"""The name every host reaches the API server by (``/etc/hosts``)."""
+
+API_SERVER_PORT = 6443
+DEFAULT_VIP = "10.103.97.2"
+"""The IPVS virtual IP workers reach the masters by (sealer's default)."""
+
+DEFAULT_POD_CIDR = "100.64.0.0/10"
+DEFAULT_SVC_CIDR = "10.96.0.0/22"
+DEFAULT_CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+PROXY_MODES = ("ipvs", "iptables", "nftables")
+
+_ARG_LISTS = ("extraArgs", "kubeletExtraArgs")
+
+
+@dataclass
+class KubeadmConfig:
+    """The merged documents, each a mapping with ``apiVersion`` and ``kind``.
+
+    ``join_master`` and ``join_node`` are JoinConfiguration templates:
+    :func:`join_document` fills in the host, the token and the CA hashes.
+    ``warnings`` lists fields dropped while converting old documents.
+    """
+
+    init: dict[str, Any]
+    cluster: dict[str, Any]
+    join_master: dict[str, Any]
+    join_node: dict[str, Any]
+    kubelet: dict[str, Any]
+    kube_proxy: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+    def init_yaml(self) -> str:
+        """The ``kubeadm init --config`` file: Init, Cluster, Kubelet and KubeProxy."""
+        return dump_documents([self.init, self.cluster, self.kubelet, self.kube_proxy])
+
+
+# ---------------------------------------------------------------- merging
+
+
+def _merge_args(base: list[Any], over: list[Any]) -> list[Any]:
+    out = [copy.deepcopy(a) for a in base]
+    names = [a.get("name") if isinstance(a, dict) else None for a in out]
+    for arg in over:
+        name = arg.get("name") if isinstance(arg, dict) else None
+        if name is not None and name in names:
+            out[names.index(name)] = copy.deepcopy(arg)
+        else:
+            out.append(copy.deepcopy(arg))
+            names.append(name)
+    return out
+
+
+def deep_merge(
+    base: Mapping[str, Any], over: Mapping[str, Any], *, path: str = ""
+) -> dict[str, Any]:
+    """``over`` merged onto ``base`` (neither is changed); rules in the module docstring."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        here = f"{path}.{key}" if path else key
+        old = out.get(key)
+        if isinstance(value, Mapping) and isinstance(old, Mapping):
+            out[key] = deep_merge(old, value, path=here)
+        elif key in _ARG_LISTS and isinstance(value, list) and isinstance(old, list):
+            out[key] = _merge_args(old, value)
+        elif here == "apiServer.certSANs" and isinstance(value, list) and isinstance(old, list):
+            out[key] = _unique([*old, *value])
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
+    for item in items:
+        if item not in seen:
+            seen.append(item)
+    return seen
+
+
+# ---------------------------------------------------------------- old API versions
+
+
+def _args_list(value: Any, where: str) -> Any:
+    if isinstance(value, Mapping):
+        return [{"name": str(k), "value": "" if v is None else str(v)} for k, v in value.items()]
+    if value is None or isinstance(value, list):
+        return value
+    raise ClusterfileError(f"{where}: expected a mapping of flag names to values")
+
+
+def convert_document(doc: Mapping[str, Any], *, source: str = "kubeadm document",
+                     warnings: list[str] | None = None) -> dict[str, Any]:
+    """A kubeadm v1beta2/v1beta3 document as v1beta4 (others returned as copies).
+
+    Fields that moved to another kind are returned under the key
+    ``"__moved__"`` as ``{kind: partial document}`` for the caller to merge.
+    """
+    out = copy.deepcopy(dict(doc))
+    api = str(out.get("apiVersion", ""))
+    if api not in OLD_KUBEADM_APIS:
+        return out
+    kind = str(out.get("kind", ""))
+    where = f"{source} ({api} {kind})"
+    notes = warnings if warnings is not None else []
+    moved: dict[str, dict[str, Any]] = {}
+    out["apiVersion"] = KUBEADM_API
+    if kind == CLUSTER:
+        for comp in ("apiServer", "controllerManager", "scheduler"):
+            section = out.get(comp)
+            if isinstance(section, dict) and "extraArgs" in section:
+                section["extraArgs"] = _args_list(section["extraArgs"], f"{where}: {comp}")
+        etcd_local = (out.get("etcd") or {}).get("local") if isinstance(out.get("etcd"), dict) \
+            else None
+        if isinstance(etcd_local, dict) and "extraArgs" in etcd_local:
+            etcd_local["extraArgs"] = _args_list(etcd_local["extraArgs"], f"{where}: etcd.local")
+        api_server = out.get("apiServer")
+        if isinstance(api_server, dict) and "timeoutForControlPlane" in api_server:
+            moved.setdefault(INIT, {})["timeouts"] = {
+                "controlPlaneComponentHealthCheck": api_server.pop("timeoutForControlPlane")}
+        dns = out.get("dns")
+        if isinstance(dns, dict) and "type" in dns:
+            dns.pop("type")
+            notes.append(f"{where}: dns.type dropped (v1beta4 has CoreDNS only)")
+        if "useHyperKubeImage" in out:
+            out.pop("useHyperKubeImage")
+            notes.append(f"{where}: useHyperKubeImage dropped (no hyperkube image any more)")
+    if kind in (INIT, JOIN):
+        reg = out.get("nodeRegistration")
+        if isinstance(reg, dict) and "kubeletExtraArgs" in reg:
+            reg["kubeletExtraArgs"] = _args_list(
+                reg["kubeletExtraArgs"], f"{where}: nodeRegistration.kubeletExtraArgs")
+    if kind == JOIN:
+        discovery = out.get("discovery")
+        if isinstance(discovery, dict) and "timeout" in discovery:
+            out.setdefault("timeouts", {})["discovery"] = discovery.pop("timeout")
+    if moved:
+        out["__moved__"] = moved
+    return out
+
+
+# ---------------------------------------------------------------- layers
+
+
+def parse_documents(text: str, *, source: str) -> list[dict[str, Any]]:
+    """The mappings of a multi-document YAML text (``source`` names it in errors)."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ClusterfileError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    for i, d in enumerate(docs):
+        if not isinstance(d, dict):
+            raise ClusterfileError(f"{source}: document {i + 1}: expected a mapping")
+    return docs
+
+
+def _layer(docs: Iterable[Mapping[str, Any]], source: str,
+           warnings: list[str]) -> dict[str, dict[str, Any]]:
+    """The kubeadm-family documents of one layer, by kind (converted, merged in order)."""
+    out: dict[str, dict[str, Any]] = {}
+    for i, raw in enumerate(docs):
+        kind = str(raw.get("kind", ""))
+        api = str(raw.get("apiVersion", ""))
+        if kind not in KINDS:
+            continue
+        where = f"{source}: document {i + 1} ({kind})"
+        group = api.split("/")[0]
+        if group != _GROUP_OF[kind]:
+            raise ClusterfileError(f"{where}: apiVersion {api!r} is not one of {_GROUP_OF[kind]}")
+        if api != _API_OF[kind] and api not in OLD_KUBEADM_APIS:
+            raise ClusterfileError(
+                f"{where}: unsupported apiVersion {api!r} (use {_API_OF[kind]})")
+        doc = convert_document(raw, source=where, warnings=warnings)
+        moved = doc.pop("__moved__", {})
+        for target, part in [(kind, doc), *moved.items()]:
+            out[target] = deep_merge(out.get(target, {}), part)
+    return out
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def _cidr(env: Mapping[str, str], key: str, default: str) -> str:
+    value = env.get(key, "") or default
+    try:
+        for part in value.split(","):
+            ipaddress.ip_network(part.strip(), strict=False)
+    except ValueError:
+        raise ClusterfileError(f"Clusterfile: env {key}: not a CIDR: {value!r}") from None
+    return value
+
+
+def _taints(host: Host) -> list[dict[str, str]] | None:
+    """nodeRegistration.taints for a host, or None for kubeadm's default."""
+    if not host.taints:
+        return None
+    current: list[Taint] = []
+    if host.is_master:
+        current.append(Taint("node-role.kubernetes.io/control-plane", "", "NoSchedule"))
+    for t in host.taints:
+        if t.remove:
+            current = [c for c in current
+                       if not (c.key == t.key and (not t.effect or c.effect == t.effect))]
+        elif not any(c.key == t.key and c.effect == t.effect for c in current):
+            current.append(t)
+    out = []
+    for t in current:
+        entry = {"key": t.key, "effect": t.effect}
+        if t.value:
+            entry["value"] = t.value
+        out.append(entry)
+    return out
+
+
+def _node_registration(host: Host, cri_socket: str, ignore: Sequence[str]) -> dict[str, Any]:
+    reg: dict[str, Any] = {
+        "criSocket": cri_socket,
+        "imagePullPolicy": "IfNotPresent",
+        "kubeletExtraArgs": [{"name": "node-ip", "value": host.ip}],
+    }
+    taints = _taints(host)
+    if taints is not None:
+        reg["taints"] = taints
+    if ignore:
+        reg["ignorePreflightErrors"] = list(ignore)
+    return reg
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Inputs of :func:`build_config` besides the Clusterfile."""
+
+    kubernetes_version: str
+    registry: str
+    """The embedded registry as ``host:port`` (``sea.hub:5000``)."""
+    proxy_mode: str = "iptables"
+    """kube-proxy mode; ``ipvs`` is deprecated since Kubernetes 1.35 (kubeadm warns)."""
+    cgroup_driver: str = "systemd"
+    fail_cgroup_v1: bool = False
+    cri_socket: str = DEFAULT_CRI_SOCKET
+    vip: str | None = DEFAULT_VIP
+    extra_sans: tuple[str, ...] = ()
+    ignore_preflight_errors: tuple[str, ...] = ()
+
+
+def default_documents(cluster: Cluster, settings: Settings) -> dict[str, dict[str, Any]]:
+    """The generated documents, by kind, before any user document is merged."""
+    if settings.proxy_mode not in PROXY_MODES:
+        raise UsageError(f"kube-proxy mode {settings.proxy_mode!r}: one of "
+                         f"{', '.join(PROXY_MODES)}")
+    masters = cluster.masters()
+    master0 = masters[0]
+    endpoint = f"{API_SERVER_DOMAIN}:{API_SERVER_PORT}"
+    sans = _unique(["127.0.0.1", "localhost", API_SERVER_DOMAIN,
+                    *(m.ip for m in masters),
+                    *([settings.vip] if settings.vip else []), *settings.extra_sans])
+    ignore = settings.ignore_preflight_errors
+    init = {
+        "localAPIEndpoint": {"advertiseAddress": master0.ip, "bindPort": API_SERVER_PORT},
+        "nodeRegistration": _node_registration(master0, settings.cri_socket, ignore),
+    }
+    cluster_doc = {
+        "clusterName": cluster.name,
+        "kubernetesVersion": settings.kubernetes_version,
+        "controlPlaneEndpoint": endpoint,
+        "imageRepository": settings.registry,
+        "dns": {"imageRepository": f"{settings.registry}/coredns"},
+        "apiServer": {"certSANs": sans},
+        "networking": {
+            "podSubnet": _cidr(cluster.env, "PodCIDR", DEFAULT_POD_CIDR),
+            "serviceSubnet": _cidr(cluster.env, "SvcCIDR", DEFAULT_SVC_CIDR),
+            "dnsDomain": cluster.env.get("DNSDomain") or "cluster.local",
+        },
+        "etcd": {"local": {"dataDir": "/var/lib/etcd"}},
+    }
+    join_common: dict[str, Any] = {
+        "discovery": {"bootstrapToken": {"apiServerEndpoint": endpoint}},
+        "nodeRegistration": {"criSocket": settings.cri_socket,
+                             "imagePullPolicy": "IfNotPresent"},
+    }
+    if ignore:
+        join_common["nodeRegistration"]["ignorePreflightErrors"] = list(ignore)
+    join_master = deep_merge(join_common, {"controlPlane": {
+        "localAPIEndpoint": {"bindPort": API_SERVER_PORT}}})
+    kubelet = {
+        "cgroupDriver": settings.cgroup_driver,
+        "failCgroupV1": settings.fail_cgroup_v1,
+    }
+    proxy: dict[str, Any] = {
+        "mode": settings.proxy_mode,
+        # a host that is a container cannot write nf_conntrack_max or the
+        # conntrack timeouts: 0 tells kube-proxy to leave them as they are
+        "conntrack": {"maxPerCore": 0, "min": 0,
+                      "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+    }
+    if settings.proxy_mode == "ipvs" and settings.vip:
+        # the workers' IPVS service for the masters is not kube-proxy's to clean up
+        proxy["ipvs"] = {"excludeCIDRs": [f"{settings.vip}/32"]}
+    return {INIT: init, CLUSTER: cluster_doc, JOIN + "/master": join_master,
+            JOIN + "/node": join_common, KUBELET: kubelet, KUBE_PROXY: proxy}
+
+
+def _head(kind: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in doc.items() if k not in ("apiVersion", "kind")}
+    return {"apiVersion": _API_OF[kind], "kind": kind, **body}
+
+
+def build_config(
+    cluster: Cluster,
+    settings: Settings,
+    *,
+    image_kubeadm_yaml: str | None = None,
+    user_documents: Sequence[Mapping[str, Any]] = (),
+    image_source: str = "etc/kubeadm.yml",
+) -> KubeadmConfig:
+    """The kubeadm documents for ``cluster``.
+
+    ``image_kubeadm_yaml``: the text of the image's ``etc/kubeadm.yml``
+    (None when the image has none); ``user_documents``: the Clusterfile's
+    other documents (``Clusterfile.others``; kinds kubeadm does not know are
+    ignored here). Precedence: user documents > image file > defaults.
+    """
+    warnings: list[str] = []
+    defaults = default_documents(cluster, settings)
+    image_layer = _layer(
+        parse_documents(image_kubeadm_yaml, source=image_source) if image_kubeadm_yaml else [],
+        image_source, warnings)
+    user_layer = _layer(user_documents, "Clusterfile", warnings)
+
+    def merged(kind: str, base: Mapping[str, Any]) -> dict[str, Any]:
+        doc = deep_merge(base, image_layer.get(kind, {}))
+        doc = deep_merge(doc, user_layer.get(kind, {}))
+        return _head(kind, doc)
+
+    return KubeadmConfig(
+        init=merged(INIT, defaults[INIT]),
+        cluster=merged(CLUSTER, defaults[CLUSTER]),
+        join_master=merged(JOIN, defaults[JOIN + "/master"]),
+        join_node=merged(JOIN, defaults[JOIN + "/node"]),
+        kubelet=merged(KUBELET, defaults[KUBELET]),
+        kube_proxy=merged(KUBE_PROXY, defaults[KUBE_PROXY]),
+        warnings=warnings,
+    )
+
+
+def join_document(
+    config: KubeadmConfig,
+    host: Host,
+    *,
+    token: str,
+    ca_cert_hashes: Sequence[str],
+    certificate_key: str | None = None,
+) -> dict[str, Any]:
+    """The JoinConfiguration for one host (a master when it has the master role).
+
+    ``token`` and ``ca_cert_hashes`` come from master0 (``kubeadm token
+    create``, the CA's public key hash); masters also need the
+    ``certificate_key`` of ``kubeadm init phase upload-certs``.
+    """
+    if not ca_cert_hashes:
+        raise UsageError("a join needs the CA certificate hash (sha256:…) of the cluster")
+    base = config.join_master if host.is_master else config.join_node
+    doc = copy.deepcopy(base)
+    disc = doc.setdefault("discovery", {}).setdefault("bootstrapToken", {})
+    disc["token"] = token
+    disc["caCertHashes"] = list(ca_cert_hashes)
+    reg = doc.setdefault("nodeRegistration", {})
+    reg["kubeletExtraArgs"] = _merge_args(
+        [{"name": "node-ip", "value": host.ip}], reg.get("kubeletExtraArgs") or [])
+    taints = _taints(host)
+    if taints is not None:
+        reg["taints"] = taints
+    if host.is_master:
+        if not certificate_key:
+            raise UsageError(f"{host.ip}: a master join needs the certificate key of upload-certs")
+        cp = doc.setdefault("controlPlane", {})
+        cp.setdefault("localAPIEndpoint", {})["advertiseAddress"] = host.ip
+        cp["certificateKey"] = certificate_key
+    else:
+        doc.pop("controlPlane", None)
+    return doc
+
+
+def join_yaml(config: KubeadmConfig, host: Host, **kwargs: Any) -> str:
+    """:func:`join_document` as the text of a ``kubeadm join --config`` file."""
+    return dump_documents([join_document(config, host, **kwargs)])
+
+
+def dump_documents(docs: Iterable[Mapping[str, Any]]) -> str:
+    """Documents as multi-document YAML (keys in insertion order)."""
+    return yaml.safe_dump_all([dict(d) for d in docs], sort_keys=False,
+                              default_flow_style=False, explicit_start=True)
