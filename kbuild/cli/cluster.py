@@ -210,7 +210,9 @@ def _with_common(fn):  # type: ignore[no-untyped-def]
 )
 @click.option("--apps", multiple=True, help="Apps to launch instead of the image's (repeatable).")
 @click.option("--cluster-name", help=f"Cluster name (default {cfmod.DEFAULT_CLUSTER_NAME}).")
-@click.option("--data-root", help=f"Where hosts keep layers and rootfs (default {cfmod.DEFAULT_DATA_ROOT}).")
+@click.option(
+    "--data-root", help=f"Where hosts keep layers and rootfs (default {cfmod.DEFAULT_DATA_ROOT})."
+)
 @click.option("--dry-run", is_flag=True, help="Check the hosts (read-only) and print the plan.")
 @_with_common
 @click.pass_context

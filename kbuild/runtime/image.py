@@ -105,13 +105,12 @@ class ImageInfo:
             return [(".", c, {}) for c in cmds]
         names = app_names or (None if self.cmds else self.launch)
         if names:
-            out = []
+            out: list[tuple[str, str, dict[str, str]]] = []
             for name in names:
                 app = self.apps.get(name)
                 if app is None:
-                    raise ClusterError(
-                        f"image {self.ref} has no app {name!r} (apps: {', '.join(self.apps) or 'none'})"
-                    )
+                    have = ", ".join(self.apps) or "none"
+                    raise ClusterError(f"image {self.ref} has no app {name!r} (apps: {have})")
                 out.extend((app.path, c, dict(app.env)) for c in app.cmds)
             return out
         if self.cmds:
@@ -172,7 +171,8 @@ def inspect_image(
         if arch is None:
             arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
             raise ClusterError(
-                f"image {ref} is multi-platform ({', '.join(arches)}); the host architecture decides"
+                f"image {ref} is multi-platform ({', '.join(arches)}); "
+                "the host architecture decides"
             )
         for m in choices:
             if _platform_matches(m, os_name, arch):
@@ -221,7 +221,7 @@ def inspect_image(
             env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
         )
     launch = meta.get("launch")
-    cmds = meta.get("cmds")
+    meta_cmds = meta.get("cmds")
     return ImageInfo(
         ref=ref,
         manifest_digest=digest,
@@ -232,7 +232,7 @@ def inspect_image(
         layers=layers,
         apps=apps,
         launch=[str(x) for x in launch] if launch is not None else None,
-        cmds=[str(x) for x in cmds] if cmds is not None else None,
+        cmds=[str(x) for x in meta_cmds] if meta_cmds is not None else None,
         cmd=[str(x) for x in meta.get("cmd") or []],
     )
 

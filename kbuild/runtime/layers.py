@@ -10,6 +10,7 @@ keyed by the layer digest, so a re-run reads no layer again.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import posixpath
 import tarfile
@@ -53,7 +54,7 @@ def open_tar(store: Store, layer: Layer) -> Iterator[BinaryIO]:
         if layer.compression == "zstd":
             reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
             try:
-                yield reader  # type: ignore[misc]
+                yield reader
             finally:
                 reader.close()
         elif layer.compression == "gzip":
@@ -110,10 +111,8 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
                 ):
                     fh = tar.extractfile(member)
                     if fh is not None:
-                        try:
+                        with contextlib.suppress(UnicodeDecodeError):
                             scan.templates[path] = fh.read().decode("utf-8")
-                        except UnicodeDecodeError:
-                            pass
             while counter.read(1 << 20):
                 pass
         scan.size = counter.count

@@ -184,7 +184,8 @@ class _Session:
         image = inspect_image(self.opts.store, self.cf.cluster.image, arch=arch)
         if self.state.manifest and self.state.manifest != image.manifest_digest:
             raise ClusterError(
-                f"cluster {self.cf.cluster.name} runs {self.state.image} ({self.state.manifest[:19]}), "
+                f"cluster {self.cf.cluster.name} runs {self.state.image} "
+                f"({self.state.manifest[:19]}), "
                 f"and {self.cf.cluster.image} is now {image.manifest_digest[:19]}",
                 hint="changing the image of a running cluster (upgrade) is not supported; "
                 "delete the cluster first or use the image it was created with",
@@ -664,7 +665,8 @@ def apply_clusterfile(
     recorded = sd.load_clusterfile()
     if recorded.cluster.master0().ip != cf.cluster.master0().ip:
         raise ClusterError(
-            f"master0 would change from {recorded.cluster.master0().ip} to {cf.cluster.master0().ip}",
+            f"master0 would change from {recorded.cluster.master0().ip} "
+            f"to {cf.cluster.master0().ip}",
             hint="keep the first master first in the Clusterfile",
         )
     want = set(cfmod.iter_host_ips(cf))

@@ -158,7 +158,9 @@ if [ -f "$unit" ] || systemctl is-active --quiet "$name" 2>/dev/null; then
     systemctl disable "$name" >/dev/null 2>&1 || true
     systemctl stop "$name" 2>/dev/null || true
 fi
-if grep -q " $rootfs " /proc/self/mounts; then umount "$rootfs" 2>/dev/null || umount -l "$rootfs"; fi
+if grep -q " $rootfs " /proc/self/mounts; then
+    umount "$rootfs" 2>/dev/null || umount -l "$rootfs"
+fi
 rm -f "$unit"
 systemctl daemon-reload
 systemctl reset-failed "$name" 2>/dev/null || true

@@ -110,7 +110,10 @@ def remote_sums(conn: Executor, rootfs: str, paths: list[str]) -> dict[str, str]
     if not paths:
         return {}
     args = " ".join(shlex.quote(p) for p in paths)
-    cmd = f'cd {shlex.quote(rootfs)} && for f in {args}; do [ -f "$f" ] && sha256sum -- "$f"; done; exit 0'
+    cmd = (
+        f"cd {shlex.quote(rootfs)} && "
+        f'for f in {args}; do [ -f "$f" ] && sha256sum -- "$f"; done; exit 0'
+    )
     out: dict[str, str] = {}
     for line in conn.run(cmd).stdout.splitlines():
         digest, _, path = line.partition("  ")

@@ -12,6 +12,7 @@ re-run finds every step recorded and changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -41,10 +42,8 @@ def write_private(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
     dfd = os.open(path.parent, os.O_RDONLY)
     try:
@@ -164,14 +163,10 @@ class StateDir:
     def remove(self) -> None:
         """Forget the cluster (after ``delete --all``)."""
         for p in (self.clusterfile_path, self.state_path):
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 p.unlink()
-            except FileNotFoundError:
-                pass
-        try:
+        with contextlib.suppress(OSError):
             self.path.rmdir()
-        except OSError:
-            pass
 
 
 def list_clusters(root: Path | None = None) -> list[str]:

@@ -60,7 +60,9 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
         (["join"], "--masters and/or --nodes"),
     ],
 )
-def test_usage_errors_exit_2_without_traceback(cli: Callable[..., Outcome], tmp_path: Path, args: list[str], fragment: str) -> None:
+def test_usage_errors_exit_2_without_traceback(
+    cli: Callable[..., Outcome], tmp_path: Path, args: list[str], fragment: str
+) -> None:
     (tmp_path / "Clusterfile").write_text("kind: Cluster\n")
     cwd = os.getcwd()
     os.chdir(tmp_path)
@@ -74,7 +76,9 @@ def test_usage_errors_exit_2_without_traceback(cli: Callable[..., Outcome], tmp_
 
 
 @pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
-def test_bad_clusterfile_names_document_field_and_value(cli: Callable[..., Outcome], tmp_path: Path, dry_run: list[str]) -> None:
+def test_bad_clusterfile_names_document_field_and_value(
+    cli: Callable[..., Outcome], tmp_path: Path, dry_run: list[str]
+) -> None:
     cf = tmp_path / "Clusterfile"
     cf.write_text(
         "kind: Cluster\nspec:\n  image: i:1\n  hosts: [{ips: [10.0.0.1], roles: [master]}]\n"
@@ -82,10 +86,14 @@ def test_bad_clusterfile_names_document_field_and_value(cli: Callable[..., Outco
     )
     proc = cli("run", "-f", str(cf), *dry_run)
     assert proc.returncode == 2
-    assert f"{cf}: document 2 (kind Plugin): spec.action: unknown action: 'pre-nothing'" in proc.stderr
+    assert (
+        f"{cf}: document 2 (kind Plugin): spec.action: unknown action: 'pre-nothing'" in proc.stderr
+    )
 
 
-def test_missing_image_is_reported_before_any_host_is_touched(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+def test_missing_image_is_reported_before_any_host_is_touched(
+    cli: Callable[..., Outcome], tmp_path: Path
+) -> None:
     # 127.0.0.1 port 1: nothing listens; the image check must not even get there
     proc = cli("run", "nosuch:1", "--masters", "127.0.0.1", "--port", "1",
                    "--passwd", "pw-secret-1", "--progress", "plain")  # fmt: skip
@@ -94,7 +102,9 @@ def test_missing_image_is_reported_before_any_host_is_touched(cli: Callable[...,
     assert "Traceback" not in proc.stderr
 
 
-def test_commands_on_a_cluster_that_is_not_recorded(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+def test_commands_on_a_cluster_that_is_not_recorded(
+    cli: Callable[..., Outcome], tmp_path: Path
+) -> None:
     proc = cli("exec", "--", "true")
     assert proc.returncode == 1
     assert "no cluster is recorded" in proc.stderr
@@ -102,7 +112,9 @@ def test_commands_on_a_cluster_that_is_not_recorded(cli: Callable[..., Outcome],
     assert "no cluster named 'x' is recorded" in proc.stderr
 
 
-def test_delete_refuses_master0_and_unknown_hosts(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+def test_delete_refuses_master0_and_unknown_hosts(
+    cli: Callable[..., Outcome], tmp_path: Path
+) -> None:
     sdir = tmp_path / "state" / "c1"
     sdir.mkdir(parents=True)
     cfmod.save(cfmod.from_flags("i:1", masters=["10.0.0.1"], nodes=["10.0.0.2"], cluster_name="c1"),

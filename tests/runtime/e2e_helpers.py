@@ -41,14 +41,17 @@ def build_example(env: Env, workdir: Path, tag: str = IMAGE) -> None:
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("bin"))
     (src / "bin").mkdir()
     subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(src / "bin" / "hello-service"), "."],
+        ["go", "build", "-trimpath", "-ldflags", "-s -w",
+         "-o", str(src / "bin" / "hello-service"), "."],
         cwd=src / "src", check=True, capture_output=True, timeout=300,
         env={**os.environ, "CGO_ENABLED": "0"},
     )  # fmt: skip
     kbuild(env, "build", "-t", tag, "--progress", "plain", str(src), timeout=300)
 
 
-def kbuild(env: Env, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def kbuild(
+    env: Env, *args: str, check: bool = True, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """Run the kbuild CLI in a subprocess."""
     proc = subprocess.run(
         [sys.executable, "-m", "kbuild.cli.main", *args],
@@ -56,7 +59,8 @@ def kbuild(env: Env, *args: str, check: bool = True, timeout: float = 300) -> su
     )  # fmt: skip
     if check and proc.returncode != 0:
         raise AssertionError(
-            f"kbuild {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+            f"kbuild {' '.join(args)} exited {proc.returncode}\n"
+            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
         )
     return proc
 
@@ -90,7 +94,8 @@ echo '--- mounts'; awk '$1 == "overlay" && $2 != "/" {print $2}' /proc/self/moun
 echo '--- data'; ls -a "$1" 2>&1
 echo '--- etc'; ls -a /etc | sort
 echo '--- root'; ls -a /root | sort
-echo '--- processes'; ps -eo comm= | grep -v -x -e ps -e sh -e sort -e grep -e awk -e sshd -e sudo -e systemd -e '(sd-pam)' \
+echo '--- processes'; ps -eo comm= | grep -v -x -e ps -e sh -e sort -e grep -e awk \
+    -e sshd -e sudo -e systemd -e '(sd-pam)' \
     -e systemd-userwor -e systemd-userdbd | sort -u
 """
 
@@ -104,8 +109,17 @@ def _q(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
 
 
-def clusterfile(name: str, image: str, masters: list[str], nodes: list[str], *, ssh: str,
-                data_root: str, extra_spec: str = "", docs: str = "") -> str:
+def clusterfile(
+    name: str,
+    image: str,
+    masters: list[str],
+    nodes: list[str],
+    *,
+    ssh: str,
+    data_root: str,
+    extra_spec: str = "",
+    docs: str = "",
+) -> str:
     """A Clusterfile text."""
     nodes_line = f"  - {{ips: [{', '.join(nodes)}], roles: [node]}}\n" if nodes else ""
     return (
@@ -118,6 +132,5 @@ def clusterfile(name: str, image: str, masters: list[str], nodes: list[str], *, 
         f"{extra_spec}"
         "  hosts:\n"
         f"  - {{ips: [{', '.join(masters)}], roles: [master]}}\n"
-        f"{nodes_line}"
-        + (f"---\n{docs}" if docs else "")
+        f"{nodes_line}" + (f"---\n{docs}" if docs else "")
     )

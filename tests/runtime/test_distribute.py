@@ -85,27 +85,47 @@ def test_send_once_with_and_without_zstd(store: Store, hosts: tuple[HostSet, Hos
             events: list[Event] = []
             todo = host_layers(conn, DATA_ROOT, image)
             assert [x.hex for x in todo.missing] == [x.hex for x in image.layers]
-            sent = send_missing(conn, store, DATA_ROOT, todo, host_tools=facts.tools, progress=events.append)
+            sent = send_missing(
+                conn, store, DATA_ROOT, todo, host_tools=facts.tools, progress=events.append
+            )
             assert sent == sum(x.size for x in image.layers)
             last: dict[str, int] = {}
             for e in events:
                 if isinstance(e, BytesSent):
                     last[e.layer] = e.done
             # raw blobs to a host with zstd, the decompressed tar to one without
-            want = {x.digest: (x.size if has_zstd else s.size) for x, s in zip(image.layers, scans, strict=True)}
+            want = {
+                x.digest: (x.size if has_zstd else s.size)
+                for x, s in zip(image.layers, scans, strict=True)
+            }
             assert last == want
             for layer in image.layers:
-                assert conn.run(f"cat {layer_store(DATA_ROOT)}/{layer.hex}/verified").stdout == layer.hex + "\n"
-            big = conn.run(f"sha256sum {layer_store(DATA_ROOT)}/{image.layers[0].hex}/fs/data/big.bin").stdout
-            assert big.split()[0] == hashlib.sha256(hashlib.sha256(b"seed").digest() * 40000).hexdigest()
+                assert (
+                    conn.run(f"cat {layer_store(DATA_ROOT)}/{layer.hex}/verified").stdout
+                    == layer.hex + "\n"
+                )
+            big = conn.run(
+                f"sha256sum {layer_store(DATA_ROOT)}/{image.layers[0].hex}/fs/data/big.bin"
+            ).stdout
+            assert (
+                big.split()[0]
+                == hashlib.sha256(hashlib.sha256(b"seed").digest() * 40000).hexdigest()
+            )
             # the whiteout became an overlay whiteout (a 0/0 character device)
-            wh = conn.run(f"stat -c %F:%t:%T {layer_store(DATA_ROOT)}/{image.layers[2].hex}/fs/data/gone.txt")
+            wh = conn.run(
+                f"stat -c %F:%t:%T {layer_store(DATA_ROOT)}/{image.layers[2].hex}/fs/data/gone.txt"
+            )
             assert wh.stdout.strip() == "character special file:0:0"
             # present layers are not sent again
             events.clear()
             again = host_layers(conn, DATA_ROOT, image)
             assert again.missing == [] and len(again.present) == 3
-            assert send_missing(conn, store, DATA_ROOT, again, host_tools=facts.tools, progress=events.append) == 0
+            assert (
+                send_missing(
+                    conn, store, DATA_ROOT, again, host_tools=facts.tools, progress=events.append
+                )
+                == 0
+            )
             assert not [e for e in events if isinstance(e, BytesSent)]
     finally:
         for conn in (plain, with_zstd):
@@ -118,7 +138,9 @@ def test_mount_overlay_unit_and_unmount(store: Store, hosts: tuple[HostSet, Host
     paths = ClusterPaths(DATA_ROOT, "mnt")
     try:
         facts = gather_facts(conn, DATA_ROOT)
-        send_missing(conn, store, DATA_ROOT, host_layers(conn, DATA_ROOT, image), host_tools=facts.tools)
+        send_missing(
+            conn, store, DATA_ROOT, host_layers(conn, DATA_ROOT, image), host_tools=facts.tools
+        )
         assert mount_rootfs(conn, paths, image.layers) is True
         assert is_mounted(conn, paths)
         listing = conn.run(f"ls {paths.rootfs}/data").stdout.split()
@@ -148,7 +170,9 @@ def _receive_cmd(hexname: str, mode: str) -> str:
 
 
 def _leftovers(conn: Connection) -> str:
-    return conn.run(f"ls -a {layer_store(DATA_ROOT)} 2>/dev/null | grep -v -x -e . -e .. ; true").stdout
+    return conn.run(
+        f"ls -a {layer_store(DATA_ROOT)} 2>/dev/null | grep -v -x -e . -e .. ; true"
+    ).stdout
 
 
 def test_interrupted_transfer_leaves_nothing(store: Store, hosts: tuple[HostSet, HostSet]) -> None:

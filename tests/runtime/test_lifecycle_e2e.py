@@ -33,7 +33,9 @@ from tests.runtime.e2e_helpers import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-DATA_ROOT = "/tmp/kbuild-e2e"  # tmpfs in the podman hosts: an overlay upper dir cannot live on overlayfs
+DATA_ROOT = (
+    "/tmp/kbuild-e2e"  # tmpfs in the podman hosts: an overlay upper dir cannot live on overlayfs
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,15 +107,21 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
     assert state["status"] == "done"
 
     # re-run: nothing sent, nothing changed, no phase run again
-    mtimes = {ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
-              for ip, c in conns.items() if ip in ips[:3]}
+    mtimes = {
+        ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
+        for ip, c in conns.items()
+        if ip in ips[:3]
+    }
     again = kbuild(env, "run", "-f", str(cf), "--progress", "plain")
     assert "sending" not in again.stderr and "sent " not in again.stderr
     assert "mounted" not in again.stderr and "rendered" not in again.stderr
     assert "==>" not in again.stderr
     assert m0.run(f"cat {DATA_ROOT}/e2e/rootfs/post-install.log").stdout == f"{ips[0]}\n"
-    assert mtimes == {ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
-                      for ip, c in conns.items() if ip in ips[:3]}
+    assert mtimes == {
+        ip: c.run(f"stat -c %Y.%i {DATA_ROOT}/e2e/upper/etc/hello-service.env").stdout
+        for ip, c in conns.items()
+        if ip in ips[:3]
+    }
 
     # join a 4th host
     kbuild(env, "join", "--nodes", ips[3], "--cluster-name", "e2e", "--progress", "plain")
@@ -161,7 +169,8 @@ def test_wrong_password_and_down_host_change_nothing(env: Env, two: HostSet) -> 
     conns = _conns(two)
     before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
     bad = kbuild(
-        env, "run", IMAGE, "--masters", two[0].ip, "--nodes", two[1].ip, "--passwd", "not-the-pw-42",
+        env, "run", IMAGE, "--masters", two[0].ip, "--nodes", two[1].ip,
+        "--passwd", "not-the-pw-42",
         "--cluster-name", "badpw", "--progress", "plain", "--data-root", DATA_ROOT, check=False,
     )  # fmt: skip
     assert bad.returncode != 0
@@ -182,7 +191,9 @@ def test_wrong_password_and_down_host_change_nothing(env: Env, two: HostSet) -> 
     assert {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()} == before
 
 
-def test_failing_script_delete_after_failure_and_continue(env: Env, two: HostSet, tmp_path: Path) -> None:
+def test_failing_script_delete_after_failure_and_continue(
+    env: Env, two: HostSet, tmp_path: Path
+) -> None:
     conns = _conns(two)
     ip0, ip1 = two[0].ip, two[1].ip
     before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
@@ -190,20 +201,23 @@ def test_failing_script_delete_after_failure_and_continue(env: Env, two: HostSet
         "kind: Plugin\nmetadata: {name: flaky}\n"
         "spec:\n  type: SHELL\n  action: pre-init-host\n  data: |\n"
         "    echo attempt >> $KBUILD_ROOTFS/pre-init.log\n"
-        f"    if [ \"$KBUILD_HOST\" = {ip1} ] && [ ! -e /root/kbuild-fixed ]; then\n"
+        f'    if [ "$KBUILD_HOST" = {ip1} ] && [ ! -e /root/kbuild-fixed ]; then\n'
         "      echo boom-on-this-host; exit 3\n"
         "    fi\n"
     )
     # a non-root user with password sudo
     text = clusterfile(
         "flaky", IMAGE, [ip0], [ip1],
-        ssh=f"{{user: {two[0].user}, passwd: {two[0].user_password}}}", data_root=DATA_ROOT, docs=plugin,
+        ssh=f"{{user: {two[0].user}, passwd: {two[0].user_password}}}",
+        data_root=DATA_ROOT, docs=plugin,
     )  # fmt: skip
     cf = tmp_path / "Clusterfile"
     cf.write_text(text)
     failed = kbuild(env, "run", "-f", str(cf), "--progress", "plain", check=False)
     assert failed.returncode != 0
-    assert ip1 in failed.stderr and "boom-on-this-host" in failed.stderr and "flaky" in failed.stderr
+    assert (
+        ip1 in failed.stderr and "boom-on-this-host" in failed.stderr and "flaky" in failed.stderr
+    )
     assert "Traceback" not in failed.stderr
     assert two[0].user_password not in failed.stdout + failed.stderr
 
@@ -218,7 +232,10 @@ def test_failing_script_delete_after_failure_and_continue(env: Env, two: HostSet
         again = kbuild(env, "run", "-f", str(cf), "--progress", "plain")
         assert "sending" not in again.stderr  # layers were already there
         assert conns[ip0].run(f"cat {DATA_ROOT}/flaky/rootfs/pre-init.log").stdout == "attempt\n"
-        assert conns[ip1].run(f"cat {DATA_ROOT}/flaky/rootfs/pre-init.log").stdout == "attempt\nattempt\n"
+        assert (
+            conns[ip1].run(f"cat {DATA_ROOT}/flaky/rootfs/pre-init.log").stdout
+            == "attempt\nattempt\n"
+        )
         assert get(ip0).startswith("hello from h0")
         assert get(ip1).startswith("hello from h1")
 
@@ -229,12 +246,17 @@ def test_failing_script_delete_after_failure_and_continue(env: Env, two: HostSet
         changed = kbuild(env, "exec", "--cluster-name", "flaky", "--", "true", check=False)
         assert changed.returncode != 0
         assert ip1 in changed.stderr and "key" in changed.stderr.lower()
-        ok = kbuild(env, "exec", "--cluster-name", "flaky", "--accept-changed-host-key", "--", "echo", "hi")
+        ok = kbuild(
+            env, "exec", "--cluster-name", "flaky", "--accept-changed-host-key", "--", "echo", "hi"
+        )
         assert f"[{ip1}] hi" in ok.stdout
 
         kbuild(env, "delete", "--all", "--cluster-name", "flaky", "--progress", "plain")
     finally:
         for h in two:
             two.connect(h, accept_changed_host_key=True).run("rm -f /root/kbuild-fixed")
-    after = {ip: snapshot(two.connect(h, accept_changed_host_key=True), DATA_ROOT) for ip, h in zip([ip0, ip1], two, strict=True)}
+    after = {
+        ip: snapshot(two.connect(h, accept_changed_host_key=True), DATA_ROOT)
+        for ip, h in zip([ip0, ip1], two, strict=True)
+    }
     assert after == before

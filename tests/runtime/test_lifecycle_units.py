@@ -71,18 +71,27 @@ def test_final_templates_follow_whiteouts_and_later_layers() -> None:
         LayerScan(size=1, templates={"etc/a.tmpl": "2"}, deleted=["etc/b.tmpl"], opaque=["m/x"]),
     ]
     assert final_templates(scans) == {"etc/a.tmpl": "2"}
-    assert render.render_files({"etc/a.conf.tmpl": "v={{ .V }}"}, {"V": "3"}) == {"etc/a.conf": b"v=3"}
+    assert render.render_files({"etc/a.conf.tmpl": "v={{ .V }}"}, {"V": "3"}) == {
+        "etc/a.conf": b"v=3"
+    }
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/var/lib/kbuild/data/c1/rootfs", "/tmp/kbuild-e2e/my-cluster/rootfs", "/a b/ü/.x/rootfs", "/"],
+    [
+        "/var/lib/kbuild/data/c1/rootfs",
+        "/tmp/kbuild-e2e/my-cluster/rootfs",
+        "/a b/ü/.x/rootfs",
+        "/",
+    ],
 )
 def test_unit_names_match_systemd_escape(path: str) -> None:
     tool = shutil.which("systemd-escape")
     if tool is None:
         pytest.skip("systemd-escape is not installed")
-    want = subprocess.run([tool, "--path", path], capture_output=True, text=True, check=True).stdout.strip()
+    want = subprocess.run(
+        [tool, "--path", path], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert escape_path(path) == want
 
 
@@ -91,7 +100,9 @@ def test_unit_lists_layers_top_first() -> None:
 
     layers = [Layer(f"sha256:{c * 64}", f"sha256:{c * 64}", "t", 1) for c in "ab"]
     text = unit_text(ClusterPaths("/d", "c"), layers)
-    assert "Options=lowerdir=/d/c/lower/1:/d/c/lower/0,upperdir=/d/c/upper,workdir=/d/c/work" in text
+    assert (
+        "Options=lowerdir=/d/c/lower/1:/d/c/lower/0,upperdir=/d/c/upper,workdir=/d/c/work" in text
+    )
     assert "Where=/d/c/rootfs" in text and "WantedBy=local-fs.target" in text
 
 
@@ -129,7 +140,10 @@ def test_image_metadata_written_by_the_builder_is_read_by_the_runtime(tmp_path: 
 
     store2 = Store(tmp_path / "s2")
     ref2 = _meta_image(store2, ImageMeta(cmds=["echo a", "echo b"]))
-    assert [c for _, c, _ in inspect_image(store2, ref2).launch_commands([], [])] == ["echo a", "echo b"]
+    assert [c for _, c, _ in inspect_image(store2, ref2).launch_commands([], [])] == [
+        "echo a",
+        "echo b",
+    ]
 
 
 def test_preflight_verdicts() -> None:
@@ -151,7 +165,10 @@ def test_preflight_verdicts() -> None:
 
 
 def test_exports_from_join_cluster_output() -> None:
-    out = "noise\nkbuild-export: TOKEN=abc.def\nkbuild-export: bad name=x\nkbuild-export: HASH=sha256:1=2\n"
+    out = (
+        "noise\nkbuild-export: TOKEN=abc.def\nkbuild-export: bad name=x\n"
+        "kbuild-export: HASH=sha256:1=2\n"
+    )
     assert exports(out) == {"TOKEN": "abc.def", "HASH": "sha256:1=2"}
 
 
@@ -190,11 +207,17 @@ def test_receive_script_locally_verifies_and_renames(tmp_path: Path) -> None:
     hexname = hashlib.sha256(data).hexdigest()
     script = SCRIPTS / "receive-layer.sh"
     store = tmp_path / "layers"
-    ok = subprocess.run(["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True)
+    ok = subprocess.run(
+        ["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True
+    )
     assert ok.returncode == 0, ok.stderr
     assert (store / hexname / "fs" / "f").read_bytes() == b"hi"
-    again = subprocess.run(["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True)
+    again = subprocess.run(
+        ["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True
+    )
     assert b"present" in again.stdout
-    bad = subprocess.run(["sh", str(script), str(store), "0" * 64, "none"], input=data, capture_output=True)
+    bad = subprocess.run(
+        ["sh", str(script), str(store), "0" * 64, "none"], input=data, capture_output=True
+    )
     assert bad.returncode == 4
     assert sorted(p.name for p in store.iterdir()) == [hexname]
