@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kbuild.cli.main import main
-from tests.fixtures.registry import RegistryServer, open_registry  # noqa: F401
+from tests.fixtures.registry import RegistryServer
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -115,7 +115,7 @@ def test_inspect_missing_image(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.integration
-def test_from_registry_image_is_pulled(open_registry: RegistryServer,  # noqa: F811
+def test_from_registry_image_is_pulled(open_registry: RegistryServer,
                                        project: Path,
                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                        ) -> None:
