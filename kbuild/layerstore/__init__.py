@@ -14,6 +14,7 @@ from ._store import Store
 from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
 from ._unpack import check_layer, unpack_layer
 from .events import BytesDone
+from .registry_layout import LayoutReport, write_registry_storage
 
 __all__ = [
     "REF_NAME_ANNOTATION",
@@ -22,6 +23,7 @@ __all__ = [
     "Descriptor",
     "GcReport",
     "LayerInfo",
+    "LayoutReport",
     "LoadResult",
     "MediaType",
     "Reference",
@@ -37,4 +39,5 @@ __all__ = [
     "save_archive",
     "tree_entries",
     "unpack_layer",
+    "write_registry_storage",
 ]
