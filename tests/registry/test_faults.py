@@ -12,6 +12,7 @@ import pytest
 from kbuild.errors import RegistryError
 from kbuild.layerstore import Store
 from kbuild.registry import (
+    BlobStarted,
     ClientOptions,
     Retrying,
     RetryPolicy,
@@ -151,3 +152,28 @@ def test_pull_from_dead_registry_fails_bounded(open_registry: RegistryServer,
         pull_image(Store(tmp_path / "d"), f"{open_registry.host}/x/app:1",
                    options=ClientOptions(retry=RetryPolicy(attempts=3, max_time=3, base=0.1)))
     assert time.monotonic() - started < 10
+
+
+def test_next_push_continues_a_recorded_upload(open_registry: RegistryServer,
+                                               cut_proxy_factory: Callable[[int], CutProxy],
+                                               tmp_path: Path) -> None:
+    """A push that died between chunks: the next one (a new client) resumes the session."""
+    store = Store(tmp_path / "s")
+    desc = make_image(store, "app:1", [{"big": random_bytes(4 * MB)}])
+    proxy = cut_proxy_factory(open_registry.port)
+    proxy.cut_on = (b"PATCH ", 3)
+    with pytest.raises(RegistryError):
+        push_image(store, "app:1", f"{proxy.host}/n/app:1",
+                   options=ClientOptions(chunk_size=MB, retry=RetryPolicy(attempts=1)))
+    first_up = proxy.up_bytes
+    events: list[object] = []
+    got = push_image(store, "app:1", f"{proxy.host}/n/app:1", progress=events.append,
+                     options=ClientOptions(chunk_size=MB))
+    assert got.digest == desc.digest
+    layer = store.read_manifest(desc)["layers"][0]["digest"]
+    resumed = [e for e in events if isinstance(e, BlobStarted) and e.digest == layer
+               and e.offset > 0]
+    assert resumed and resumed[0].offset == 2 * MB
+    assert proxy.up_bytes - first_up < 3 * MB
+    posts = [line for line in open_registry.access_log() if line.startswith("POST")]
+    assert len(posts) == 2  # the big blob's one session + the config blob
