@@ -37,7 +37,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kbuild.errors import UsageError
+from kbuild.errors import ClusterfileError, UsageError
+from kbuild.runtime.clusterfile import Cluster
 
 DEFAULT_CERTS_DIR = "/etc/containerd/certs.d"
 """Where the hosts files live on a host."""
@@ -53,6 +54,34 @@ MIRRORED_HOSTS = (
 """Registries that get a hosts file of their own (besides ``_default``)."""
 
 CGROUP_DRIVERS = ("systemd", "cgroupfs")
+
+DEFAULT_REGISTRY_DOMAIN = "sea.hub"
+DEFAULT_REGISTRY_PORT = 5000
+_DOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def embedded_registry(cluster: Cluster) -> tuple[str, int]:
+    """``(domain, port)`` of the embedded registry.
+
+    From ``spec.registry.localRegistry.domain``/``port`` (sealer's fields),
+    default ``sea.hub:5000``.
+    """
+    local = cluster.registry.get("localRegistry") or {}
+    if not isinstance(local, Mapping):
+        raise ClusterfileError("Clusterfile: spec.registry.localRegistry: expected a mapping")
+    domain = str(local.get("domain") or DEFAULT_REGISTRY_DOMAIN).lower()
+    port_raw = local.get("port") or DEFAULT_REGISTRY_PORT
+    if not _DOMAIN_RE.match(domain) or len(domain) > 253:
+        raise ClusterfileError(
+            f"Clusterfile: spec.registry.localRegistry.domain: not a DNS name: {domain!r}")
+    try:
+        port = int(str(port_raw))
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise ClusterfileError(
+            f"Clusterfile: spec.registry.localRegistry.port: bad port: {port_raw!r}")
+    return domain, port
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,17 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.errors import UsageError
+from kbuild.errors import ClusterfileError, UsageError
 from kbuild.layerstore import Store, TarEntry, pack_layer
 from kbuild.layerstore.registry_layout import write_registry_storage
+from kbuild.runtime import clusterfile
 from kbuild.runtime.containerd import (
     MIRRORED_HOSTS,
     ContainerdSettings,
     ca_path,
     certs_d_files,
     config_version_for,
+    embedded_registry,
     hosts_files,
     mirror_hosts_toml,
     render_config,
@@ -318,3 +320,72 @@ def test_containerd_2x_pulls_everything_from_the_mirror(
                                                # no directory of its own: _default
                                                "example.invalid/team/app:2"])
         assert "HEAD /v2/team/app/manifests/2?ns=example.invalid" in reg.access_log()
+
+
+def _crictl() -> str | None:
+    for path in sorted(glob.glob("/var/cache/kbuild/kubernetes/*/bin/crictl"), reverse=True):
+        if os.access(path, os.X_OK):
+            return path
+    return shutil.which("crictl")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(_crictl() is None or _debian_containerd() is None or os.geteuid() != 0,
+                    reason="needs root, containerd and crictl (built into the Kubernetes cache)")
+def test_cri_pulls_through_config_path(mirror: tuple[RegistryServer, Path],
+                                       tmp_path: Path) -> None:
+    """The CRI plugin (what the kubelet uses) reads certs.d through config_path."""
+    reg, certs_d = mirror
+    crictl = _crictl() or ""
+    with _containerd(_debian_containerd() or "", "ctr", tmp_path / "ctd", 2, certs_d) as d:
+        endpoint = f"unix://{d.socket}"
+        for name in ("docker.io/library/foo:1", "registry.k8s.io/pause:3.10.2"):
+            out = subprocess.run([crictl, "--runtime-endpoint", endpoint, "--image-endpoint",
+                                  endpoint, "--timeout", "60s", "pull", name],
+                                 capture_output=True, text=True, timeout=120)
+            assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
+        images = subprocess.run([crictl, "--image-endpoint", endpoint, "images", "-o", "json"],
+                                capture_output=True, text=True, timeout=60)
+        assert images.returncode == 0, images.stderr
+        assert "docker.io/library/foo:1" in images.stdout
+        assert "registry.k8s.io/pause:3.10.2" in images.stdout
+        requests = set(reg.access_log())
+        assert "HEAD /v2/library/foo/manifests/1?ns=docker.io" in requests
+        assert "HEAD /v2/pause/manifests/3.10.2?ns=registry.k8s.io" in requests
+
+
+@pytest.mark.parametrize(
+    ("registry", "want"),
+    [
+        ("", ("sea.hub", 5000)),
+        ("registry: {localRegistry: {domain: Hub.Local, port: 5443}}", ("hub.local", 5443)),
+        ("registry: {localRegistry: {domain: x.y, port: '8443'}}", ("x.y", 8443)),
+    ],
+)
+def test_embedded_registry_from_clusterfile(registry: str, want: tuple[str, int]) -> None:
+    cf = clusterfile.loads(_CF.format(registry=registry))
+    assert embedded_registry(cf.cluster) == want
+
+
+@pytest.mark.parametrize(
+    "registry",
+    ["registry: {localRegistry: {domain: 'bad domain'}}",
+     "registry: {localRegistry: {port: 70000}}",
+     "registry: {localRegistry: {port: abc}}",
+     "registry: {localRegistry: [x]}"],
+)
+def test_embedded_registry_refuses_bad_values(registry: str) -> None:
+    cf = clusterfile.loads(_CF.format(registry=registry))
+    with pytest.raises(ClusterfileError, match=r"spec\.registry\.localRegistry"):
+        embedded_registry(cf.cluster)
+
+
+_CF = """
+apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {{name: c}}
+spec:
+  image: kubernetes:v1.37.2
+  hosts: [{{ips: [10.0.0.2], roles: [master]}}]
+  {registry}
+"""
