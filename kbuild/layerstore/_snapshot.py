@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._blobs import check_digest, fsync_dir
+from ._blobs import atomic_write, check_digest, fsync_dir
 from ._unpack import unpack_verified
 
 if TYPE_CHECKING:
@@ -33,7 +33,8 @@ def snapshot(store: Store, diff_id: str, blob_digest: str) -> Path:
         with store.open_blob(blob_digest) as f:
             unpack_verified(f, tmp, media_type=None, diff_id=diff_id, digest=blob_digest,
                             allow_devices=True, whiteouts="overlay")
-        (store.snapshots_dir / f"{hexpart}.blob").write_text(blob_digest + "\n")
+        atomic_write(store.snapshots_dir / f"{hexpart}.blob", (blob_digest + "\n").encode(),
+                     store.tmp_dir)
         try:
             os.rename(tmp, final)
         except OSError:

@@ -30,9 +30,31 @@ WORKER = textwrap.dedent(
 )
 
 
+GC_LOOP = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kbuild.layerstore import Store
+    store, go, stop = Store(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
+    deadline = time.time() + 60
+    while not go.exists() and time.time() < deadline:
+        time.sleep(0.001)
+    runs = 0
+    while not stop.exists() and time.time() < deadline:
+        store.gc()
+        runs += 1
+    print(runs)
+    """
+)
+
+
 def test_two_processes_tag_into_one_store(tmp_path: Path) -> None:
     root = tmp_path / "root"
     go = tmp_path / "go"
+    stop = tmp_path / "stop"
+    Store(root)
+    gc = subprocess.Popen([sys.executable, "-c", GC_LOOP, str(root), str(go), str(stop)],
+                          stdout=subprocess.PIPE, text=True)
     procs = [
         subprocess.Popen([sys.executable, "-c", WORKER, str(root), str(n), str(go)])
         for n in (1, 2)
@@ -41,8 +63,11 @@ def test_two_processes_tag_into_one_store(tmp_path: Path) -> None:
         go.touch()
         for p in procs:
             assert p.wait(timeout=120) == 0
+        stop.touch()
+        out, _ = gc.communicate(timeout=60)
+        assert gc.returncode == 0 and int(out) > 0  # prune ran alongside the builds
     finally:
-        for p in procs:
+        for p in [*procs, gc]:
             if p.poll() is None:
                 p.kill()
                 p.wait()
@@ -50,8 +75,41 @@ def test_two_processes_tag_into_one_store(tmp_path: Path) -> None:
     names = sorted(r.familiar for r, _ in store.images())
     assert len(names) == 120  # no lost index.json update
     assert names[0] == "proc1/img:0"
-    assert store.fsck() == []
+    assert store.fsck() == []  # nothing an image needs was collected
     assert list(store.tmp_dir.iterdir()) == []
+
+
+SNAPSHOT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from kbuild.layerstore import Store
+    store, go = Store(sys.argv[1]), Path(sys.argv[2])
+    deadline = time.time() + 30
+    while not go.exists() and time.time() < deadline:
+        time.sleep(0.001)
+    print(store.snapshot(sys.argv[3], sys.argv[4]))
+    """
+)
+
+
+def test_two_processes_snapshot_one_layer(tmp_path: Path) -> None:
+    from kbuild.layerstore import TarEntry, pack_layer
+
+    store = Store(tmp_path / "root")
+    entries = [TarEntry(f"d{i}/f{j}", "file", data=b"x" * 1000)
+               for i in range(20) for j in range(50)]
+    layer = pack_layer(store, entries)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", SNAPSHOT, str(store.root), str(go),
+                               layer.diff_id, layer.digest], stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    go.touch()
+    outs = [p.communicate(timeout=60)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] == str(store.snapshots_dir / layer.diff_id[7:])
+    assert len(list(Path(outs[0]).rglob("f*"))) == 1000
+    assert [p.name for p in store.snapshots_dir.iterdir() if p.name.startswith(".tmp")] == []
 
 
 MEMORY = textwrap.dedent(
