@@ -6,7 +6,8 @@ dirs, serves an image from a TLS docker-registry on 127.0.0.1 whose
 certificate kbuild's PKI made, and pulls ``docker.io/…``,
 ``registry.k8s.io/…`` and ``quay.io/…`` names: they resolve to the local
 registry only, proving that the mirror works for registries that are not
-reachable.
+reachable. Registry, containerd and clients run in a network namespace with
+only loopback, so not even a broken configuration can reach out.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -42,7 +44,7 @@ from kbuild.runtime.containerd import (
     write_tree,
 )
 from kbuild.runtime.pki import generate_ca, registry_cert
-from tests.fixtures.registry import GeneratedCA, RegistryServer, free_port
+from tests.fixtures.registry import REGISTRY_BIN, free_port
 
 REG = "sea.hub:5000"
 PAUSE = f"{REG}/pause:3.10.2"
@@ -195,23 +197,109 @@ def test_containerd_2x_loads_v3_config(tmp_path: Path) -> None:
     assert runc["options"]["SystemdCgroup"] is True
 
 
+class NetNS:
+    """A network namespace with only loopback, held by a sleeping process.
+
+    The registry, containerd and ctr/crictl run in it, so even a broken
+    mirror configuration cannot send a packet beyond 127.0.0.1: a name that
+    is not mirrored fails with "network unreachable" instead of going out.
+    """
+
+    def __init__(self) -> None:
+        self.holder = subprocess.Popen(
+            ["unshare", "--net", "sh", "-c", "ip link set lo up && echo ready && exec sleep 900"],
+            stdout=subprocess.PIPE, start_new_session=True)
+        assert self.holder.stdout is not None
+        if self.holder.stdout.readline().strip() != b"ready":
+            self.close()
+            raise RuntimeError("could not set up a network namespace")
+
+    def cmd(self, *argv: str) -> list[str]:
+        """``argv`` run inside the namespace (nsenter execs it: same PID)."""
+        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", *argv]
+
+    def run(self, *argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.cmd(*argv), capture_output=True, text=True, timeout=timeout)
+
+    def close(self) -> None:
+        _stop(self.holder)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@dataclass
+class Registry:
+    """docker-registry with TLS inside a :class:`NetNS`."""
+
+    work: Path
+    port: int
+    ns: NetNS
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def storage(self) -> Path:
+        return self.work / "storage"
+
+    def start(self, cert: Path, key: Path) -> None:
+        config = self.work / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog: {level: info, formatter: text, accesslog: {disabled: false}}\n"
+            f"storage: {{filesystem: {{rootdirectory: {self.storage}}}}}\n"
+            f"http: {{addr: '{self.host}', tls: {{certificate: {cert}, key: {key}}}}}\n")
+        with (self.work / "registry.log").open("wb") as log:
+            self.proc = subprocess.Popen(self.ns.cmd(REGISTRY_BIN, "serve", str(config)),
+                                         stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+        deadline = time.monotonic() + 15
+        while self.ns.run("curl", "-sk", "-o", "/dev/null", f"https://{self.host}/v2/",
+                          timeout=10).returncode != 0:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("registry did not start:\n" + self.log()[-2000:])
+            time.sleep(0.1)
+
+    def log(self) -> str:
+        return (self.work / "registry.log").read_text(errors="replace")
+
+    def requests(self) -> set[str]:
+        """``METHOD /path?query`` of every request in the access log."""
+        out = set()
+        for line in self.log().splitlines():
+            m = re.search(r'"(GET|HEAD) (/v2/\S*) HTTP', line)
+            if m:
+                out.add(f"{m.group(1)} {m.group(2)}")
+        return out
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 @dataclass
 class Daemon:
-    """A containerd process on a private socket."""
+    """A containerd process on a private socket, inside the namespace."""
 
-    binary: str
+    ns: NetNS
     ctr: str
     socket: Path
-    proc: subprocess.Popen[bytes]
-    log: Path
 
     def ctr_run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.ctr, "--address", str(self.socket), *args],
-                              capture_output=True, text=True, timeout=timeout)
+        return self.ns.run(self.ctr, "--address", str(self.socket), *args, timeout=timeout)
 
 
 @contextlib.contextmanager
-def _containerd(binary: str, ctr: str, work: Path, version: int,
+def _containerd(ns: NetNS, binary: str, ctr: str, work: Path, version: int,
                 certs_dir: Path) -> Iterator[Daemon]:
     work.mkdir(parents=True, exist_ok=True)
     sock = work / "c.sock"
@@ -224,7 +312,7 @@ def _containerd(binary: str, ctr: str, work: Path, version: int,
     config.write_text(render_config(settings))
     log = work / "containerd.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "--config", str(config)], stdout=out,
+        proc = subprocess.Popen(ns.cmd(binary, "--config", str(config)), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 30
@@ -232,15 +320,9 @@ def _containerd(binary: str, ctr: str, work: Path, version: int,
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("containerd did not start:\n" + log.read_text()[-3000:])
             time.sleep(0.1)
-        yield Daemon(binary, ctr, sock, proc, log)
+        yield Daemon(ns, ctr, sock)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        _stop(proc)
         _unmount_under(work)
         shutil.rmtree(work, ignore_errors=True)
 
@@ -253,48 +335,74 @@ def _unmount_under(path: Path) -> None:
         subprocess.run(["umount", "-l", point], capture_output=True, timeout=30)
 
 
+@dataclass
+class Mirror:
+    ns: NetNS
+    registry: Registry
+    certs_d: Path
+
+
 @pytest.fixture
-def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RegistryServer, Path]]:
-    """A TLS docker-registry (kbuild's PKI) holding images, and a certs.d mirroring to it."""
+def mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mirror]:
+    """A TLS registry (kbuild's PKI) holding images, and a certs.d mirroring to it."""
     work = tmp_path_factory.mktemp("ctd-mirror")
-    ca = generate_ca()
-    reg = RegistryServer(work, free_port(), scheme="https")
-    ca_crt, _ = ca.write(work / "pki", "ca")
-    crt, key = registry_cert(ca, "sea.hub", []).write(work / "pki", "registry")
-    reg.ca = GeneratedCA(ca_crt, crt, key)
-    store = Store(work / "store")
-    images = []
-    for name, payload in (("docker.io/library/foo:1", b"foo"),
-                          ("registry.k8s.io/pause:3.10.2", b"pause"),
-                          ("quay.io/coreos/flannel:v0.1", b"flannel"),
-                          ("example.invalid/team/app:2", b"app")):
-        layer = pack_layer(store, [TarEntry("payload", "file", data=payload)])
-        images.append((name, store.write_image({"architecture": "amd64", "os": "linux"},
-                                               [layer])))
-    write_registry_storage(store, images, reg.storage)
-    certs_d = work / "certs.d"
-    write_tree(certs_d, certs_d_files(reg.host, ca.cert_pem, certs_dir=str(certs_d)))
+    ns = NetNS()
+    reg = Registry(work, free_port(), ns)
     try:
-        reg.start()
-        yield reg, certs_d
+        ca = generate_ca()
+        crt, key = registry_cert(ca, "sea.hub", []).write(work / "pki", "registry")
+        store = Store(work / "store")
+        images = []
+        for name, payload in (("docker.io/library/foo:1", b"foo"),
+                              ("registry.k8s.io/pause:3.10.2", b"pause"),
+                              ("quay.io/coreos/flannel:v0.1", b"flannel"),
+                              ("example.invalid/team/app:2", b"app")):
+            layer = pack_layer(store, [TarEntry("payload", "file", data=payload)])
+            images.append((name, store.write_image({"architecture": "amd64", "os": "linux"},
+                                                   [layer])))
+        write_registry_storage(store, images, reg.storage)
+        certs_d = work / "certs.d"
+        write_tree(certs_d, certs_d_files(reg.host, ca.cert_pem, certs_dir=str(certs_d)))
+        reg.start(crt, key)
+        yield Mirror(ns, reg, certs_d)
     finally:
         reg.stop()
+        ns.close()
 
 
-def _pull_through_mirror(daemon: Daemon, reg: RegistryServer, certs_d: Path,
-                         names: list[str]) -> None:
+def _pull_through_mirror(daemon: Daemon, m: Mirror, names: list[str]) -> None:
     for name in names:
-        out = daemon.ctr_run("images", "pull", "--hosts-dir", str(certs_d), name)
+        out = daemon.ctr_run("images", "pull", "--hosts-dir", str(m.certs_d), name)
         assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
     listed = daemon.ctr_run("images", "ls", "-q")
     assert set(listed.stdout.split()) >= set(names)
     # containerd asks the mirror with ?ns=<the registry the name was for>
-    requests = set(reg.access_log())
+    requests = m.registry.requests()
     for path, ns in (("library/foo/manifests/1", "docker.io"),
                      ("pause/manifests/3.10.2", "registry.k8s.io"),
                      ("coreos/flannel/manifests/v0.1", "quay.io")):
         assert f"HEAD /v2/{path}?ns={ns}" in requests, sorted(requests)
-    assert all("?ns=" in r for r in requests)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(_debian_containerd() is None or os.geteuid() != 0,
+                    reason="needs root and containerd/ctr (apt-get install -y containerd)")
+def test_containerd_1x_pulls_everything_from_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
+    binary = _debian_containerd() or ""
+    with _containerd(mirror.ns, binary, "ctr", tmp_path / "ctd", 2, mirror.certs_d) as d:
+        _pull_through_mirror(d, mirror, ["docker.io/library/foo:1",
+                                         "registry.k8s.io/pause:3.10.2",
+                                         "quay.io/coreos/flannel:v0.1"])
+        assert len(d.ctr_run("content", "ls", "-q").stdout.split()) >= 9  # 3 x 3 blobs
+        # without the hosts files the same name is not mirrored: it fails (no route
+        # out of the namespace) and the mirror never hears of it
+        empty = tmp_path / "empty-certs.d"
+        empty.mkdir()
+        before = mirror.registry.requests()
+        out = d.ctr_run("images", "pull", "--hosts-dir", str(empty),
+                        "docker.io/library/foo:2", timeout=60)
+        assert out.returncode != 0
+        assert mirror.registry.requests() == before
 
 
 def _cached_ctr2() -> str | None:
@@ -308,18 +416,15 @@ def _cached_ctr2() -> str | None:
 @pytest.mark.integration
 @pytest.mark.skipif(_cached_ctr2() is None or os.geteuid() != 0,
                     reason="needs root and containerd 2.x + ctr in the Kubernetes build cache")
-def test_containerd_2x_pulls_everything_from_the_mirror(
-    mirror: tuple[RegistryServer, Path], tmp_path: Path
-) -> None:
-    reg, certs_d = mirror
+def test_containerd_2x_pulls_everything_from_the_mirror(mirror: Mirror, tmp_path: Path) -> None:
     binary, ctr = _cached_containerd2() or "", _cached_ctr2() or ""
-    with _containerd(binary, ctr, tmp_path / "ctd", 3, certs_d) as d:
-        _pull_through_mirror(d, reg, certs_d, ["docker.io/library/foo:1",
-                                               "registry.k8s.io/pause:3.10.2",
-                                               "quay.io/coreos/flannel:v0.1",
-                                               # no directory of its own: _default
-                                               "example.invalid/team/app:2"])
-        assert "HEAD /v2/team/app/manifests/2?ns=example.invalid" in reg.access_log()
+    with _containerd(mirror.ns, binary, ctr, tmp_path / "ctd", 3, mirror.certs_d) as d:
+        _pull_through_mirror(d, mirror, ["docker.io/library/foo:1",
+                                         "registry.k8s.io/pause:3.10.2",
+                                         "quay.io/coreos/flannel:v0.1",
+                                         # no directory of its own: _default
+                                         "example.invalid/team/app:2"])
+        assert "HEAD /v2/team/app/manifests/2?ns=example.invalid" in mirror.registry.requests()
 
 
 def _crictl() -> str | None:
@@ -332,24 +437,22 @@ def _crictl() -> str | None:
 @pytest.mark.integration
 @pytest.mark.skipif(_crictl() is None or _debian_containerd() is None or os.geteuid() != 0,
                     reason="needs root, containerd and crictl (built into the Kubernetes cache)")
-def test_cri_pulls_through_config_path(mirror: tuple[RegistryServer, Path],
-                                       tmp_path: Path) -> None:
+def test_cri_pulls_through_config_path(mirror: Mirror, tmp_path: Path) -> None:
     """The CRI plugin (what the kubelet uses) reads certs.d through config_path."""
-    reg, certs_d = mirror
     crictl = _crictl() or ""
-    with _containerd(_debian_containerd() or "", "ctr", tmp_path / "ctd", 2, certs_d) as d:
+    binary = _debian_containerd() or ""
+    with _containerd(mirror.ns, binary, "ctr", tmp_path / "ctd", 2, mirror.certs_d) as d:
         endpoint = f"unix://{d.socket}"
+        base = [crictl, "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
+                "--timeout", "60s"]
         for name in ("docker.io/library/foo:1", "registry.k8s.io/pause:3.10.2"):
-            out = subprocess.run([crictl, "--runtime-endpoint", endpoint, "--image-endpoint",
-                                  endpoint, "--timeout", "60s", "pull", name],
-                                 capture_output=True, text=True, timeout=120)
+            out = mirror.ns.run(*base, "pull", name)
             assert out.returncode == 0, f"{name}: {out.stdout}\n{out.stderr}"
-        images = subprocess.run([crictl, "--image-endpoint", endpoint, "images", "-o", "json"],
-                                capture_output=True, text=True, timeout=60)
+        images = mirror.ns.run(*base, "images", "-o", "json")
         assert images.returncode == 0, images.stderr
         assert "docker.io/library/foo:1" in images.stdout
         assert "registry.k8s.io/pause:3.10.2" in images.stdout
-        requests = set(reg.access_log())
+        requests = mirror.registry.requests()
         assert "HEAD /v2/library/foo/manifests/1?ns=docker.io" in requests
         assert "HEAD /v2/pause/manifests/3.10.2?ns=registry.k8s.io" in requests
 
