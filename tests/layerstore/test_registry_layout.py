@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from kbuild.layerstore.registry_layout import (
     repository_name,
     write_registry_storage,
 )
+from tests.fixtures import registry as registry_fixtures
 from tests.fixtures.registry import RegistryServer, free_port
 
 SKOPEO = shutil.which("skopeo")
@@ -151,9 +153,27 @@ def test_missing_blob_names_the_image(store: Store, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- served for real
 
 
-@pytest.fixture
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryServer]:
-    """A docker-registry whose storage the test fills before starting it."""
+def _cached_registry() -> str | None:
+    """distribution v3 as the Kubernetes base image ships it (build cache), if built."""
+    for path in sorted(glob.glob("/var/cache/kbuild/kubernetes/*/bin/registry"), reverse=True):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(None, id="debian-distribution-2.8"),
+        pytest.param("cache", id="distribution-3-from-the-build-cache",
+                     marks=pytest.mark.skipif(_cached_registry() is None,
+                                              reason="distribution 3 not built yet")),
+    ]
+)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[RegistryServer]:
+    """A registry server whose storage the test fills before starting it."""
+    if request.param == "cache":
+        monkeypatch.setattr(registry_fixtures, "REGISTRY_BIN", _cached_registry())
     reg = RegistryServer(tmp_path_factory.mktemp("layout-registry"), free_port())
     try:
         yield reg
