@@ -117,6 +117,8 @@ def write_registry_storage(
     for item_ref, desc in images:
         ref = item_ref if isinstance(item_ref, Reference) else Reference.parse(item_ref)
         repo = repository_name(ref, rename)
+        if ref.digest and ref.digest != desc.digest:
+            raise UsageError(f"{ref}: the reference's digest is not the descriptor's {desc.digest}")
         writer.write_tree(str(ref), repo, desc, 0)
         if ref.tag:
             writer.tag(repo, ref.tag, desc.digest)

@@ -119,6 +119,13 @@ def test_digest_reference_gets_no_tag(store: Store, tmp_path: Path) -> None:
     assert not (repo / "tags").exists()
 
 
+def test_digest_must_match_descriptor(store: Store, tmp_path: Path) -> None:
+    a = _image(store, "amd64", b"a")
+    b = _image(store, "amd64", b"b")
+    with pytest.raises(UsageError, match="not the descriptor's"):
+        write_registry_storage(store, [(f"x/y:1@{a.digest}", b)], tmp_path / "r")
+
+
 def test_copies_across_filesystems(store: Store) -> None:
     if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(store.root).st_dev:
         pytest.skip("no second filesystem (/dev/shm) to copy to")
