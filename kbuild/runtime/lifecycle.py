@@ -197,6 +197,7 @@ class _Session:
     def preflight(self, hosts: Sequence[Host]) -> Plan:
         """Read-only checks of ``hosts``; raises with every problem found."""
         data_root = self.cf.cluster.data_root
+        self.opts.store.resolve(self.cf.cluster.image)  # a missing image fails before any host
 
         def facts_of(h: Host) -> HostFacts:
             emit(self.progress, HostStatus(h.ip, "preflight"))

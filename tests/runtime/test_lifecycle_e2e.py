@@ -260,3 +260,26 @@ def test_failing_script_delete_after_failure_and_continue(
         for ip, h in zip([ip0, ip1], two, strict=True)
     }
     assert after == before
+
+
+def test_apply_joins_and_deletes(env: Env, two: HostSet, tmp_path: Path) -> None:
+    conns = _conns(two)
+    ip0, ip1 = two[0].ip, two[1].ip
+    before = snapshot(conns[ip1], DATA_ROOT)
+    ssh = f"{{pk: {two[0].key_file}}}"
+    one = tmp_path / "one.yaml"
+    one.write_text(clusterfile("ap", IMAGE, [ip0], [], ssh=ssh, data_root=DATA_ROOT))
+    both = tmp_path / "both.yaml"
+    both.write_text(clusterfile("ap", IMAGE, [ip0], [ip1], ssh=ssh, data_root=DATA_ROOT))
+    kbuild(env, "apply", "-f", str(one), "--progress", "plain")  # nothing recorded: a run
+    assert get(ip0).startswith("hello from h0") and refused(ip1)
+    plan = kbuild(env, "apply", "-f", str(both), "--dry-run")
+    assert "join-host" in plan.stdout and ip1 in plan.stdout
+    assert refused(ip1)
+    kbuild(env, "apply", "-f", str(both), "--progress", "plain")
+    assert get(ip1).startswith("hello from h1")
+    kbuild(env, "apply", "-f", str(one), "--progress", "plain")
+    assert refused(ip1) and snapshot(conns[ip1], DATA_ROOT) == before
+    assert get(ip0).startswith("hello from h0")
+    kbuild(env, "delete", "--all", "-f", str(one), "--progress", "plain")
+    assert refused(ip0)
