@@ -18,7 +18,7 @@ import zstandard
 from kbuild.errors import StoreError
 
 from . import _tarwriter as tw
-from ._pipeline import HashThread, WriterThread
+from ._pipeline import TarConsumer, WriterThread
 from ._types import LayerInfo, MediaType
 from .events import BytesDone, Progress
 
@@ -159,14 +159,15 @@ def source_date_epoch() -> int | None:
 class TarStream:
     """Writes tar members into a compressor while hashing the tar bytes (the diffID).
 
-    The diffID hash runs in a helper thread; large files are read into a
-    small pool of buffers that return to the pool once hashed.
+    Hashing and compression run in a helper thread (:class:`TarConsumer`);
+    large files are read into a small pool of buffers that return to the
+    pool once consumed, so memory stays bounded.
     """
 
     def __init__(self, comp: _Compressor, progress: Progress | None = None,
                  total: int | None = None) -> None:
         self._comp = comp
-        self._hasher = HashThread()
+        self._consumer = TarConsumer(comp)
         self.size = 0
         self._pending = bytearray()
         self._pool: queue.Queue[bytearray] = queue.Queue()
@@ -178,11 +179,10 @@ class TarStream:
 
     def hexdigest(self) -> str:
         """sha256 of the tar stream (after :meth:`finish`)."""
-        return self._hasher.hash.hexdigest()
+        return self._consumer.hash.hexdigest()
 
     def _emit(self, data: bytes | bytearray | memoryview, pool: object = None) -> None:
-        self._hasher.put((data, pool))
-        self._comp.write(data)
+        self._consumer.put((data, pool))
         self.size += len(data)
         if self._progress is not None and self.size >= self._next_report:
             self._next_report = self.size + _PROGRESS_EVERY
@@ -226,13 +226,13 @@ class TarStream:
         """Write the end-of-archive marker, flush, and wait for the hash."""
         self.write(tw.END_OF_ARCHIVE)
         self.flush()
-        self._hasher.close()
+        self._consumer.close()
         if self._progress is not None:
             self._progress(BytesDone("layer", self.size, self._total))
 
     def abort(self) -> None:
         """Stop the helper thread after an error."""
-        self._hasher.__exit__(RuntimeError, None, None)
+        self._consumer.__exit__(RuntimeError, None, None)
 
 
 def _prepared(entries: Iterable[TarEntry]) -> list[tuple[str, TarEntry]]:

@@ -1,4 +1,4 @@
-"""Helper threads of the packing pipeline: hashing the tar, writing the blob.
+"""Helper threads of the packing pipeline: hash + compress the tar, write the blob.
 
 hashlib and the zstd compressor release the GIL on large buffers, so a
 thread per stage lets reading, the diffID hash, compression and the blob
@@ -80,15 +80,23 @@ class _Worker:
                 self.close()
 
 
-class HashThread(_Worker):
-    """sha256 over the submitted buffers; ring buffers go back to their pool."""
+class TarConsumer(_Worker):
+    """Hashes the tar stream (the diffID) and feeds it to the compressor.
 
-    def __init__(self) -> None:
+    Runs beside the thread that produces the tar, like ``tar | zstd``: the
+    producer walks and reads files while this thread (mostly outside the GIL)
+    hashes and hands data to the zstd workers. Pool buffers go back to their
+    pool once both are done with them.
+    """
+
+    def __init__(self, comp: _Sink) -> None:
         self.hash = hashlib.sha256()
-        super().__init__("kbuild-diffid")
+        self._comp = comp
+        super().__init__("kbuild-tar")
 
     def handle(self, item: tuple[memoryview | bytes | bytearray, Any]) -> None:
         self.hash.update(item[0])
+        self._comp.write(item[0])
 
     def after(self, item: tuple[memoryview | bytes | bytearray, Any]) -> None:
         pool = item[1]
