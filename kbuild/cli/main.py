@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 
@@ -10,10 +11,50 @@ import click
 from kbuild import __version__
 from kbuild.errors import KbuildError
 
-from . import build, cluster, images, registry
+#: Which module defines each command. Modules are imported only when one of
+#: their commands runs, so ``kbuild images`` does not pay for paramiko, httpx
+#: and lark. tests/cli/test_main.py checks this table against the modules.
+COMMAND_MODULES: dict[str, str] = {
+    "build": "build",
+    "inspect": "build",
+    "history": "build",
+    "images": "images",
+    "tag": "images",
+    "rmi": "images",
+    "save": "images",
+    "load": "images",
+    "prune": "images",
+    "fsck": "images",
+    "login": "registry",
+    "logout": "registry",
+    "push": "registry",
+    "pull": "registry",
+    "run": "cluster",
+    "join": "cluster",
+    "delete": "cluster",
+    "apply": "cluster",
+    "exec": "cluster",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(COMMAND_MODULES))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return super().get_command(ctx, cmd_name)
+        module = importlib.import_module(f"kbuild.cli.{module_name}")
+        for command in module.commands:
+            if command.name == cmd_name:
+                return command
+        return None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kbuild")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug output.")
 @click.option(
@@ -28,11 +69,6 @@ def cli(ctx: click.Context, debug: bool, root: str | None) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     ctx.obj["root"] = root
-
-
-for _module in (build, images, registry, cluster):
-    for _command in _module.commands:
-        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> None:
