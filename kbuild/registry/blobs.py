@@ -156,7 +156,7 @@ def _upload_monolithic(client: RegistryClient, repository: str, digest: str, siz
             return
         except TransientError as exc:
             location = None
-            if not client._sleep_before_retry(what, attempt, started, str(exc)):
+            if not client.sleep_before_retry(what, attempt, started, str(exc)):
                 raise RegistryError(f"{exc} (gave up after {attempt} attempts)") from None
 
 
@@ -197,7 +197,7 @@ def _upload_chunked(client: RegistryClient, store: Store, repository: str, diges
             last_progress = time.monotonic()
         except TransientError as exc:
             attempt += 1
-            if not client._sleep_before_retry(what, attempt, last_progress, str(exc)):
+            if not client.sleep_before_retry(what, attempt, last_progress, str(exc)):
                 raise RegistryError(f"{exc} (gave up after {attempt} attempts)") from None
             status = client.upload_status(repository, location)
             if status is None or status > size:
@@ -269,7 +269,7 @@ def pull_blob(client: RegistryClient, store: Store, repository: str, digest: str
                     attempt, last_progress = 0, time.monotonic()
                 attempt += 1
                 reason = str(exc) or type(exc).__name__
-                if not client._sleep_before_retry(what, attempt, last_progress, reason):
+                if not client.sleep_before_retry(what, attempt, last_progress, reason):
                     raise RegistryError(f"{what}: {reason} (gave up after {attempt} "
                                         "attempts; the next pull resumes)") from None
     remember_source(store, client.registry, repository, digest)

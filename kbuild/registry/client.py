@@ -118,7 +118,7 @@ class RegistryClient:
                 base = f"{scheme}://{self.host}"
                 fallback = scheme == "https" and self.plain_http_allowed
                 try:
-                    resp = self._send_retrying("GET", base + "/v2/", what=f"{self.registry}: ping",
+                    resp = self.send_retrying("GET", base + "/v2/", what=f"{self.registry}: ping",
                                                retry=not fallback)
                 except RegistryError as exc:
                     last = exc
@@ -156,8 +156,9 @@ class RegistryClient:
 
     # -- requests ----------------------------------------------------------
 
-    def _sleep_before_retry(self, what: str, attempt: int, started: float, reason: str,
-                            retry_after: float | None = None) -> bool:
+    def sleep_before_retry(self, what: str, attempt: int, started: float, reason: str,
+                           retry_after: float | None = None) -> bool:
+        """Emit ``Retrying`` and sleep, or return False when the retry budget is spent."""
         policy = self.options.retry
         if attempt >= policy.attempts:
             return False
@@ -168,10 +169,10 @@ class RegistryClient:
         time.sleep(delay)
         return True
 
-    def _send_retrying(self, method: str, url: str, *, what: str,
-                       headers: dict[str, str] | None = None, content: bytes | None = None,
-                       body: Body | None = None, stream: bool = False,
-                       retry: bool = True, follow: bool = False) -> httpx.Response:
+    def send_retrying(self, method: str, url: str, *, what: str,
+                      headers: dict[str, str] | None = None, content: bytes | None = None,
+                      body: Body | None = None, stream: bool = False,
+                      retry: bool = True, follow: bool = False) -> httpx.Response:
         """Send with retries on transient failures; no auth handling."""
         started = time.monotonic()
         attempt = 0
@@ -189,7 +190,7 @@ class RegistryClient:
                     raise RegistryError(f"{what}: {reason}") from None
                 if not retry:
                     raise TransientError(f"{what}: {reason}") from None
-                if self._sleep_before_retry(what, attempt, started, reason):
+                if self.sleep_before_retry(what, attempt, started, reason):
                     continue
                 raise RegistryError(
                     f"{what}: {reason} (gave up after {attempt} attempts, "
@@ -200,7 +201,7 @@ class RegistryClient:
                 resp.close()
                 if not retry:
                     raise TransientError(f"{what}: registry answered {reason}")
-                if self._sleep_before_retry(what, attempt, started, reason, retry_after):
+                if self.sleep_before_retry(what, attempt, started, reason, retry_after):
                     continue
                 raise RegistryError(f"{what}: registry answered {reason} "
                                     f"(gave up after {attempt} attempts)")
@@ -225,7 +226,7 @@ class RegistryClient:
             auth = self.auth.header(scopes, force=force)
             if auth:
                 hdrs["Authorization"] = auth
-            resp = self._send_retrying(method, url, what=what, headers=hdrs, content=content,
+            resp = self.send_retrying(method, url, what=what, headers=hdrs, content=content,
                                        body=body, stream=stream, retry=retry,
                                        follow=method in ("GET", "HEAD"))
             if resp.status_code == 401 and round_ == 1:

@@ -55,7 +55,7 @@ def login(registry: str, username: str, password: str, *,
                 creds = Credentials(username=username,
                                     identity_token=client.auth.refresh_token)
         elif challenge is not None and challenge.scheme == "basic":
-            resp = client._send_retrying("GET", client.url("/v2/"), what=f"{reg}: login",
+            resp = client.send_retrying("GET", client.url("/v2/"), what=f"{reg}: login",
                                          headers={"Authorization": basic_header(creds)})
             resp.close()
             if resp.status_code == 401:
