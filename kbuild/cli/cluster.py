@@ -24,7 +24,7 @@ from kbuild.runtime.runevents import (
     PhaseDone,
     PhaseStarted,
 )
-from kbuild.runtime.state import list_clusters
+from kbuild.runtime.state import StateDir, list_clusters
 
 from .common import store_root
 
@@ -149,6 +149,14 @@ def _ips(values: Sequence[str], what: str) -> list[str]:
     return out
 
 
+def _count(values: Sequence[str], flag: str, default: int) -> int:
+    if not values:
+        return default
+    if len(values) > 1 or not values[0].isdigit():
+        raise UsageError(f"with --provider podman, {flag} is a number of hosts, not {values[0]!r}")
+    return int(values[0])
+
+
 def _print_plan(plan: lifecycle.Plan) -> None:
     click.echo(f"Plan for cluster {plan.cluster}: image {plan.image} ({plan.manifest[:19]})")
     click.echo("Hosts:")
@@ -213,6 +221,9 @@ def _with_common(fn):  # type: ignore[no-untyped-def]
 @click.option(
     "--data-root", help=f"Where hosts keep layers and rootfs (default {cfmod.DEFAULT_DATA_ROOT})."
 )
+@click.option("--provider", type=click.Choice(["podman"]),
+              help="Make local hosts (podman containers); --masters/--nodes are then counts. "
+              "The default when no host is given.")
 @click.option("--dry-run", is_flag=True, help="Check the hosts (read-only) and print the plan.")
 @_with_common
 @click.pass_context
@@ -232,40 +243,59 @@ def run_command(
     apps: tuple[str, ...],
     cluster_name: str | None,
     data_root: str | None,
+    provider: str | None,
     dry_run: bool,
     accept_changed_host_key: bool,
     progress_mode: str,
 ) -> None:
-    """Run a cluster image on hosts: IMAGE --masters … [--nodes …], or -f Clusterfile."""
-    if clusterfile:
-        if image or masters or nodes:
-            raise UsageError("give either -f Clusterfile or IMAGE with --masters/--nodes, not both")
-        cf = cfmod.load(clusterfile)
-    else:
-        if not image:
-            raise UsageError("give an IMAGE (with --masters) or -f Clusterfile")
-        if not masters:
-            raise UsageError("give the master hosts with --masters")
-        cf = cfmod.from_flags(
-            image,
-            masters=_ips(masters, "masters"),
-            nodes=_ips(nodes, "nodes"),
-            user=user,
-            passwd=passwd,
-            port=port,
-            pk=pk,
-            pk_passwd=pk_passwd,
-            env=env,
-            cmds=cmds,
-            apps=apps,
-            cluster_name=cluster_name,
-            data_root=data_root,
-        )
+    """Run a cluster image on hosts: IMAGE --masters … [--nodes …], or -f Clusterfile.
+
+    With no hosts (or --provider podman, where --masters/--nodes are counts)
+    the hosts are local podman containers on a network of their own.
+    """
+    if clusterfile and (image or masters or nodes or provider):
+        raise UsageError("give either -f Clusterfile or IMAGE with its hosts, not both")
+    if not clusterfile and not image:
+        raise UsageError("give an IMAGE (with --masters) or -f Clusterfile")
+    if image and (provider or not masters):
+        provider = "podman"
+        counts = (_count(masters, "--masters", 1), _count(nodes, "--nodes", 0))
+        if dry_run and not StateDir(cluster_name or cfmod.DEFAULT_CLUSTER_NAME).exists():
+            raise UsageError("--dry-run needs hosts; podman hosts are made by a real run")
     renderer = _renderer(progress_mode)
+    opts = _options(ctx, renderer, accept_changed_host_key)
     try:
-        plan = lifecycle.run_cluster(
-            cf, _options(ctx, renderer, accept_changed_host_key), dry_run=dry_run
-        )
+        if clusterfile:
+            cf = cfmod.load(clusterfile)
+        elif provider:
+            cf = lifecycle.podman_clusterfile(
+                image or "",
+                opts,
+                name=cluster_name or cfmod.DEFAULT_CLUSTER_NAME,
+                masters=counts[0],
+                nodes=counts[1],
+                env=env,
+                cmds=cmds,
+                apps=apps,
+                data_root=data_root,
+            )
+        else:
+            cf = cfmod.from_flags(
+                image or "",
+                masters=_ips(masters, "masters"),
+                nodes=_ips(nodes, "nodes"),
+                user=user,
+                passwd=passwd,
+                port=port,
+                pk=pk,
+                pk_passwd=pk_passwd,
+                env=env,
+                cmds=cmds,
+                apps=apps,
+                cluster_name=cluster_name,
+                data_root=data_root,
+            )
+        plan = lifecycle.run_cluster(cf, opts, dry_run=dry_run, provider=provider or "")
     finally:
         renderer.close()
     if dry_run:

@@ -512,8 +512,14 @@ def _reachable_filter(s: _Session, hosts: list[Host], force: bool) -> list[Host]
     return [h for h in hosts if h.ip in res.results]
 
 
-def run_cluster(cf: Clusterfile, opts: Options, *, dry_run: bool = False) -> Plan:
-    """``kbuild run``: bring the Clusterfile's hosts up (or continue a failed run)."""
+def run_cluster(
+    cf: Clusterfile, opts: Options, *, dry_run: bool = False, provider: str = ""
+) -> Plan:
+    """``kbuild run``: bring the Clusterfile's hosts up (or continue a failed run).
+
+    ``provider="podman"`` records that the hosts were made by the podman
+    provider, so ``delete --all`` removes them.
+    """
     sd = StateDir(cf.cluster.name, opts.state_root)
     if sd.exists():
         recorded = sd.load_clusterfile()
@@ -525,6 +531,8 @@ def run_cluster(cf: Clusterfile, opts: Options, *, dry_run: bool = False) -> Pla
                 hint="use `kbuild apply -f Clusterfile` to change the hosts, or join/delete",
             )
     s = _Session(cf, opts)
+    if provider and not dry_run:
+        s.state.provider = provider
     try:
         return s.converge(dry_run=dry_run)
     finally:
@@ -612,6 +620,12 @@ def delete_cluster(
             raise ClusterError("which cluster? give -f Clusterfile or --cluster-name")
         cf = load_recorded(name, opts)
     s = _Session(cf, opts)
+    if s.state.provider == "podman":
+        try:
+            _delete_podman_hosts(s)
+        finally:
+            s.close()
+        return
     try:
         s.try_load_image()
         hosts = _reachable_filter(s, cf.cluster.all_hosts(), force)
@@ -719,3 +733,83 @@ def exec_on_hosts(
         return res.results
     finally:
         s.close()
+
+
+# ---------------------------------------------------------------- podman provider
+
+PODMAN_DATA_ROOTS = (cfmod.DEFAULT_DATA_ROOT, "/tmp/kbuild/data")
+"""dataRoot candidates for podman hosts: the default when it is not on the
+container's overlayfs (a volume), else the hosts' tmpfs."""
+
+
+def podman_clusterfile(
+    image: str,
+    opts: Options,
+    *,
+    name: str,
+    masters: int,
+    nodes: int,
+    env: Sequence[str] = (),
+    cmds: Sequence[str] = (),
+    apps: Sequence[str] = (),
+    data_root: str | None = None,
+) -> Clusterfile:
+    """Start local podman hosts for a new cluster and return its Clusterfile.
+
+    An existing record of the cluster is returned as it is (a re-run does not
+    make new hosts).
+    """
+    import secrets
+
+    from kbuild.runtime import podman
+
+    sd = StateDir(name, opts.state_root)
+    if sd.exists():
+        return sd.load_clusterfile()
+    if masters < 1:
+        raise ClusterError("the podman provider needs at least one master")
+    names = [f"master{i}" for i in range(masters)] + [f"node{i}" for i in range(nodes)]
+    roles = ["master"] * masters + ["node"] * nodes
+    password = secrets.token_urlsafe(18)
+
+    def on_event(ev: podman.ProviderEvent) -> None:
+        emit(opts.progress, Message(f"podman: {ev.what} {ev.name} {ev.detail}".rstrip()))
+
+    hosts = podman.create_hosts(name, names, roles=roles, root_password=password, progress=on_event)
+    chosen = data_root
+    if chosen is None:
+        creds = hosts[0].credentials
+        pool = ConnectionPool(known_hosts=(opts.state_root or state_root()) / "known_hosts")
+        try:
+            conn = pool.get(hosts[0].ip, creds, name=hosts[0].ip)
+            chosen = PODMAN_DATA_ROOTS[-1]
+            for candidate in PODMAN_DATA_ROOTS:
+                if gather_facts(conn, candidate).fstype not in ("overlayfs", "aufs"):
+                    chosen = candidate
+                    break
+        finally:
+            pool.close()
+    return cfmod.from_flags(
+        image,
+        masters=[h.ip for h in hosts if h.role == "master"],
+        nodes=[h.ip for h in hosts if h.role == "node"],
+        passwd=password,
+        env=env,
+        cmds=cmds,
+        apps=apps,
+        cluster_name=name,
+        data_root=chosen,
+    )
+
+
+def _delete_podman_hosts(s: _Session) -> None:
+    """``delete --all`` of a cluster on podman hosts: the hosts go entirely."""
+    from kbuild.runtime import podman
+    from kbuild.runtime.hostkeys import KnownHosts
+
+    removed = podman.delete_cluster(s.cf.cluster.name)
+    emit(s.progress, Message(f"podman: removed {', '.join(removed) or 'nothing'}"))
+    known = KnownHosts((s.opts.state_root or state_root()) / "known_hosts")
+    for h in s.cf.cluster.all_hosts():
+        known.forget(h.ip, h.ssh.port or 22)
+    s.sd.remove()

@@ -75,6 +75,7 @@ class ClusterState:
     hosts: dict[str, HostRecord] = field(default_factory=dict)
     cluster_steps: list[str] = field(default_factory=list)
     status: str = "new"
+    provider: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -84,6 +85,7 @@ class ClusterState:
             "manifest": self.manifest,
             "dataRoot": self.data_root,
             "status": self.status,
+            "provider": self.provider,
             "clusterSteps": list(self.cluster_steps),
             "hosts": {ip: {"roles": r.roles, "steps": r.steps} for ip, r in self.hosts.items()},
         }
@@ -97,6 +99,7 @@ class ClusterState:
             manifest=data.get("manifest", ""),
             data_root=data.get("dataRoot", cfmod.DEFAULT_DATA_ROOT),
             status=data.get("status", "new"),
+            provider=data.get("provider", ""),
             cluster_steps=list(data.get("clusterSteps", [])),
             hosts={
                 ip: HostRecord(roles=list(h.get("roles", [])), steps=list(h.get("steps", [])))

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet, host_image, podman_hosts  # noqa: F401
@@ -283,3 +284,28 @@ def test_apply_joins_and_deletes(env: Env, two: HostSet, tmp_path: Path) -> None
     assert get(ip0).startswith("hello from h0")
     kbuild(env, "delete", "--all", "-f", str(one), "--progress", "plain")
     assert refused(ip0)
+
+
+def test_podman_provider_run_and_delete_all(env: Env) -> None:
+    from kbuild.runtime import podman
+    from tests.fixtures.hosts import RUN_ID
+
+    name = f"pv{RUN_ID}"[:20]
+    try:
+        out = kbuild(env, "run", IMAGE, "--provider", "podman", "--masters", "1", "--nodes", "1",
+                     "--cluster-name", name, "--progress", "plain")  # fmt: skip
+        assert "is up on 2 hosts" in out.stdout
+        recorded = (env.state / name / "Clusterfile").read_text()
+        assert len(podman.list_clusters().get(name, [])) == 2
+        spec = next(yaml.safe_load_all(recorded))["spec"]
+        for group in spec["hosts"]:
+            for ip in group["ips"]:
+                assert get(ip).startswith("hello from ")
+        # a re-run uses the recorded hosts and makes none
+        kbuild(env, "run", IMAGE, "--provider", "podman", "--cluster-name", name)
+        assert len(podman.list_clusters().get(name, [])) == 2
+        kbuild(env, "delete", "--all", "--cluster-name", name, "--progress", "plain")
+        assert name not in podman.list_clusters()
+        assert not (env.state / name).exists()
+    finally:
+        podman.delete_cluster(name)
