@@ -71,9 +71,10 @@ class PlainRenderer:
 class RichRenderer:
     """A live table of hosts (status, bytes sent); command output above it."""
 
-    def __init__(self) -> None:
-        self.console = Console(stderr=True)
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
         self.rows: dict[str, list[str]] = {}
+        self._layer_done: dict[tuple[str, str], int] = {}
         self.sent: dict[str, int] = {}
         self._lock = threading.Lock()
         self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
@@ -94,10 +95,9 @@ class RichRenderer:
                 self.rows[event.host] = [event.status, event.detail]
             elif isinstance(event, BytesSent):
                 key = (event.host, event.layer)
-                prev = getattr(self, "_layer_done", {})
-                self._layer_done = prev
-                self.sent[event.host] = self.sent.get(event.host, 0) + event.done - prev.get(key, 0)
-                prev[key] = event.done
+                before = self._layer_done.get(key, 0)
+                self.sent[event.host] = self.sent.get(event.host, 0) + event.done - before
+                self._layer_done[key] = event.done
             elif isinstance(event, HostOutput):
                 self.console.print(
                     f"[dim]{event.host}[/dim] {event.line}", markup=True, highlight=False

@@ -131,3 +131,46 @@ def test_help_lists_the_cluster_commands(cli: Callable[..., Outcome], tmp_path: 
     out = cli("--help").stdout
     for name in ("run", "join", "delete", "apply", "exec"):
         assert f"  {name} " in out
+
+
+def test_renderers_show_hosts_status_bytes_and_output() -> None:
+    import io
+
+    from rich.console import Console
+
+    from kbuild.cli.cluster import PlainRenderer, RichRenderer
+    from kbuild.runtime.runevents import BytesSent, HostOutput, HostStatus, PhaseStarted
+
+    events = [
+        PhaseStarted("init-host", ("10.0.0.1", "10.0.0.2")),
+        HostStatus("10.0.0.1", "sending", "layer 1/1"),
+        BytesSent("10.0.0.1", "sha256:" + "a" * 64, 1_000_000, 2_000_000),
+        BytesSent("10.0.0.1", "sha256:" + "a" * 64, 2_000_000, 2_000_000),
+        HostOutput("10.0.0.2", "stdout", "service started"),
+        HostStatus("10.0.0.2", "done"),
+    ]
+    buf = io.StringIO()
+    rich = RichRenderer(Console(file=buf, force_terminal=True, width=100))
+    for e in events:
+        rich(e)
+    rich.close()
+    text = buf.getvalue()
+    for fragment in ("10.0.0.1", "sending layer 1/1", "2.0 MB", "service started", "done"):
+        assert fragment in text
+    assert rich.sent == {"10.0.0.1": 2_000_000}
+
+
+def test_plain_renderer_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    from kbuild.cli.cluster import PlainRenderer
+    from kbuild.runtime.runevents import BytesSent, HostOutput, HostStatus
+
+    r = PlainRenderer()
+    r(HostStatus("10.0.0.1", "mounted", "/d/c/rootfs"))
+    r(BytesSent("10.0.0.1", "sha256:" + "b" * 64, 10, 20))
+    r(BytesSent("10.0.0.1", "sha256:" + "b" * 64, 20, 20))
+    r(HostOutput("10.0.0.2", "stderr", "oops"))
+    assert capsys.readouterr().err.splitlines() == [
+        "[10.0.0.1] mounted: /d/c/rootfs",
+        f"[10.0.0.1] sent {'b' * 12} 20 B",
+        "[10.0.0.2] | oops",
+    ]
