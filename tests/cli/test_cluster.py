@@ -138,7 +138,7 @@ def test_renderers_show_hosts_status_bytes_and_output() -> None:
 
     from rich.console import Console
 
-    from kbuild.cli.cluster import PlainRenderer, RichRenderer
+    from kbuild.cli.cluster import RichRenderer
     from kbuild.runtime.runevents import BytesSent, HostOutput, HostStatus, PhaseStarted
 
     events = [
