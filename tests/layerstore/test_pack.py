@@ -166,3 +166,13 @@ def test_file_shrinking_while_packing_fails(store: Store, tmp_path: Path) -> Non
         pack_layer(store, [TarEntry("big", "file", source=big)], progress=progress)
     assert truncated
     assert list(store.tmp_dir.iterdir()) == []
+
+
+def test_digest_does_not_depend_on_thread_count(store: Store, tmp_path: Path) -> None:
+    big = tmp_path / "big"
+    big.write_bytes(bytes(range(256)) * 40000 + os.urandom(3 << 20))
+    digests = {
+        pack_layer(store, [TarEntry("big", "file", source=big)], threads=n).digest
+        for n in (1, 2, 3)
+    }
+    assert len(digests) == 1
