@@ -65,22 +65,22 @@ def make_image(store: Store, layers: int, layer_mb: int) -> None:
     store.tag(IMAGE, desc)
 
 
-def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float]:
-    """Run ``cmd`` under ``/usr/bin/time``; returns (seconds, peak RSS in MiB).
+def run(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run ``cmd`` under ``/usr/bin/time``: (wall seconds, CPU seconds, peak RSS MiB).
 
     (``wait4`` on a child of this process would report at least this
     process's own RSS: Linux carries the high-water mark across fork+exec.)
     """
     with tempfile.NamedTemporaryFile("r", suffix=".time") as out:
         t0 = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", out.name, *cmd],
+        proc = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", out.name, *cmd],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                               check=False)
         seconds = time.perf_counter() - t0
         if proc.returncode != 0:
             raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()}")
-        rss_kb = float(out.read().strip().splitlines()[-1])
-    return seconds, rss_kb / 1024
+        user, system, rss_kb = out.read().strip().splitlines()[-1].split()
+    return seconds, float(user) + float(system), float(rss_kb) / 1024
 
 
 def kbuild(*args: str) -> list[str]:
@@ -130,53 +130,56 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("KBUILD_ROOT",)}
     env["PYTHONPATH"] = str(REPO)
 
-    rows: dict[str, list[tuple[float, float]]] = {}
+    rows: dict[str, list[tuple[float, float, float]]] = {}
 
-    def add(key: str, value: tuple[float, float]) -> None:
+    def add(key: str, value: tuple[float, float, float]) -> None:
         rows.setdefault(key, []).append(value)
 
     work = Path(tempfile.mkdtemp(prefix="registry-bench-", dir=BENCH_DIR))
+    src = f"oci:{store_root / 'oci'}:{name}"
     try:
-        for _ in range(args.runs):
-            # kbuild
-            reg = fresh_registry(work)
+        for round_ in range(args.runs):
+            kreg, sreg = fresh_registry(work), fresh_registry(work)
             try:
-                ref = f"{reg.host}/bench/kbuild:1"
-                add("kbuild push", run(kbuild("--root", str(store_root), "push", "-q",
-                                              IMAGE, ref), env))
+                kref = f"{kreg.host}/bench/app:1"
+                sref = f"docker://{sreg.host}/bench/app:1"
+                pushes: list[tuple[str, list[str], dict[str, str] | None]] = [
+                    ("kbuild push", kbuild("--root", str(store_root), "push", "-q", IMAGE,
+                                           kref), env),
+                    ("skopeo push", ["skopeo", "copy", "-q", "--dest-tls-verify=false", src,
+                                     sref], None),
+                ]
+                for key, cmd, cmd_env in pushes if round_ % 2 == 0 else pushes[::-1]:
+                    add(key, run(cmd, cmd_env))
                 add("kbuild re-push", run(kbuild("--root", str(store_root), "push", "-q",
-                                                 IMAGE, ref), env))
+                                                 IMAGE, kref), env))
                 t1 = time.perf_counter()
-                push_image(store, IMAGE, ref, options=ClientOptions())
-                add("kbuild re-push (in-process)", (time.perf_counter() - t1, 0.0))
-                dst = work / "kbuild-pull"
-                add("kbuild pull", run(kbuild("--root", str(dst), "pull", "-q", ref), env))
-                shutil.rmtree(dst)
-            finally:
-                reg.stop()
-                shutil.rmtree(reg.workdir, ignore_errors=True)
-            # skopeo
-            reg = fresh_registry(work)
-            try:
-                ref = f"docker://{reg.host}/bench/skopeo:1"
-                src = f"oci:{store_root / 'oci'}:{name}"
-                add("skopeo push", run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                                        src, ref]))
+                push_image(store, IMAGE, kref, options=ClientOptions())
+                add("kbuild re-push (in-process)", (time.perf_counter() - t1, 0.0, 0.0))
                 add("skopeo re-push", run(["skopeo", "copy", "-q", "--dest-tls-verify=false",
-                                           src, ref]))
-                dst = work / "skopeo-pull"
-                add("skopeo pull", run(["skopeo", "copy", "-q", "--src-tls-verify=false",
-                                        ref, f"oci:{dst}:x"]))
-                shutil.rmtree(dst)
+                                           src, sref]))
+                # both tools pull the same repository (what kbuild pushed)
+                kdst, sdst = work / "kbuild-pull", work / "skopeo-pull"
+                pulls: list[tuple[str, list[str], dict[str, str] | None]] = [
+                    ("kbuild pull", kbuild("--root", str(kdst), "pull", "-q", kref), env),
+                    ("skopeo pull", ["skopeo", "copy", "-q", "--src-tls-verify=false",
+                                     f"docker://{kref}", f"oci:{sdst}:x"], None),
+                ]
+                for key, cmd, cmd_env in pulls if round_ % 2 == 0 else pulls[::-1]:
+                    add(key, run(cmd, cmd_env))
+                shutil.rmtree(kdst)
+                shutil.rmtree(sdst)
             finally:
-                reg.stop()
-                shutil.rmtree(reg.workdir, ignore_errors=True)
+                for reg in (kreg, sreg):
+                    reg.stop()
+                    shutil.rmtree(reg.workdir, ignore_errors=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    def best(key: str) -> tuple[float, float]:
+    def best(key: str) -> tuple[float, float, float]:
         values = rows[key]
-        return min(v[0] for v in values), max(v[1] for v in values)
+        return (min(v[0] for v in values), statistics.median(v[1] for v in values),
+                max(v[2] for v in values))
 
     mb = total / 1e6
     lines = [
@@ -186,13 +189,16 @@ def main() -> None:
         f"Image: {len(manifest['layers'])} layers, {total / (1 << 20):.0f} MiB of zstd blobs "
         f"(incompressible data; generated in {gen:.1f} s or cached). Registry: Debian "
         "docker-registry (distribution 2.8), filesystem storage, plain HTTP on 127.0.0.1, "
-        f"a fresh one per tool and round. Best of {args.runs} rounds (time), worst peak RSS. "
-        "Every number is a child process (interpreter start-up included) unless marked "
-        "in-process.",
+        f"a fresh one per tool and round; both tools pull what kbuild pushed; the order of "
+        f"the tools alternates per round. Best of {args.runs} rounds (wall time), median CPU "
+        "time (user+sys), worst peak RSS. Every number is a child process (interpreter "
+        "start-up included) unless marked in-process. The 2-core machine is shared with "
+        "other work, so wall times are noisy; CPU time is the steadier figure.",
         "",
-        "| operation | kbuild s | skopeo s | kbuild MB/s | skopeo MB/s | ratio (kbuild/skopeo "
-        "throughput) | kbuild peak RSS MiB | skopeo peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|",
+        "| operation | kbuild s | skopeo s | kbuild MB/s | skopeo MB/s | throughput ratio "
+        "kbuild/skopeo | kbuild CPU s | skopeo CPU s | kbuild peak RSS MiB | "
+        "skopeo peak RSS MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for op in ("push", "pull", "re-push"):
         k, s = best(f"kbuild {op}"), best(f"skopeo {op}")
@@ -200,7 +206,7 @@ def main() -> None:
         rate_k = f"{mb / k[0]:.0f}" if op != "re-push" else "-"
         rate_s = f"{mb / s[0]:.0f}" if op != "re-push" else "-"
         lines.append(f"| {op} | {k[0]:.2f} | {s[0]:.2f} | {rate_k} | {rate_s} | "
-                     f"{ratio:.2f}x | {k[1]:.0f} | {s[1]:.0f} |")
+                     f"{ratio:.2f}x | {k[1]:.2f} | {s[1]:.2f} | {k[2]:.0f} | {s[2]:.0f} |")
     inproc = best("kbuild re-push (in-process)")[0]
     lines += [
         "",
@@ -210,7 +216,8 @@ def main() -> None:
         "",
     ]
     for key, values in rows.items():
-        lines.append(f"- {key}: " + ", ".join(f"{t:.2f} s / {r:.0f} MiB" for t, r in values))
+        lines.append(f"- {key}: " + ", ".join(f"{t:.2f} s wall / {c:.2f} s CPU / {r:.0f} MiB"
+                                              for t, c, r in values))
     median_push = statistics.median(v[0] for v in rows["kbuild push"])
     lines += ["", f"Median kbuild push: {median_push:.2f} s.", ""]
     text = "\n".join(lines)

@@ -98,6 +98,8 @@ def remember_source(store: Store, registry: str, repository: str, digest: str) -
     """Note that ``digest`` exists in ``registry/repository`` (for later mounts)."""
     key = f"{registry}@{digest}"
     rec = store.get_record(SOURCES_RECORD, key) or {}
+    if rec.get("repos", [None])[0] == repository:
+        return
     repos = [r for r in rec.get("repos", []) if r != repository]
     repos.insert(0, repository)
     store.put_record(SOURCES_RECORD, key, {"blobs": [], "repos": repos[:8]})
