@@ -268,6 +268,16 @@ class _Session:
         written = render.write_files(conn, self.paths.rootfs, files)
         if written:
             emit(self.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
+        self.host_aliases(conn)
+
+    def host_aliases(self, conn: Executor, *, remove: bool = False) -> None:
+        """The Clusterfile's hostAliases in the host's /etc/hosts (marked, idempotent)."""
+        lines = "" if remove else "".join(
+            f"{a['ip']} {' '.join(a['hostnames'])}\n" for a in self.cf.cluster.host_aliases
+        )
+        res = conn.run(remote_script("host-aliases.sh", self.cf.cluster.name), stdin=lines)
+        if "changed" in res.stdout:
+            emit(self.progress, HostStatus(conn.name, "hosts", "/etc/hosts aliases updated"))
 
     def save_copy_on_master0(self) -> None:
         """The Clusterfile, 0600, next to the rootfs on master0 (only when changed)."""
@@ -465,6 +475,7 @@ class _Session:
         conn.run(
             remote_script("remove-cluster.sh", self.cf.cluster.data_root, self.cf.cluster.name)
         )
+        self.host_aliases(conn, remove=True)
         for plugin in self.cf.plugins_for("post-clean-host"):
             if plugin.applies_to(host.roles):
                 run_plugin(conn, plugin, "/", env, progress=self.progress)

@@ -93,6 +93,7 @@ systemctl list-units --all --plain --no-legend | grep -i -e kbuild -e hello | so
 echo '--- mounts'; awk '$1 == "overlay" && $2 != "/" {print $2}' /proc/self/mounts | sort
 echo '--- data'; ls -a "$1" 2>&1
 echo '--- etc'; ls -a /etc | sort
+echo '--- hosts'; cat /etc/hosts
 echo '--- root'; ls -a /root | sort
 echo '--- processes'; ps -eo comm= | grep -v -x -e ps -e sh -e sort -e grep -e awk \
     -e sshd -e sudo -e systemd -e '(sd-pam)' \

@@ -74,7 +74,9 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
     )
     text = clusterfile(
         "e2e", IMAGE, ips[:1], ips[1:3], ssh=f"{{passwd: {four[0].root_password}}}",
-        data_root=DATA_ROOT, extra_spec="  env: [Greeting=hi-e2e]\n", docs=docs,
+        data_root=DATA_ROOT, docs=docs,
+        extra_spec="  env: [Greeting=hi-e2e]\n"
+                   "  hostAliases: [{ip: 10.1.2.3, hostnames: [harbor.local, reg.local]}]\n",
     )  # fmt: skip
     cf = tmp_path / "Clusterfile"
     cf.write_text(text)
@@ -84,6 +86,9 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
         assert get(ip) == f"hi-e2e from h{i} (cluster e2e)\n"
     assert "sent " in out.stderr
     assert four[0].root_password not in out.stdout + out.stderr
+    assert conns[ips[2]].run("getent hosts reg.local").stdout.split() == [
+        "10.1.2.3", "harbor.local", "reg.local"
+    ]
     # CMDS ran on master0 only
     m0 = conns[ips[0]]
     assert m0.run("cat /etc/kbuild-hello-welcome").stdout == (
