@@ -219,10 +219,13 @@ def main() -> None:
     gen = time.perf_counter() - t0
     size = context_bytes(ctx)
     subprocess.run(["bash", "-c", f"tar -C {ctx} -cf - . > /dev/null"], check=True)  # warm
+    load_before = os.getloadavg()[0]
     rounds = []
     with tempfile.TemporaryDirectory(dir=BENCH_DIR, prefix="build-") as tmp:
         for n in range(args.runs):
             rounds.append(one_round(ctx, Path(tmp), n))
+
+    load_after = os.getloadavg()[0]
 
     def med(key: str, field: str = "wall") -> float:
         return statistics.median(r[key][field] for r in rounds)
@@ -243,7 +246,9 @@ def main() -> None:
         f"({sum(BIG_FILES)} MB) in `bin/`, {SMALL_FILES:,} text files in `share/`, "
         "20 config files in `etc/`; Kubefile `FROM scratch` + `COPY bin /usr/bin`, "
         "`COPY share /usr/share`, `COPY etc /etc` (the same file is buildah's Containerfile). "
-        f"Median of {args.runs} run(s); the CPU is shared with other work, so expect noise.",
+        f"Median of {args.runs} run(s). Load average (1 min) {load_before:.1f} at the start, "
+        f"{load_after:.1f} at the end: the CPU is shared with other work, so expect noise "
+        "(on a loaded machine most of kbuild's wall time is Python start-up).",
         "",
         "| case | kbuild wall (s) | kbuild build work (s) | buildah wall (s) | "
         "buildah / kbuild (wall) | layers reused, kbuild / buildah |",

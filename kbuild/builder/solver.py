@@ -93,6 +93,9 @@ class Session:
         tmp_base.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix="build-", dir=tmp_base))
         self.futures: dict[int, Future[ImageState]] = {}
+        self._step_locks: dict[str, threading.Lock] = {}
+        self._step_locks_lock = threading.Lock()
+        self.built_keys: set[str] = set()  # built in this build (reused even with --no-cache)
         self.single_stage = len(kubefile.stages) == 1
         self.global_args: dict[str, str] = {}
         auto = self.platform.build_args()
@@ -113,6 +116,11 @@ class Session:
         """Content digest of a file through the stat cache (thread-safe)."""
         known = self.stat_cache.lookup(st)
         return known if known is not None else self.stat_cache.file_digest(path, st)
+
+    def step_lock(self, key: str) -> threading.Lock:
+        """One lock per cache key, so parallel stages never build the same step twice."""
+        with self._step_locks_lock:
+            return self._step_locks.setdefault(key, threading.Lock())
 
     def content_digest(self, planner: CopyPlanner) -> str:
         """The plan's content digest, reused from a record when no stat signature changed."""

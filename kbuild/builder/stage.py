@@ -101,9 +101,19 @@ class StageRunner:
         session = self.session
         key = digest_of(self.state.key, inst.__class__.__name__.upper(), key_parts,
                         str(self.state.platform), session.compression, session.level)
+        with session.step_lock(key):  # the same step in two parallel stages runs once
+            cached, layer = self._cached_or_make(key, inst, make)
+        self.state.layers.append(layer)
+        self.state.key = key
+        self.state.add_history(inst.original, CREATED_PLACEHOLDER, empty_layer=False)
+        return cached, layer
+
+    def _cached_or_make(self, key: str, inst: ins.Instruction,
+                        make: Callable[[], LayerInfo]) -> tuple[bool, BaseLayer]:
+        session = self.session
         layer: BaseLayer | None = None
         cached = False
-        if not session.no_cache:
+        if not session.no_cache or key in session.built_keys:
             record = session.store.get_record("build", key)
             if record and all(session.store.has_blob(b) for b in record.get("blobs", [])):
                 data = record["layer"]
@@ -121,9 +131,7 @@ class StageRunner:
                 "created_by": inst.original,
                 "blobs": [info.digest],
             })
-        self.state.layers.append(layer)
-        self.state.key = key
-        self.state.add_history(inst.original, CREATED_PLACEHOLDER, empty_layer=False)
+            session.built_keys.add(key)
         return cached, layer
 
     def _progress(self, sid: str) -> Callable[[Any], None]:
@@ -198,20 +206,19 @@ class StageRunner:
         if not self.state.layers and dest:
             planner.add_parents(dest + ("/" if dest_is_dir else ""))
             if dest_is_dir:
-                planner.entries.append(_dir_entry(planner, dest))
-        for r in resolved:
-            if isinstance(r, str):
-                planner.add_url(r, dest, dest_is_dir, checksum=checksum, tmp_dir=session.tmp_dir)
-            else:
-                planner.add_local([r], dest, dest_is_dir or r.is_dir, extract=add)
+                planner.entries.append(_dir_entry(dest))
         try:
+            for r in resolved:
+                if isinstance(r, str):
+                    planner.add_url(r, dest, dest_is_dir, checksum=checksum,
+                                    tmp_dir=session.tmp_dir)
+                else:
+                    planner.add_local([r], dest, dest_is_dir or r.is_dir, extract=add)
             content = session.content_digest(planner)
             return self._layer_step(sid, inst, [dest, content],
                                     lambda: self._pack(sid, planner))
         finally:
-            for e in planner.entries:
-                if e.download is not None:
-                    e.download.unlink(missing_ok=True)
+            _drop_downloads(planner)
 
     def _copy_from(self, sid: str, inst: ins.Copy) -> tuple[bool, BaseLayer]:
         session = self.session
@@ -255,33 +262,31 @@ class StageRunner:
         if replaced:
             planner.add_opaque(app_dir)
         else:
-            planner.entries.append(_dir_entry(planner, app_dir))
+            planner.entries.append(_dir_entry(app_dir))
         top: list[tuple[str, bool, bool]] = []
-        for word in self._sources(inst, inst.sources):
-            if is_url(word):
-                planner.add_url(word, app_dir, True, checksum=None, tmp_dir=session.tmp_dir)
-                top.append((planner.entries[-1].dest.rsplit("/", 1)[-1], False, False))
-                continue
-            path = word[len("local://"):] if word.startswith("local://") else word
-            for src in session.context.resolve(path, where(inst)):
-                dest_is_dir = True
-                if src.is_dir:
-                    target = f"{app_dir}/{src.basename}" if src.basename else app_dir
-                    planner.entries.append(_dir_entry(planner, target, src))
-                    planner.add_local([src], target, True)
-                    has_chart = (src.path / "Chart.yaml").is_file()
-                    top.append((src.basename, True, has_chart))
-                else:
-                    planner.add_local([src], app_dir, dest_is_dir)
-                    top.append((src.basename, False, False))
         try:
+            for word in self._sources(inst, inst.sources):
+                if is_url(word):
+                    planner.add_url(word, app_dir, True, checksum=None, tmp_dir=session.tmp_dir)
+                    top.append((planner.entries[-1].dest.rsplit("/", 1)[-1], False, False))
+                    continue
+                path = word[len("local://"):] if word.startswith("local://") else word
+                for src in session.context.resolve(path, where(inst)):
+                    dest_is_dir = True
+                    if src.is_dir:
+                        target = f"{app_dir}/{src.basename}" if src.basename else app_dir
+                        planner.entries.append(_dir_entry(target, src))
+                        planner.add_local([src], target, True)
+                        has_chart = (src.path / "Chart.yaml").is_file()
+                        top.append((src.basename, True, has_chart))
+                    else:
+                        planner.add_local([src], app_dir, dest_is_dir)
+                        top.append((src.basename, False, False))
             content = session.content_digest(planner)
             result = self._layer_step(sid, inst, [name, kind, content],
                                       lambda: self._pack(sid, planner))
         finally:
-            for e in planner.entries:
-                if e.download is not None:
-                    e.download.unlink(missing_ok=True)
+            _drop_downloads(planner)
         app = AppInfo(name=name, kind=kind, type=detect_type(top), files=[t[0] for t in top])
         app.cmds = default_cmds(app)
         self.state.meta.apps.pop(name, None)
@@ -395,6 +400,13 @@ class StageRunner:
         return app
 
 
-def _dir_entry(planner: CopyPlanner, dest: str, src: Source | None = None) -> Planned:
+def _dir_entry(dest: str, src: Source | None = None) -> Planned:
     mode = stat.S_IMODE(src.st.st_mode) if src is not None else 0o755
     return Planned("dir", dest, mode=mode)
+
+
+def _drop_downloads(planner: CopyPlanner) -> None:
+    """Remove files downloaded while planning (their bytes are in the layer or not needed)."""
+    for e in planner.entries:
+        if e.download is not None:
+            e.download.unlink(missing_ok=True)
