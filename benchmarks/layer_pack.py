@@ -222,6 +222,8 @@ def main() -> None:
     p_s = statistics.median(r["seconds"] for r in peer)
     rss_mb = max(r["maxrss_kb"] for r in ours) / 1024
     ratio = p_s / k_s
+    k_best = min(r["seconds"] for r in ours)
+    p_best = min(r["seconds"] for r in peer)
     k_cpu = statistics.median(r["cpu"] for r in ours)
     p_cpu = statistics.median(r["cpu"] for r in peer)
     load = os.getloadavg()
@@ -231,6 +233,8 @@ def main() -> None:
         f"| pack {mb:.0f} MB tree, zstd level 3 (median of {args.runs}) | {k_s:.2f} s, "
         f"{mb / k_s:.0f} MB/s | {p_s:.2f} s, {mb / p_s:.0f} MB/s | "
         f"{ratio:.2f}x ({'met' if ratio >= 0.8 else 'missed'}: >= 0.8x) |",
+        f"| pack, best of {args.runs} | {k_best:.2f} s, {mb / k_best:.0f} MB/s | "
+        f"{p_best:.2f} s, {mb / p_best:.0f} MB/s | {p_best / k_best:.2f}x |",
         f"| CPU time (user+sys, all threads/processes) | {k_cpu:.2f} s | {p_cpu:.2f} s | "
         f"{p_cpu / k_cpu:.2f}x |",
         f"| compressed size | {ours[0]['blob_bytes'] / 1e6:.0f} MB | "
@@ -260,6 +264,7 @@ def main() -> None:
         "## Runs\n\n| run | kbuild pack_tree s | kbuild CPU s | kbuild process wall s | "
         "tar\\|zstd s | tar\\|zstd CPU s | kbuild peak RSS MB |\n"
         "|---|---|---|---|---|---|---|\n" + runs + "\n\n"
+        f"Scheduling priority of the run: nice {os.nice(0)} (both tools). "
         f"Load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
         "(1/5/15 min; the machine is shared with other jobs, so wall times are noisy and "
         "the CPU-time ratio is the steadier comparison).\n\n"

@@ -57,7 +57,10 @@ def human_ago(created: str | None, now: dt.datetime | None = None) -> str:
 
 
 def _image_row(store: Store, ref: Reference | None, desc: Descriptor) -> dict[str, Any]:
-    manifest = store.read_manifest(desc)
+    try:
+        manifest = store.read_manifest(desc)
+    except StoreError:
+        manifest = {}  # shown with what is known; `kbuild fsck` names the problem
     created: str | None = None
     size = desc.size
     if "layers" in manifest:
@@ -65,7 +68,7 @@ def _image_row(store: Store, ref: Reference | None, desc: Descriptor) -> dict[st
         size += int(manifest.get("config", {}).get("size", 0))
         try:
             created = store.read_config(manifest).get("created")
-        except Exception:  # a missing config shows as N/A; fsck reports it
+        except StoreError:  # a missing config shows as N/A; fsck reports it
             created = None
     return {
         "repository": ref.familiar_name if ref else "<none>",

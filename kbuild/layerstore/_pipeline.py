@@ -15,7 +15,7 @@ import threading
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-_DEPTH = 8
+_DEPTH = 4
 
 
 class _Sink(Protocol):

@@ -159,3 +159,16 @@ def test_save_load_with_skopeo(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert Store(other).resolve("localhost:5000/team/app:copied").digest == desc.digest
     code, _, err = run(capsys, other, "load", "-i", str(tmp_path / "missing.tar"))
     assert code == 1 and "missing.tar: cannot read: No such file" in err
+
+
+def test_images_survives_a_missing_manifest(capsys: pytest.CaptureFixture[str],
+                                            root: Path) -> None:
+    store = Store(root)
+    desc = build(store, b"gone")
+    store.tag("broken", desc)
+    store.blob_path(desc.digest).unlink()
+    code, out, _ = run(capsys, root, "images")
+    assert code == 0 and out.splitlines()[1].split()[:4] == [
+        "broken", "latest", desc.digest[7:19], "N/A"]
+    code, out, _ = run(capsys, root, "fsck")
+    assert code == 1 and f"image broken:latest: blob {desc.digest} is missing" in out
