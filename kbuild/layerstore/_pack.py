@@ -29,8 +29,8 @@ KINDS = frozenset({"file", "dir", "symlink", "hardlink", "whiteout", "opaque", "
                    "fifo"})
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_NAME = ".wh..wh..opq"
-_BUF = 4 << 20
-_FLUSH_AT = 4 << 20
+_BUF = 2 << 20
+_FLUSH_AT = 2 << 20
 _POOL = 4
 _SMALL = 256 << 10
 _PROGRESS_EVERY = 8 << 20

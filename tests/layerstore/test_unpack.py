@@ -176,3 +176,13 @@ def test_corrupt_stream(tmp_path: Path) -> None:
     with pytest.raises(StoreError):
         unpack_layer(io.BytesIO(b"\x28\xb5\x2f\xfd" + data[:3000]), tmp_path / "t",
                      media_type=None)
+
+
+def test_file_capabilities_round_trip(store: Store, tmp_path: Path) -> None:
+    # VFS_CAP_REVISION_2 + effective, all low capabilities permitted: non-UTF-8 bytes
+    cap = bytes.fromhex("01000002" "ffffffff" "00000000" "ff010000" "00000000")
+    layer = pack_layer(store, [TarEntry("ping", "file", 0o755, data=b"\x7fELF",
+                                        xattrs={"security.capability": cap})])
+    with store.open_blob(layer.digest) as f:
+        unpack_layer(f, tmp_path / "t", media_type=layer.media_type)
+    assert os.getxattr(tmp_path / "t" / "ping", "security.capability") == cap
