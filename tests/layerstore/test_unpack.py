@@ -186,3 +186,19 @@ def test_file_capabilities_round_trip(store: Store, tmp_path: Path) -> None:
     with store.open_blob(layer.digest) as f:
         unpack_layer(f, tmp_path / "t", media_type=layer.media_type)
     assert os.getxattr(tmp_path / "t" / "ping", "security.capability") == cap
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+@pytest.mark.parametrize("sniff", [False, True])
+def test_every_compression_unpacks(store: Store, tmp_path: Path, compression: str,
+                                   sniff: bool) -> None:
+    layer = pack_layer(store, [TarEntry("d", "dir", 0o755),
+                               TarEntry("d/f", "file", data=b"payload" * 1000)],
+                       compression=compression)
+    with store.open_blob(layer.digest) as f:
+        diff_id = unpack_layer(f, tmp_path / "t",
+                               media_type=None if sniff else layer.media_type)
+    assert diff_id == layer.diff_id
+    assert (tmp_path / "t" / "d" / "f").read_bytes() == b"payload" * 1000
+    with store.open_blob(layer.digest) as f:
+        assert check_layer(f, None if sniff else layer.media_type) == layer.diff_id
