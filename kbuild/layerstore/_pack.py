@@ -370,15 +370,19 @@ def pack_layer(
     named = _prepared(entries)
     clamp = source_date_epoch()
     total = sum(len(e.data) if e.data is not None else e.size for _, e in named) or None
-    with store.blob_writer() as writer, WriterThread(writer) as out:
-        comp, media_type = _compressor(out, compression, level, threads)
-        stream = TarStream(comp, progress, total)
-        try:
-            write_entries(stream, named, clamp)
-            comp.close()
-        except BaseException:
-            stream.abort()
-            raise
+    try:
+        with store.blob_writer() as writer, WriterThread(writer) as out:
+            comp, media_type = _compressor(out, compression, level, threads)
+            stream = TarStream(comp, progress, total)
+            try:
+                write_entries(stream, named, clamp)
+                comp.close()
+            except BaseException:
+                stream.abort()
+                raise
+    except OSError as exc:
+        raise StoreError(f"cannot write a layer into {store.root}: "
+                         f"{exc.strerror or exc}") from exc
     return LayerInfo(
         digest=writer.digest,
         diff_id="sha256:" + stream.hexdigest(),

@@ -12,7 +12,6 @@ or kept in overlayfs form (``whiteouts="overlay"``: 0/0 char devices and the
 from __future__ import annotations
 
 import contextlib
-import errno
 import gzip
 import hashlib
 import os
@@ -363,12 +362,12 @@ def _run(
                 applier.apply(tf, member)
     except tarfile.TarError as exc:
         raise StoreError(f"layer is not a valid tar stream: {exc}") from None
-    except (zstandard.ZstdError, OSError, EOFError) as exc:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EPERM):
-            raise StoreError(f"cannot unpack layer into {target}: {exc}") from None
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise
+    except (zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
         raise StoreError(f"layer stream is corrupt: {exc}") from None
+    except OSError as exc:
+        if exc.errno is None:
+            raise StoreError(f"layer stream is corrupt: {exc}") from None
+        raise StoreError(f"cannot unpack layer into {target}: {exc}") from None
     applier.finish()
     tar.drain()
     blob.drain()

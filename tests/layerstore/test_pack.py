@@ -176,3 +176,30 @@ def test_digest_does_not_depend_on_thread_count(store: Store, tmp_path: Path) ->
         for n in (1, 2, 3)
     }
     assert len(digests) == 1
+
+
+def test_write_failure_cleans_up(store: Store, tmp_path: Path,
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full disk cannot be produced on demand here; fail the blob write instead.
+    import errno
+    import threading
+
+    from kbuild.layerstore import _blobs
+
+    real = _blobs.BlobWriter.write
+    calls = []
+
+    def failing(self: _blobs.BlobWriter, data: bytes) -> int:
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(_blobs.BlobWriter, "write", failing)
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(12 << 20))
+    with pytest.raises(StoreError, match="cannot write a layer into .*: No space left"):
+        pack_layer(store, [TarEntry("big", "file", source=big)], threads=1)
+    assert list(store.tmp_dir.iterdir()) == []
+    assert list(store.blob_dir.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("kbuild-")]
