@@ -644,6 +644,25 @@ def loads(text: str, *, source: str = "Clusterfile") -> Clusterfile:
     return Clusterfile(cluster=cluster, configs=configs, plugins=plugins, others=others)
 
 
+def load_plugins(text: str, *, source: str) -> list[PluginDoc]:
+    """The Plugin documents of an image's ``plugins/*.yaml`` file (other kinds are errors)."""
+    try:
+        raw_docs = list(yaml.load_all(io.StringIO(text), Loader=_Loader))
+    except yaml.YAMLError as exc:
+        raise ClusterfileError(f"{source}: not valid YAML: {exc.__class__.__name__}") from None
+    out: list[PluginDoc] = []
+    for index, raw in enumerate(raw_docs):
+        if raw is None:
+            continue
+        if not isinstance(raw, dict) or raw.get("kind") != "Plugin":
+            kind = raw.get("kind") if isinstance(raw, dict) else None
+            raise ClusterfileError(
+                f"{source}: document {index + 1}: expected kind Plugin, got {kind!r}"
+            )
+        out.append(_parse_plugin(_Doc(source, index, "Plugin"), raw))
+    return out
+
+
 def load(path: str | Path) -> Clusterfile:
     """Read and parse a Clusterfile from disk."""
     p = Path(path)

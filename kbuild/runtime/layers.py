@@ -26,6 +26,7 @@ from kbuild.layerstore import Store, check_layer
 from kbuild.runtime.image import ImageInfo, Layer
 
 RECORD_KIND = "runtime-layer-scan"
+RECORD_VERSION = 2
 MAX_TEMPLATE = 1 << 20
 TEMPLATE_SUFFIX = ".tmpl"
 
@@ -72,6 +73,7 @@ class LayerScan:
 
     size: int
     templates: dict[str, str] = field(default_factory=dict)
+    plugins: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)
 
@@ -81,6 +83,8 @@ class LayerScan:
             "blobs": [],
             "size": self.size,
             "templates": self.templates,
+            "plugins": self.plugins,
+            "v": RECORD_VERSION,
             "deleted": self.deleted,
             "opaque": self.opaque,
         }
@@ -104,15 +108,17 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
                     scan.opaque.append(parent)
                 elif base.startswith(".wh."):
                     scan.deleted.append(posixpath.join(parent, base[4:]))
-                elif (
-                    member.isfile()
-                    and path.endswith(TEMPLATE_SUFFIX)
-                    and member.size <= MAX_TEMPLATE
-                ):
+                elif member.isfile() and member.size <= MAX_TEMPLATE:
+                    if path.endswith(TEMPLATE_SUFFIX):
+                        into = scan.templates
+                    elif parent == "plugins" and path.endswith((".yaml", ".yml")):
+                        into = scan.plugins
+                    else:
+                        continue
                     fh = tar.extractfile(member)
                     if fh is not None:
                         with contextlib.suppress(UnicodeDecodeError):
-                            scan.templates[path] = fh.read().decode("utf-8")
+                            into[path] = fh.read().decode("utf-8")
             while counter.read(1 << 20):
                 pass
         scan.size = counter.count
@@ -122,10 +128,15 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
 def scan_layer(store: Store, layer: Layer) -> LayerScan:
     """Validate and scan a layer, once per layer digest (cached in the store)."""
     cached = store.get_record(RECORD_KIND, layer.digest)
-    if cached is not None and cached.get("diffID") == layer.diff_id:
+    if (
+        cached is not None
+        and cached.get("diffID") == layer.diff_id
+        and cached.get("v") == RECORD_VERSION
+    ):
         return LayerScan(
             size=int(cached["size"]),
             templates={str(k): str(v) for k, v in cached.get("templates", {}).items()},
+            plugins={str(k): str(v) for k, v in cached.get("plugins", {}).items()},
             deleted=[str(x) for x in cached.get("deleted", [])],
             opaque=[str(x) for x in cached.get("opaque", [])],
         )
@@ -145,6 +156,15 @@ def scan_layer(store: Store, layer: Layer) -> LayerScan:
 
 def final_templates(scans: list[LayerScan]) -> dict[str, str]:
     """The ``*.tmpl`` files of the merged rootfs (later layers win, whiteouts delete)."""
+    return _final(scans, "templates")
+
+
+def final_plugins(scans: list[LayerScan]) -> dict[str, str]:
+    """The ``plugins/*.yaml`` files of the merged rootfs."""
+    return _final(scans, "plugins")
+
+
+def _final(scans: list[LayerScan], attr: str) -> dict[str, str]:
     result: dict[str, str] = {}
     for scan in scans:
         for d in scan.opaque:
@@ -154,7 +174,7 @@ def final_templates(scans: list[LayerScan]) -> dict[str, str]:
         for d in scan.deleted:
             for p in [p for p in result if p == d or p.startswith(d + "/")]:
                 del result[p]
-        result.update(scan.templates)
+        result.update(getattr(scan, attr))
     return result
 
 

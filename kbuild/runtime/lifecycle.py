@@ -31,11 +31,11 @@ from kbuild.errors import ClusterError, HostError, HostsError, KbuildError
 from kbuild.layerstore import Store
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import render
-from kbuild.runtime.clusterfile import Clusterfile, Host
+from kbuild.runtime.clusterfile import Clusterfile, Host, PluginDoc
 from kbuild.runtime.distribute import HostLayers, host_layers, remote_script, send_missing
 from kbuild.runtime.executor import Credentials, Executor, Result
 from kbuild.runtime.image import ImageInfo, Layer, inspect_image
-from kbuild.runtime.layers import LayerScan, final_templates, scan_image
+from kbuild.runtime.layers import LayerScan, final_plugins, final_templates, scan_image
 from kbuild.runtime.mount import ClusterPaths, is_mounted, mount_rootfs, unmount_rootfs
 from kbuild.runtime.phases import (
     ClusterView,
@@ -141,6 +141,7 @@ class _Session:
         self.paths = ClusterPaths(cf.cluster.data_root, cf.cluster.name)
         self.image: ImageInfo | None = None
         self.scans: list[LayerScan] = []
+        self.image_plugins: list[PluginDoc] = []
         self.facts: dict[str, HostFacts] = {}
         self._connected: set[str] = set()
 
@@ -192,7 +193,21 @@ class _Session:
             )
         self.image = image
         self.scans = scan_image(self.opts.store, image)
+        self.image_plugins = self._read_image_plugins()
         return image
+
+    def _read_image_plugins(self) -> list[PluginDoc]:
+        out: list[PluginDoc] = []
+        for path, text in sorted(final_plugins(self.scans).items()):
+            out.extend(cfmod.load_plugins(text, source=f"{self.cf.cluster.image}:{path}"))
+        return out
+
+    def plugins_for(self, action: str) -> list[PluginDoc]:
+        """The image's plugins (``plugins/*.yaml``), then the Clusterfile's; a
+        Clusterfile plugin replaces an image plugin of the same name."""
+        mine = {p.name for p in self.cf.plugins}
+        merged = [p for p in self.image_plugins if p.name not in mine] + self.cf.plugins
+        return [p for p in merged if p.action == action]
 
     def preflight(self, hosts: Sequence[Host]) -> Plan:
         """Read-only checks of ``hosts``; raises with every problem found."""
@@ -272,8 +287,12 @@ class _Session:
 
     def host_aliases(self, conn: Executor, *, remove: bool = False) -> None:
         """The Clusterfile's hostAliases in the host's /etc/hosts (marked, idempotent)."""
-        lines = "" if remove else "".join(
-            f"{a['ip']} {' '.join(a['hostnames'])}\n" for a in self.cf.cluster.host_aliases
+        lines = (
+            ""
+            if remove
+            else "".join(
+                f"{a['ip']} {' '.join(a['hostnames'])}\n" for a in self.cf.cluster.host_aliases
+            )
         )
         res = conn.run(remote_script("host-aliases.sh", self.cf.cluster.name), stdin=lines)
         if "changed" in res.stdout:
@@ -325,7 +344,7 @@ class _Session:
 
     def plugins(self, action: str, host: Host, cwd: str | None = None) -> None:
         conn = self.conn(host)
-        for plugin in self.cf.plugins_for(action):
+        for plugin in self.plugins_for(action):
             if plugin.applies_to(host.roles):
                 run_plugin(
                     conn,
@@ -464,7 +483,7 @@ class _Session:
         emit(self.progress, HostStatus(host.ip, "cleaning"))
         mounted = is_mounted(conn, self.paths)
         env = self._clean_env(host, "clean-host")
-        for plugin in self.cf.plugins_for("pre-clean-host"):
+        for plugin in self.plugins_for("pre-clean-host"):
             if plugin.applies_to(host.roles):
                 run_plugin(
                     conn, plugin, self.paths.rootfs if mounted else "/", env, progress=self.progress
@@ -476,7 +495,7 @@ class _Session:
             remote_script("remove-cluster.sh", self.cf.cluster.data_root, self.cf.cluster.name)
         )
         self.host_aliases(conn, remove=True)
-        for plugin in self.cf.plugins_for("post-clean-host"):
+        for plugin in self.plugins_for("post-clean-host"):
             if plugin.applies_to(host.roles):
                 run_plugin(conn, plugin, "/", env, progress=self.progress)
         emit(self.progress, HostStatus(host.ip, "removed"))
@@ -491,6 +510,8 @@ class _Session:
         """The image when it is still in the local store (delete works without it)."""
         try:
             self.image = inspect_image(self.opts.store, self.cf.cluster.image, arch=None)
+            self.scans = scan_image(self.opts.store, self.image)
+            self.image_plugins = self._read_image_plugins()
         except KbuildError as exc:
             emit(
                 self.progress,
@@ -647,7 +668,7 @@ def delete_cluster(
                 conn = s.conn(m0)
                 mounted = is_mounted(conn, s.paths)
                 env = s._clean_env(m0, "pre-uninstall")
-                for plugin in cf.plugins_for("pre-uninstall"):
+                for plugin in s.plugins_for("pre-uninstall"):
                     run_plugin(
                         conn, plugin, s.paths.rootfs if mounted else "/", env, progress=s.progress
                     )
@@ -662,7 +683,7 @@ def delete_cluster(
             cleaned = set(res.results)
             if m0.ip in cleaned:
                 conn = s.conn(m0)
-                for plugin in cf.plugins_for("post-uninstall"):
+                for plugin in s.plugins_for("post-uninstall"):
                     run_plugin(
                         conn, plugin, "/", s._clean_env(m0, "post-uninstall"), progress=s.progress
                     )

@@ -89,6 +89,9 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
     assert conns[ips[2]].run("getent hosts reg.local").stdout.split() == [
         "10.1.2.3", "harbor.local", "reg.local"
     ]
+    # the image's own plugin (plugins/record.yaml) ran on every host
+    for ip in ips[:3]:
+        assert conns[ip].run(f"test -s {DATA_ROOT}/e2e/rootfs/initialized-at").ok
     # CMDS ran on master0 only
     m0 = conns[ips[0]]
     assert m0.run("cat /etc/kbuild-hello-welcome").stdout == (
@@ -164,7 +167,7 @@ def test_dry_run_changes_nothing(env: Env, two: HostSet, tmp_path: Path) -> None
     )  # fmt: skip
     for h in two:
         assert h.ip in out.stdout
-    assert "send 4 layers" in out.stdout
+    assert "send 5 layers" in out.stdout  # bin, etc, scripts, plugins, app
     for phase in ("init-host", "join-host", "launch"):
         assert phase in out.stdout
     assert {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()} == before

@@ -221,3 +221,18 @@ def test_receive_script_locally_verifies_and_renames(tmp_path: Path) -> None:
     )
     assert bad.returncode == 4
     assert sorted(p.name for p in store.iterdir()) == [hexname]
+
+
+def test_image_plugins_are_read_from_plugins_dir() -> None:
+    from kbuild.runtime.clusterfile import load_plugins
+    from kbuild.runtime.layers import final_plugins
+
+    scans = [
+        LayerScan(size=1, plugins={"plugins/a.yaml": "x", "plugins/b.yaml": "y"}),
+        LayerScan(size=1, deleted=["plugins/b.yaml"]),
+    ]
+    assert final_plugins(scans) == {"plugins/a.yaml": "x"}
+    text = "kind: Plugin\nmetadata: {name: p}\nspec: {action: post-install, data: 'echo'}\n"
+    assert [p.name for p in load_plugins(text, source="img:plugins/a.yaml")] == ["p"]
+    with pytest.raises(Exception, match=r"img:plugins/a.yaml: document 1: expected kind Plugin"):
+        load_plugins("kind: Config\n", source="img:plugins/a.yaml")
