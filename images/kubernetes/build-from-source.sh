@@ -253,8 +253,9 @@ build_runc() {
 	stamp_ok runc "${v}" && { log "runc ${v}: cached"; return; }
 	# runc's nsenter is C (cgo is mandatory). seccomp links libseccomp
 	# (libseccomp-dev, static); libpathrs (Rust) is left out -> Go fallback.
+	# netgo/osusergo: no glibc NSS calls in the static binary.
 	dir=$(prepare_module github.com/opencontainers/runc "${v}" "${v}")
-	go_bin runc "${dir}" github.com/opencontainers/runc "${v}" 1 "seccomp urfave_cli_no_docs" \
+	go_bin runc "${dir}" github.com/opencontainers/runc "${v}" 1 "seccomp urfave_cli_no_docs netgo osusergo" \
 		"-s -w -X main.gitCommit=$(module_commit github.com/opencontainers/runc "${v}") -X main.version=${v#v} -linkmode external -extldflags -static"
 	stamp_set runc "${v}"
 }
@@ -277,10 +278,20 @@ build_cni() {
 }
 
 build_flannel() {
-	local v=${FLANNEL_VERSION} dir
+	local v=${FLANNEL_VERSION} dir src f
 	stamp_ok flannel "${EXPECT[flannel]}" && { log "flannel ${v}: cached"; return; }
 	dir=$(prepare_module github.com/flannel-io/flannel "${v}" "${v}")
-	go_bin flanneld "${dir}" github.com/flannel-io/flannel "${v}" 0 "" \
+	# flanneld's main package imports every backend; the tencentvpc backend's
+	# SDK (github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc) is not
+	# on the module proxy (403). Build a copy of the main package without that
+	# one import line (in the temp dir only); vxlan/host-gw are unaffected.
+	src=$(module_dir github.com/flannel-io/flannel "${v}")
+	mkdir -p "${dir}/flanneld"
+	for f in "${src}"/*.go; do
+		[[ ${f} == *_test.go ]] && continue
+		sed '/flannel\/pkg\/backend\/tencentvpc"/d' "${f}" >"${dir}/flanneld/$(basename "${f}")"
+	done
+	go_bin flanneld "${dir}" ./flanneld "${v}" 0 "" \
 		"-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${v}"
 	# flannel's own CNI plugin (flannel-io/cni-plugin) is not on the module
 	# proxy; kbuild ships its own (flannel-cni/), same "type": "flannel".

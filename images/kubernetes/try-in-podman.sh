@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Experiment harness (not part of kbuild): bring up a one-node kubeadm cluster
+# inside a podman "host" container from the binaries build-from-source.sh
+# cached, with every image served by a local registry, to find out what it
+# takes to run Kubernetes on this machine. Findings: docs/kubernetes.md.
+#
+#   try-in-podman.sh images   build the OCI images into a registry storage dir
+#   try-in-podman.sh up       network + host container, install binaries/config
+#   try-in-podman.sh init     kubeadm init + network add-on inside the host
+#   try-in-podman.sh down     remove everything `up` created (by recorded ID)
+#
+# State (IDs, registry storage, logs) lives in ${EXP:-/var/tmp/k8s-exp}.
+# Traffic: the host container reaches only its own podman network; images are
+# pulled by its containerd from a registry on its own 127.0.0.1.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=versions.env
+. "${HERE}/versions.env"
+K8S=${K8S:-${KUBERNETES_VERSION}}
+CACHE=${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}/${K8S}
+BIN=${CACHE}/bin
+# shellcheck disable=SC1091
+. "${CACHE}/versions"
+EXP=${EXP:-/var/tmp/k8s-exp}
+HOST_IMAGE=${HOST_IMAGE:-localhost/kbuild-host:bookworm-d3f37f79dcde}
+STATE=${EXP}/state
+REG=${EXP}/registry
+PORT=${PORT:-5055}
+mkdir -p "${STATE}"
+
+log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# ---------------------------------------------------------------- images -----
+# build_image REF ENTRYPOINT_JSON SRC:DST...
+build_image() {
+	local ref=$1 ep=$2 ctr
+	shift 2
+	ctr=$(buildah from scratch)
+	local pair
+	for pair in "$@"; do
+		buildah copy --quiet "${ctr}" "${pair%%:*}" "${pair#*:}" >/dev/null
+	done
+	buildah config --entrypoint "${ep}" --cmd '' \
+		--env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+		--os linux --arch amd64 "${ctr}"
+	buildah commit --quiet --format oci --tls-verify=false "${ctr}" "docker://127.0.0.1:${PORT}/${ref}" >/dev/null
+	buildah rm "${ctr}" >/dev/null
+	log "image ${ref}"
+}
+
+cmd_images() {
+	rm -rf "${REG}" "${EXP}/img"
+	mkdir -p "${REG}" "${EXP}/img"
+	cat >"${EXP}/registry.yml" <<EOF
+version: 0.1
+log: {level: warn}
+storage: {filesystem: {rootdirectory: ${REG}}}
+http: {addr: 127.0.0.1:${PORT}}
+EOF
+	"${BIN}/registry" serve "${EXP}/registry.yml" >"${EXP}/registry.log" 2>&1 &
+	local rpid=$!
+	trap 'kill "${rpid}" 2>/dev/null || true; wait "${rpid}" 2>/dev/null || true' RETURN
+	for _ in $(seq 50); do
+		curl -fsS "http://127.0.0.1:${PORT}/v2/" >/dev/null 2>&1 && break
+		sleep 0.1
+	done
+	"${HERE}/netfilter-userland.sh" "${EXP}/img/nf" >/dev/null
+	local b
+	for b in kube-apiserver kube-controller-manager kube-scheduler; do
+		build_image "${b}:${K8S}" "[\"/usr/local/bin/${b}\"]" "${BIN}/${b}:/usr/local/bin/${b}"
+	done
+	build_image "kube-proxy:${K8S}" '["/usr/local/bin/kube-proxy"]' "${EXP}/img/nf:/" "${BIN}/kube-proxy:/usr/local/bin/kube-proxy"
+	build_image "etcd:${ETCD_IMAGE_TAG}" '["/usr/local/bin/etcd"]' "${BIN}/etcd:/usr/local/bin/etcd" "${BIN}/etcdctl:/usr/local/bin/etcdctl"
+	build_image "coredns/coredns:${COREDNS_VERSION}" '["/coredns"]' "${BIN}/coredns:/coredns"
+	build_image "pause:${PAUSE_VERSION}" '["/pause"]' "${BIN}/pause:/pause"
+	build_image "flannel/flannel:${FLANNEL_VERSION}" '["/opt/bin/flanneld"]' "${EXP}/img/nf:/" "${BIN}/flanneld:/opt/bin/flanneld" "${BIN}/cni/flannel:/opt/cni/flannel"
+	du -sh "${REG}"
+}
+
+# ------------------------------------------------------------------- up ------
+hx() { podman exec "$(cat "${STATE}/ctr")" "$@"; }
+
+cmd_up() {
+	local net="k8sexp-$$" ctr ip
+	podman network create "${net}" >/dev/null
+	echo "${net}" >"${STATE}/net"
+	mkdir -p "${EXP}/m0-containerd"
+	ctr=$(podman run -d --privileged "--cgroupns=${CGROUPNS:-private}" --ulimit nofile=16384:16384 --ulimit nproc=32768:32768 \
+		--network "${net}" --hostname m0 \
+		-v "${EXP}/m0-containerd:/var/lib/containerd" \
+		"${HOST_IMAGE}" /sbin/init)
+	echo "${ctr}" >"${STATE}/ctr"
+	ip=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${ctr}")
+	echo "${ip}" >"${STATE}/ip"
+	log "host ${ctr:0:12} on ${net} at ${ip}"
+	for _ in $(seq 60); do hx systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && break; sleep 1; done
+
+	hx mkdir -p /usr/local/bin /opt/cni/bin /etc/containerd/certs.d/_default /etc/cni/net.d /var/lib/kbuild-registry /etc/kbuild
+	local b
+	for b in kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry etcdctl; do
+		podman cp "${BIN}/${b}" "${ctr}:/usr/local/bin/${b}"
+	done
+	for b in "${BIN}"/cni/*; do podman cp "${b}" "${ctr}:/opt/cni/bin/"; done
+	podman cp "${REG}/." "${ctr}:/var/lib/kbuild-registry/"
+
+	hx sh -c "cat >/etc/kbuild/registry.yml" <<EOF
+version: 0.1
+log: {level: info}
+storage: {filesystem: {rootdirectory: /var/lib/kbuild-registry}, delete: {enabled: false}}
+http: {addr: 127.0.0.1:5000}
+EOF
+	hx sh -c "cat >/etc/systemd/system/kbuild-registry.service" <<'EOF'
+[Unit]
+Description=kbuild embedded registry
+[Service]
+ExecStart=/usr/local/bin/registry serve /etc/kbuild/registry.yml
+Restart=always
+[Install]
+WantedBy=multi-user.target
+EOF
+	hx sh -c "cat >/etc/containerd/config.toml" <<EOF
+version = 3
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = 'registry.k8s.io/pause:${PAUSE_VERSION}'
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = '/etc/containerd/certs.d'
+[plugins.'io.containerd.cri.v1.runtime']
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = '/usr/local/bin/runc'
+        SystemdCgroup = ${SYSTEMD_CGROUP:-true}
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/opt/cni/bin']
+    conf_dir = '/etc/cni/net.d'
+EOF
+	# every registry (docker.io, registry.k8s.io, quay.io, ...) -> the local one
+	hx sh -c "cat >/etc/containerd/certs.d/_default/hosts.toml" <<'EOF'
+server = "http://127.0.0.1:5000"
+[host."http://127.0.0.1:5000"]
+  capabilities = ["pull", "resolve"]
+EOF
+	hx sh -c "cat >/etc/systemd/system/containerd.service" <<'EOF'
+[Unit]
+Description=containerd
+After=network.target kbuild-registry.service
+[Service]
+ExecStartPre=-/sbin/modprobe overlay
+ExecStart=/usr/local/bin/containerd
+Type=notify
+Delegate=yes
+KillMode=process
+Restart=always
+LimitNPROC=infinity
+LimitCORE=infinity
+TasksMax=infinity
+OOMScoreAdjust=-999
+[Install]
+WantedBy=multi-user.target
+EOF
+	hx sh -c "cat >/etc/systemd/system/kubelet.service" <<'EOF'
+[Unit]
+Description=kubelet
+After=containerd.service
+[Service]
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+ExecStart=/usr/local/bin/kubelet --bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf --config=/var/lib/kubelet/config.yaml $KUBELET_KUBEADM_ARGS
+Restart=always
+RestartSec=2
+[Install]
+WantedBy=multi-user.target
+EOF
+	hx sh -c 'echo "runtime-endpoint: unix:///run/containerd/containerd.sock" >/etc/crictl.yaml'
+	hx sh -c "echo '${ip} apiserver.cluster.local' >>/etc/hosts"
+	hx systemctl daemon-reload
+	hx systemctl enable --now kbuild-registry containerd
+	hx systemctl enable kubelet
+	sleep 2
+	hx systemctl is-active kbuild-registry containerd
+	hx crictl info >/dev/null && log "containerd CRI up"
+}
+
+# ----------------------------------------------------------------- init ------
+cmd_init() {
+	local ip
+	ip=$(cat "${STATE}/ip")
+	hx sh -c "cat >/etc/kbuild/kubeadm.yaml" <<EOF
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+localAPIEndpoint:
+  advertiseAddress: ${ip}
+  bindPort: 6443
+nodeRegistration:
+  criSocket: unix:///run/containerd/containerd.sock
+  imagePullPolicy: IfNotPresent
+  ignorePreflightErrors: [${IGNORE_PREFLIGHT:-}]
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+kubernetesVersion: ${K8S}
+controlPlaneEndpoint: apiserver.cluster.local:6443
+networking:
+  podSubnet: 10.244.0.0/16
+  serviceSubnet: 10.96.0.0/12
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: ${CGROUP_DRIVER:-systemd}
+failCgroupV1: false
+---
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: ${PROXY_MODE:-iptables}
+conntrack:
+  maxPerCore: 0
+  min: 0
+  tcpEstablishedTimeout: 0s
+  tcpCloseWaitTimeout: 0s
+EOF
+	hx kubeadm config images list --config /etc/kbuild/kubeadm.yaml
+	local start end
+	start=$(date +%s)
+	# shellcheck disable=SC2086 # KUBEADM_FLAGS is a list of flags
+	hx kubeadm init --config /etc/kbuild/kubeadm.yaml ${KUBEADM_FLAGS:-} 2>&1 | tee "${EXP}/kubeadm-init.log"
+	end=$(date +%s)
+	log "kubeadm init took $((end - start))s"
+}
+
+# ----------------------------------------------------------------- down ------
+cmd_down() {
+	if [[ -f ${STATE}/ctr ]]; then
+		podman rm -f -t 5 "$(cat "${STATE}/ctr")" >/dev/null || true
+		rm -f "${STATE}/ctr"
+	fi
+	if [[ -f ${STATE}/net ]]; then
+		podman network rm "$(cat "${STATE}/net")" >/dev/null || true
+		rm -f "${STATE}/net"
+	fi
+	rm -rf "${EXP}/m0-containerd"
+	log "removed host container and network"
+}
+
+case ${1:-} in
+	images | up | init | down) "cmd_$1" ;;
+	*) echo "usage: $0 images|up|init|down" >&2; exit 2 ;;
+esac
