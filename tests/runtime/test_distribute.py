@@ -29,7 +29,7 @@ from kbuild.runtime.mount import ClusterPaths, is_mounted, mount_rootfs, unmount
 from kbuild.runtime.preflight import gather_facts
 from kbuild.runtime.runevents import BytesSent, Event
 from kbuild.runtime.ssh import Connection
-from tests.fixtures.hosts import HostSet, host_image, podman_hosts  # noqa: F401
+from tests.fixtures.hosts import HostSet
 
 pytestmark = [pytest.mark.integration]
 
@@ -66,7 +66,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @pytest.fixture(scope="module")
-def hosts(podman_hosts: Callable[..., HostSet]) -> tuple[HostSet, HostSet]:  # noqa: F811
+def hosts(podman_hosts: Callable[..., HostSet]) -> tuple[HostSet, HostSet]:
     return podman_hosts(1), podman_hosts(1, zstd=True)
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from kbuild.runtime.ssh import Connection
-from tests.fixtures.hosts import HostSet, host_image, podman_hosts  # noqa: F401
+from tests.fixtures.hosts import HostSet
 from tests.runtime.e2e_helpers import (
     IMAGE,
     Env,
@@ -48,12 +48,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 @pytest.fixture(scope="module")
-def four(podman_hosts: Callable[..., HostSet]) -> HostSet:  # noqa: F811
+def four(podman_hosts: Callable[..., HostSet]) -> HostSet:
     return podman_hosts(4)
 
 
 @pytest.fixture(scope="module")
-def two(podman_hosts: Callable[..., HostSet]) -> HostSet:  # noqa: F811
+def two(podman_hosts: Callable[..., HostSet]) -> HostSet:
     return podman_hosts(2)
 
 
