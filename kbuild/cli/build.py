@@ -133,11 +133,19 @@ class RichRenderer:
 
 
 def _pull_function() -> Any:
-    try:
-        from kbuild.registry import pull_image
-    except ImportError:
+    """``kbuild.registry.pull_image``, imported only when a FROM needs it (it is slow to load)."""
+    import importlib.util
+
+    if importlib.util.find_spec("kbuild.registry") is None:
         return None
-    return pull_image
+
+    def pull(store: Store, ref: str, *, platform: str | None = None,
+             progress: Any = None) -> Any:
+        from kbuild.registry import pull_image
+
+        return pull_image(store, ref, platform=platform, progress=progress)
+
+    return pull
 
 
 @click.command("build")
