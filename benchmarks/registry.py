@@ -216,10 +216,15 @@ def main() -> None:
         "",
     ]
     for key, values in rows.items():
+        if "in-process" in key:
+            lines.append(f"- {key}: " + ", ".join(f"{t:.3f} s wall" for t, _, _ in values))
+            continue
         lines.append(f"- {key}: " + ", ".join(f"{t:.2f} s wall / {c:.2f} s CPU / {r:.0f} MiB"
                                               for t, c, r in values))
-    median_push = statistics.median(v[0] for v in rows["kbuild push"])
-    lines += ["", f"Median kbuild push: {median_push:.2f} s.", ""]
+    medians = ", ".join(
+        f"{tool} {op} {statistics.median(v[0] for v in rows[f'{tool} {op}']):.2f} s"
+        for op in ("push", "pull") for tool in ("kbuild", "skopeo"))
+    lines += ["", f"Median wall times: {medians}.", ""]
     text = "\n".join(lines)
     print(text)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

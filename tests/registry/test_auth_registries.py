@@ -143,9 +143,10 @@ def test_token_expiry_is_honoured(token_registry: RegistryServer, token_server: 
         assert client.auth.token_requests == 2
 
 
+@pytest.mark.parametrize("kind", ["credHelpers", "credsStore"])
 def test_credential_helper(tls_registry: RegistryServer, tmp_path: Path, docker_config: Path,
-                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A ``docker-credential-test`` helper (credHelpers) stores, gets and erases secrets."""
+                           monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """A ``docker-credential-test`` helper stores, gets and erases secrets."""
     bindir = tmp_path / "bin"
     bindir.mkdir()
     vault = tmp_path / "vault.json"
@@ -170,7 +171,9 @@ elif action == "erase":
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("KBUILD_CERTS_D", str(tls_registry.certs_d))
     docker_config.parent.mkdir(parents=True)
-    docker_config.write_text(json.dumps({"credHelpers": {tls_registry.host: "test"}}))
+    docker_config.write_text(json.dumps(
+        {"credHelpers": {tls_registry.host: "test"}} if kind == "credHelpers"
+        else {"credsStore": "test"}))
 
     where = login(tls_registry.host, USER, PASSWORD)
     assert where == "docker-credential-test"
