@@ -19,7 +19,6 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from kbuild.layerstore import Store
 from kbuild.runtime.executor import Executor
@@ -88,16 +87,6 @@ def host_layers(conn: Executor, data_root: str, image: ImageInfo) -> HostLayers:
     return hl
 
 
-class _Reader:
-    """A reader over a blob or a decompressed stream, reporting progress."""
-
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        return self.raw.read(n)
-
-
 def send_layer(
     conn: Executor,
     store: Store,
@@ -123,7 +112,7 @@ def send_layer(
             conn.run_with_input(cmd, blob, progress=on_bytes)
     else:
         with open_tar(store, layer) as stream:
-            conn.run_with_input(cmd, _Reader(stream), progress=on_bytes)  # type: ignore[arg-type]
+            conn.run_with_input(cmd, stream, progress=on_bytes)
 
 
 def clear_incoming(conn: Executor, data_root: str) -> None:

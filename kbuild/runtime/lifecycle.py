@@ -314,7 +314,7 @@ class _Session:
 
     # ------------------------------------------------------------ phases
 
-    def host_step(self, step: str, hosts: Sequence[Host], fn: Callable[[Host], None]) -> None:
+    def host_step(self, step: str, hosts: Sequence[Host], fn: Callable[[Host], object]) -> None:
         todo = [h for h in hosts if not self.record(h).done(step)]
         if not todo:
             return
@@ -332,7 +332,7 @@ class _Session:
         self.save()
         res.raise_for_errors()
 
-    def cluster_step(self, step: str, fn: Callable[[], None]) -> None:
+    def cluster_step(self, step: str, fn: Callable[[], object]) -> None:
         if step in self.state.cluster_steps:
             return
         m0 = self.cf.cluster.master0()
@@ -452,8 +452,8 @@ class _Session:
             self.plugins("pre-scaleup", m0)
         self.cluster_step("pre-install", lambda: self.plugins("pre-install", m0))
         self.host_step("pre-init-host", pending, lambda h: self.plugins("pre-init-host", h))
-        self.host_step("init-host", pending, lambda h: (self.script("init-host", h), None)[1])
-        self.cluster_step("init-cluster", lambda: (self.script("init-cluster", m0), None)[1])
+        self.host_step("init-host", pending, lambda h: self.script("init-host", h))
+        self.cluster_step("init-cluster", lambda: self.script("init-cluster", m0))
         joiners = [h for h in pending if h.ip != m0.ip and not self.record(h).done("join-host")]
         if joiners:
             extra = {
@@ -465,7 +465,7 @@ class _Session:
             self.host_step(
                 "join-host",
                 joiners,
-                lambda h: (self.script("join-host", h, {**extra, **exported}), None)[1],
+                lambda h: self.script("join-host", h, {**extra, **exported}),
             )
         self.cluster_step("launch", self.launch)
         self.host_step("post-init-host", pending, lambda h: self.plugins("post-init-host", h))
