@@ -30,7 +30,7 @@ def has_glob(text: str) -> bool:
     return any(c in _GLOB_CHARS for c in text)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Item:
     """One file, directory or symlink found under a source."""
 

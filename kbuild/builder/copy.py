@@ -35,7 +35,7 @@ ARCHIVE_MEDIA = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Planned:
     """One entry of a layer being planned.
 

@@ -147,11 +147,17 @@ class ImageState:
             env[k] = v
         labels = {str(k): str(v) for k, v in (c.get("Labels") or {}).items()}
         meta = ImageMeta.from_labels(labels).inherited()
+        history = [dict(h) for h in config.get("history") or []]
+        missing = len(layers) - sum(1 for h in history if not h.get("empty_layer"))
+        if missing > 0:
+            # keep "the n-th non-empty history entry made the n-th layer" true
+            filler = {"created_by": "(layer of the base image without history)"}
+            history = [dict(filler) for _ in range(missing)] + history
         return cls(
             platform=platform,
             key=key,
             layers=list(layers),
-            history=[dict(h) for h in config.get("history") or []],
+            history=history,
             env=env,
             labels=labels,
             entrypoint=list(c["Entrypoint"]) if c.get("Entrypoint") else None,

@@ -168,3 +168,19 @@ def test_same_step_in_parallel_stages_runs_once(store: Store, ctx: Path, tmp_pat
     assert counter.read_text() == "ran\n"
     assert sorted(built.cached) == [False, False, False, True]  # one RUN built, one reused
     assert len(built.layers) == 2
+
+
+def test_base_without_history_keeps_layer_attribution(store: Store, ctx: Path) -> None:
+    from kbuild.builder.inspect import inspect_image
+    from kbuild.layerstore import TarEntry, pack_layer
+
+    layer = pack_layer(store, [TarEntry("etc/os-release", "file", 0o644, data=b"ID=x\n",
+                                        size=5)])
+    config = {"architecture": "amd64", "os": "linux",
+              "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]}, "config": {}}
+    store.tag("nohistory:1", store.write_image(config, [layer]))
+    write_tree(ctx, {"f": "f"})
+    run_build(store, ctx, "FROM nohistory:1\nLABEL a=b\nCOPY f /f\n", tags=["child:1"])
+    layers = inspect_image(store, "child:1")["layers"]
+    assert [x["createdBy"] for x in layers] == ["(layer of the base image without history)",
+                                                "COPY f /f"]
