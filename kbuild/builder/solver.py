@@ -25,7 +25,7 @@ from kbuild.layerstore import Descriptor, LayerInfo, MediaType, Reference, Store
 
 from .context import SourceTree
 from .copy import CopyPlanner
-from .events import BuildFinished, Event, Progress, StepDone, StepStarted
+from .events import BuildFinished, BytesDone, Event, Progress, StepDone, StepStarted
 from .ignore import load_ignore
 from .meta import META_KEY
 from .stage import CREATED_PLACEHOLDER, Cancelled, StageRunner, step_id, where
@@ -167,7 +167,8 @@ class Session:
             return fut.result()
         return self.image_state(ref, inst, platform)
 
-    def image_state(self, image: str, inst: ins.Instruction, platform: Platform) -> ImageState:
+    def image_state(self, image: str, inst: ins.Instruction, platform: Platform,
+                    step: str = "pull") -> ImageState:
         """The state of a local image (pulled first when missing and a puller is given)."""
         try:
             ref = Reference.parse(image)
@@ -180,7 +181,8 @@ class Session:
                 raise BuildError(
                     f"{where(inst)}: image {image} is not in the local store",
                     hint="build it first, or load it with `kbuild load`") from None
-            desc = self.pull(self.store, str(ref), platform=str(platform))
+            desc = self.pull(self.store, str(ref), platform=str(platform),
+                             progress=self._pull_progress(step))
         if desc.media_type in MediaType.INDEXES:
             index = self.store.read_json(desc.digest)
             chosen = [m for m in index.get("manifests", [])
@@ -198,6 +200,14 @@ class Session:
         layers = [BaseLayer(b["digest"], d, int(b.get("size", 0)), 0, b.get("mediaType", ""))
                   for b, d in zip(blobs, diff_ids, strict=True)]
         return ImageState.from_config(platform, desc.digest, config, layers)
+
+    def _pull_progress(self, step: str) -> Any:
+        """Forward a puller's byte counts (any event with digest/done/total) as BytesDone."""
+        def forward(event: Any) -> None:
+            digest, done, total = (getattr(event, k, None) for k in ("digest", "done", "total"))
+            if isinstance(digest, str) and isinstance(done, int) and isinstance(total, int):
+                self.emit(BytesDone(f"{step} pull {digest[7:19]}", done, total))
+        return forward
 
     def rootfs(self, state: ImageState) -> tuple[Path, Any]:
         """A directory holding ``state``'s filesystem, and a function to release it."""
@@ -234,7 +244,8 @@ class Session:
             state.meta.launch, state.meta.cmds, state.meta.cmd = (
                 parent.meta.launch, parent.meta.cmds, list(parent.meta.cmd))
             return state
-        return self.image_state(image, base, platform)
+        return self.image_state(image, base, platform,
+                                step=step_id(stage, 1, self.single_stage))
 
     def run_stage(self, stage: ins.Stage) -> ImageState:
         """Build one stage (in a worker thread)."""

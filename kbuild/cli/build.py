@@ -117,13 +117,15 @@ class RichRenderer:
                                      DownloadColumn(), console=c, transient=True)
                 self.bars.start()
             if event.what not in self.tasks:
-                self.tasks[event.what] = self.bars.add_task(f"packing {event.what}",
-                                                            total=event.total)
+                label = event.what if " pull " in event.what else f"{event.what} packing"
+                self.tasks[event.what] = self.bars.add_task(label, total=event.total)
             self.bars.update(self.tasks[event.what], completed=min(event.done, event.total))
 
     def _drop_bar(self, step_id: str) -> None:
-        if self.bars is not None and step_id in self.tasks:
-            self.bars.remove_task(self.tasks.pop(step_id))
+        if self.bars is None:
+            return
+        for what in [w for w in self.tasks if w == step_id or w.startswith(step_id + " ")]:
+            self.bars.remove_task(self.tasks.pop(what))
 
     def close(self) -> None:
         """Stop the live display."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from kbuild.builder.events import BytesDone
 from kbuild.errors import BuildError
 from kbuild.layerstore import Store
 
@@ -146,15 +148,22 @@ def test_from_missing_image_calls_pull(store: Store, ctx: Path) -> None:
     base = run_build(store, ctx, "FROM scratch\nCOPY f /f\n", tags=["local/base:1"])
     asked: list[tuple[str, str | None]] = []
 
-    def pull(st: Store, ref: str, *, platform: str | None = None, progress: object = None
-             ) -> object:
+    class Blob:  # the shape of a registry progress event
+        digest = "sha256:" + "ab" * 32
+        done, total = 50, 100
+
+    def pull(st: Store, ref: str, *, platform: str | None = None,
+             progress: Callable[[object], None] | None = None) -> object:
         asked.append((ref, platform))
+        assert progress is not None
+        progress(Blob())
         st.tag(ref, base.result.manifest)
         return st.resolve(ref)
 
     built = run_build(store, ctx, "FROM registry.test/team/base:2\nCOPY f /g\n", pull=pull,
                       platform="linux/amd64")
     assert asked == [("registry.test/team/base:2", "linux/amd64")]
+    assert BytesDone("1/2 pull abababababab", 50, 100) in built.events
     assert built.layers[0] == base.layers[0] and len(built.layers) == 2
 
 
