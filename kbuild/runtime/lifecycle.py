@@ -384,6 +384,12 @@ class _Session:
         m0 = c.master0()
         if not dry_run and self.state.hosts.get(m0.ip) is None and self.state.cluster_steps:
             raise ClusterError(f"master0 {m0.ip} is not the host the cluster was created on")
+        if self.state.hosts and self.state.data_root != c.data_root:
+            raise ClusterError(
+                f"cluster {c.name} keeps its data in {self.state.data_root}, "
+                f"the Clusterfile says {c.data_root}",
+                hint="dataRoot cannot change while the cluster exists",
+            )
         pending = [h for h in hosts if not self._complete(h)]
         work = [m0] + [h for h in pending if h.ip != m0.ip]
         scaleup = "post-install" in self.state.cluster_steps and bool(pending)
@@ -722,8 +728,6 @@ def apply_clusterfile(
         delete_hosts(cf.cluster.name, removed, opts, force=force)
     elif removed and opts.progress:
         emit(opts.progress, Message("would delete: " + ", ".join(removed)))
-    if not dry_run:
-        sd.save_clusterfile(cf)
     s = _Session(cf, opts)
     try:
         return s.converge(dry_run=dry_run)
