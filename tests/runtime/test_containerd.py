@@ -435,13 +435,27 @@ def _crictl() -> str | None:
 
 
 @pytest.mark.integration
-@pytest.mark.skipif(_crictl() is None or _debian_containerd() is None or os.geteuid() != 0,
-                    reason="needs root, containerd and crictl (built into the Kubernetes cache)")
-def test_cri_pulls_through_config_path(mirror: Mirror, tmp_path: Path) -> None:
+@pytest.mark.skipif(_crictl() is None or os.geteuid() != 0,
+                    reason="needs root and crictl (built into the Kubernetes cache)")
+@pytest.mark.parametrize(
+    "flavour",
+    [
+        pytest.param("1.x", id="containerd-1.x-config-v2",
+                     marks=pytest.mark.skipif(_debian_containerd() is None,
+                                              reason="Debian's containerd not installed")),
+        pytest.param("2.x", id="containerd-2.x-config-v3",
+                     marks=pytest.mark.skipif(_cached_ctr2() is None,
+                                              reason="containerd 2.x not built yet")),
+    ],
+)
+def test_cri_pulls_through_config_path(mirror: Mirror, tmp_path: Path, flavour: str) -> None:
     """The CRI plugin (what the kubelet uses) reads certs.d through config_path."""
     crictl = _crictl() or ""
-    binary = _debian_containerd() or ""
-    with _containerd(mirror.ns, binary, "ctr", tmp_path / "ctd", 2, mirror.certs_d) as d:
+    if flavour == "1.x":
+        binary, ctr, version = _debian_containerd() or "", "ctr", 2
+    else:
+        binary, ctr, version = _cached_containerd2() or "", _cached_ctr2() or "", 3
+    with _containerd(mirror.ns, binary, ctr, tmp_path / "ctd", version, mirror.certs_d) as d:
         endpoint = f"unix://{d.socket}"
         base = [crictl, "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
                 "--timeout", "60s"]
@@ -455,6 +469,10 @@ def test_cri_pulls_through_config_path(mirror: Mirror, tmp_path: Path) -> None:
         requests = mirror.registry.requests()
         assert "HEAD /v2/library/foo/manifests/1?ns=docker.io" in requests
         assert "HEAD /v2/pause/manifests/3.10.2?ns=registry.k8s.io" in requests
+        info = mirror.ns.run(*base, "info")
+        assert info.returncode == 0, info.stderr
+        if flavour == "1.x":  # 2.x's CRI info leaves out the image service's config
+            assert PAUSE in info.stdout and str(mirror.certs_d) in info.stdout
 
 
 @pytest.mark.parametrize(
