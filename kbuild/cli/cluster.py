@@ -461,7 +461,7 @@ def exec_command(
     for ip, status in sorted(failed.items()):
         click.echo(f"[{ip}] exit status {status}", err=True)
     if failed:
-        ctx.exit(1)
+        raise ClusterError(f"the command failed on {len(failed)} of {len(results)} hosts")
 
 
 commands: list[click.Command] = [

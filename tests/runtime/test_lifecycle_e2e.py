@@ -287,6 +287,9 @@ def test_apply_joins_and_deletes(env: Env, two: HostSet, tmp_path: Path) -> None
     assert refused(ip1)
     kbuild(env, "apply", "-f", str(both), "--progress", "plain")
     assert get(ip1).startswith("hello from h1")
+    failing = kbuild(env, "exec", "--cluster-name", "ap", "--", "exit 3", check=False)
+    assert failing.returncode == 1
+    assert f"[{ip0}] exit status 3" in failing.stderr and f"[{ip1}] exit status 3" in failing.stderr
     kbuild(env, "apply", "-f", str(one), "--progress", "plain")
     assert refused(ip1) and snapshot(conns[ip1], DATA_ROOT) == before
     assert get(ip0).startswith("hello from h0")
