@@ -53,6 +53,25 @@ print(json.dumps({"seconds": t1 - t0, "cpu": cpu, "tar_bytes": info.uncompressed
                   "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
 """
 
+CHILD_NONE = r"""
+import json, sys, time
+from kbuild.layerstore import Store, pack_tree
+store = Store(sys.argv[1])
+t0 = time.perf_counter()
+pack_tree(store, sys.argv[2], compression="none")
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
+ZSTD_ONLY = r"""
+import json, os, sys, time, zstandard
+src, dst = sys.argv[1], sys.argv[2]
+t0 = time.perf_counter()
+cctx = zstandard.ZstdCompressor(level=3, threads=os.cpu_count() or 1)
+with open(src, "rb") as f, open(dst, "wb") as out:
+    cctx.copy_stream(f, out, read_size=2 << 20, write_size=2 << 20)
+print(json.dumps({"seconds": time.perf_counter() - t0}))
+"""
+
 STATCACHE = r"""
 import json, os, sys, time
 from pathlib import Path
@@ -199,6 +218,27 @@ def run_peer(tree: Path, work: Path) -> dict[str, float]:
     return {"seconds": seconds, "cpu": cpu, "blob_bytes": size}
 
 
+def run_attribution(tree: Path, work: Path) -> dict[str, float]:
+    """Where the time goes: kbuild without compression; zstd alone, Python vs CLI."""
+    store = work / "store-none"
+    shutil.rmtree(store, ignore_errors=True)
+    none = json.loads(subprocess.run([sys.executable, "-c", CHILD_NONE, str(store), str(tree)],
+                                     check=True, capture_output=True, text=True).stdout)
+    shutil.rmtree(store, ignore_errors=True)
+    tar = work / "tree.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(tar), "."], check=True)
+    py = json.loads(subprocess.run([sys.executable, "-c", ZSTD_ONLY, str(tar),
+                                    str(work / "py.zst")],
+                                   check=True, capture_output=True, text=True).stdout)
+    t0 = time.perf_counter()
+    subprocess.run(["zstd", "-T0", "-3", "-q", "-f", str(tar), "-o", str(work / "cli.zst")],
+                   check=True)
+    cli = time.perf_counter() - t0
+    for name in ("tree.tar", "py.zst", "cli.zst"):
+        (work / name).unlink()
+    return {"none": none["seconds"], "py_zstd": py["seconds"], "cli_zstd": cli}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -212,9 +252,11 @@ def main() -> None:
     ours, peer = [], []
     with tempfile.TemporaryDirectory(dir=BENCH_DIR) as tmp:
         work = Path(tmp)
-        for _ in range(args.runs):  # alternate so both see the same machine state
+        attribution = []
+        for _ in range(args.runs):  # alternate so all see the same machine state
             ours.append(run_kbuild(tree, work))
             peer.append(run_peer(tree, work))
+            attribution.append(run_attribution(tree, work))
         sc = json.loads(subprocess.run(
             [sys.executable, "-c", STATCACHE, str(tree), str(work / "stat.db")],
             check=True, capture_output=True, text=True).stdout)
@@ -245,6 +287,16 @@ def main() -> None:
         f"{sc['stat_s']:.3f} s | | |",
         f"| re-check unchanged tree: read + sha256 every file | {sc['hash_s']:.3f} s | | "
         f"{sc['hash_s'] / sc['stat_s']:.0f}x faster with the cache |",
+    ]
+    a_none = statistics.median(a["none"] for a in attribution)
+    a_py = statistics.median(a["py_zstd"] for a in attribution)
+    a_cli = statistics.median(a["cli_zstd"] for a in attribution)
+    rows += [
+        f"| attribution: kbuild pack_tree without compression (walk, tar, sha256, write) | "
+        f"{a_none:.2f} s, {mb / a_none:.0f} MB/s | | |",
+        f"| attribution: zstd -3 alone on the same tar file, python-zstandard vs `zstd -T0` | "
+        f"{a_py:.2f} s, {mb / a_py:.0f} MB/s | {a_cli:.2f} s, {mb / a_cli:.0f} MB/s | "
+        f"{a_cli / a_py:.2f}x |",
     ]
     table = "\n".join(rows)
     print(table)
