@@ -18,18 +18,9 @@ from kbuild.runtime.executor import Executor
 from kbuild.runtime.image import oci_arch
 
 REQUIRED_TOOLS = (
-    "sh",
-    "tar",
-    "sha256sum",
-    "systemctl",
-    "mount",
-    "umount",
-    "mkfifo",
-    "tee",
-    "mktemp",
-    "find",
-    "mknod",
-)
+    "sh", "tar", "sha256sum", "systemctl", "mount", "umount", "mkfifo", "tee", "mktemp",
+    "find", "mknod", "grep", "cmp",
+)  # fmt: skip
 """Commands a host must have (coreutils, tar, findutils, util-linux, systemd)."""
 
 SPACE_MARGIN = 64 * 1024 * 1024

@@ -12,7 +12,7 @@ trap 'rm -f "$want" "$new"' EXIT
 while IFS= read -r line || [ -n "$line" ]; do
     [ -n "$line" ] && printf '%s %s\n' "$line" "$mark"
 done >"$want"
-awk -v m="$mark" 'index($0, m) == 0 || substr($0, length($0) - length(m) + 1) != m' /etc/hosts >"$new"
+grep -v -- " $mark\$" /etc/hosts >"$new" || true
 cat "$want" >>"$new"
 if ! cmp -s "$new" /etc/hosts; then
     cat "$new" >/etc/hosts
