@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -33,6 +34,7 @@ __all__ = [
     "OutputCallback",
     "Process",
     "Result",
+    "finish",
 ]
 
 TAIL_LINES = 20
@@ -144,6 +146,9 @@ def wrap_command(
 
 class Process(abc.ABC):
     """A running command whose stdin the caller writes (``open_exec``)."""
+
+    name: str
+    display: str
 
     @abc.abstractmethod
     def write(self, data: bytes) -> None:
@@ -260,10 +265,47 @@ def command_timed_out(host: str, cmd: str, timeout: float, tail: str) -> HostErr
     """The error of a command that ran longer than allowed."""
     return HostError(
         host,
-        f"command did not finish within {timeout:g} s",
+        f"command did not finish within {timeout:.3g} s",
         command=_short(cmd),
         output_tail=tail,
     )
+
+
+def finish(
+    proc: Process, stdin: bytes | str | None, *, timeout: float | None, check: bool
+) -> Result:
+    """Feed ``stdin`` (from a thread, while the output is drained) then wait.
+
+    End-of-file reaches the command only after the last byte of ``stdin``;
+    ``timeout`` bounds feeding and waiting together.
+    """
+    with proc:
+        if stdin is None:
+            proc.close_stdin()
+            return proc.wait(timeout=timeout, check=check)
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+
+        def feed() -> None:
+            try:
+                proc.write(data)
+            except HostError:
+                return
+            proc.close_stdin()
+
+        start = time.monotonic()
+        writer = threading.Thread(target=feed, daemon=True)
+        writer.start()
+        writer.join(timeout)
+        if writer.is_alive():
+            proc.kill()
+            writer.join(5)
+            raise command_timed_out(
+                proc.name, proc.display, timeout or 0, ""
+            )
+        # A command that exits without reading all of its input is judged by
+        # its exit status alone (as in a shell pipeline).
+        left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
+        return proc.wait(timeout=left, check=check)
 
 
 # ---------------------------------------------------------------- local
@@ -362,6 +404,7 @@ class LocalConnection(Executor):
         self.credentials = credentials or Credentials(user=user)
         if os.geteuid() == 0 and self.credentials.user != "root":
             self.credentials = Credentials(user="root")
+        self._sudo_nopasswd: bool | None = None
 
     def open_exec(
         self,
@@ -371,12 +414,23 @@ class LocalConnection(Executor):
         env: Mapping[str, str] | None = None,
         on_output: OutputCallback | None = None,
     ) -> Process:
-        need_pw = sudo and not self.is_root and self.credentials.password is not None
+        need_pw = sudo and not self.is_root and self._sudo_needs_password()
         line = wrap_command(
             cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
         )
         prefix = (self.credentials.password or "").encode() + b"\n" if need_pw else b""
         return _LocalProcess(self.name, cmd, ["sh", "-c", line], prefix, on_output)
+
+    def _sudo_needs_password(self) -> bool:
+        # A NOPASSWD rule: sudo would not read the password, so never send it.
+        if self.credentials.password is None:
+            return False
+        if self._sudo_nopasswd is None:
+            probe = subprocess.run(
+                ["sudo", "-k", "-n", "--", "true"], capture_output=True, timeout=30, check=False
+            )
+            self._sudo_nopasswd = probe.returncode == 0
+        return not self._sudo_nopasswd
 
     def run(
         self,
@@ -390,19 +444,4 @@ class LocalConnection(Executor):
         on_output: OutputCallback | None = None,
     ) -> Result:
         proc = self.open_exec(cmd, sudo=sudo, env=env, on_output=on_output)
-        with proc:
-            if stdin is not None:
-                data = stdin.encode() if isinstance(stdin, str) else stdin
-                writer = threading.Thread(target=self._feed, args=(proc, data), daemon=True)
-                writer.start()
-            else:
-                proc.close_stdin()
-            return proc.wait(timeout=timeout, check=check)
-
-    @staticmethod
-    def _feed(proc: Process, data: bytes) -> None:
-        try:
-            proc.write(data)
-        except HostError:
-            return
-        proc.close_stdin()
+        return finish(proc, stdin, timeout=timeout, check=check)

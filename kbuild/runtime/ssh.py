@@ -41,6 +41,7 @@ from kbuild.runtime.executor import (
     _short,
     command_failed,
     command_timed_out,
+    finish,
     wrap_command,
 )
 from kbuild.runtime.hostkeys import KnownHosts
@@ -163,8 +164,16 @@ class _RemoteProcess(Process):
             raise command_timed_out(self.name, self.display, timeout or 0, self.out.tail_text())
         self.out.finish()
         status = self.chan.recv_exit_status()
+        transport = self.chan.get_transport()
         self.chan.close()
         if status == -1:
+            if transport is None or not transport.is_active():
+                raise HostError(
+                    self.name,
+                    "the connection was lost while the command ran",
+                    command=_short(self.display),
+                    output_tail=self.out.tail_text(),
+                )
             # sshd sends exit-signal instead of exit-status for a killed command.
             status = 255
         if check and status != 0:
@@ -203,7 +212,7 @@ class Connection(Executor):
         self.retry_delay = retry_delay
         self._transport: paramiko.Transport | None = None
         self._lock = threading.Lock()
-        self._sudo_checked = False
+        self._sudo_mode: str | None = None
 
     # -- connecting
 
@@ -222,7 +231,7 @@ class Connection(Executor):
             if self._transport is not None and self._transport.is_active():
                 return self._transport
             self._transport = self._connect_with_retries()
-            self._sudo_checked = False
+            self._sudo_mode = None
             return self._transport
 
     def _connect_with_retries(self) -> paramiko.Transport:
@@ -248,6 +257,7 @@ class Connection(Executor):
     def _connect_once(self) -> paramiko.Transport:
         creds = self.credentials
         sock = socket.create_connection((self.host, creds.port), timeout=self.connect_timeout)
+        _tcp_keepalive(sock)
         transport = paramiko.Transport(
             sock, default_window_size=WINDOW_SIZE, default_max_packet_size=MAX_PACKET_SIZE
         )
@@ -356,23 +366,26 @@ class Connection(Executor):
             self.close()
             return self._get_transport().open_session(timeout=self.connect_timeout)
 
-    def _check_sudo(self) -> None:
-        """Before the first sudo command of a non-root user: make sure the
-        password opens sudo, so a wrong one fails clearly and never eats the
-        command's stdin."""
-        if self._sudo_checked or self.is_root:
-            return
-        pw = self.credentials.password
-        if pw is None:
-            probe = "sudo -n -- true"
-            feed = b""
-        else:
-            probe = "sudo -k -S -p '' -- true"
-            feed = pw.encode() + b"\n"
+    def _probe(self, cmd: str, feed: bytes) -> Result:
         chan = self._channel()
-        chan.exec_command(probe)
-        proc = _RemoteProcess(self.name, probe, chan, feed, None)
-        res = proc.wait(timeout=self.connect_timeout + 20, check=False)
+        chan.exec_command(cmd)
+        proc = _RemoteProcess(self.name, cmd, chan, feed, None)
+        return proc.wait(timeout=self.connect_timeout + 20, check=False)
+
+    def _sudo_needs_password(self) -> bool:
+        """Before the first sudo command of a non-root user: find out whether
+        sudo asks for a password (``NOPASSWD`` rules do not) and make sure the
+        password opens it, so a wrong one fails clearly and the password is
+        never sent where sudo would not read it (the command's stdin)."""
+        if self._sudo_mode is not None:
+            return self._sudo_mode == "password"
+        pw = self.credentials.password
+        res = self._probe("sudo -k -n -- true", b"")
+        if res.exit_status == 0:
+            self._sudo_mode = "nopasswd"
+            return False
+        if pw is not None:
+            res = self._probe("sudo -k -S -p '' -- true", pw.encode() + b"\n")
         if res.exit_status != 0:
             why = "the sudo password was not accepted" if pw else "sudo needs a password"
             raise HostError(
@@ -382,7 +395,8 @@ class Connection(Executor):
                 output_tail=res.stderr.strip(),
                 hint="check the password, and that the user may use sudo on the host",
             )
-        self._sudo_checked = True
+        self._sudo_mode = "password"
+        return True
 
     def open_exec(
         self,
@@ -392,9 +406,7 @@ class Connection(Executor):
         env: Mapping[str, str] | None = None,
         on_output: OutputCallback | None = None,
     ) -> Process:
-        if sudo and not self.is_root:
-            self._check_sudo()
-        need_pw = sudo and not self.is_root and self.credentials.password is not None
+        need_pw = sudo and not self.is_root and self._sudo_needs_password()
         line = wrap_command(
             cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
         )
@@ -420,22 +432,17 @@ class Connection(Executor):
         on_output: OutputCallback | None = None,
     ) -> Result:
         proc = self.open_exec(cmd, sudo=sudo, env=env, on_output=on_output)
-        with proc:
-            if stdin is not None:
-                data = stdin.encode() if isinstance(stdin, str) else stdin
-                writer = threading.Thread(target=_feed, args=(proc, data), daemon=True)
-                writer.start()
-            else:
-                proc.close_stdin()
-            return proc.wait(timeout=timeout, check=check)
+        return finish(proc, stdin, timeout=timeout, check=check)
 
 
-def _feed(proc: Process, data: bytes) -> None:
-    try:
-        proc.write(data)
-    except HostError:
-        return
-    proc.close_stdin()
+def _tcp_keepalive(sock: socket.socket) -> None:
+    """A host that vanishes is noticed within about a minute, idle or not."""
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 30)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, 60_000)
 
 
 def _describe(exc: BaseException) -> str:

@@ -316,3 +316,36 @@ def test_local_address_detection(hosts: HostSet) -> None:
     assert not any(is_local_address(h.ip) for h in hosts)
     assert isinstance(connect(hosts[0].ip, hosts[0].credentials(),
                               known_hosts=hosts.known_hosts), Connection)  # fmt: skip
+
+
+def test_nopasswd_sudo_user_gets_no_password_in_stdin(hosts: HostSet) -> None:
+    host = hosts[2]
+    with hosts.connect(host) as root:
+        root.run("id -u nopw >/dev/null 2>&1 || useradd -m -s /bin/sh nopw; "
+                 "echo 'nopw ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nopw; "
+                 "chmod 0440 /etc/sudoers.d/nopw; chpasswd", stdin="nopw:nopw-pass-1\n")  # fmt: skip
+    creds = Credentials(user="nopw", password="nopw-pass-1")
+    with Connection(host.ip, creds, known_hosts=hosts.known_hosts, name=host.name) as conn:
+        data = os.urandom(200_000)
+        res = conn.run("sha256sum; id -un", stdin=data)
+        assert res.stdout.split() == [hashlib.sha256(data).hexdigest(), "-", "root"]
+
+
+def test_connection_lost_is_named_and_next_command_reconnects(hosts: HostSet) -> None:
+    host = hosts[0]
+    with hosts.connect(host) as conn:
+        sshd = conn.run("echo $PPID").stdout.strip()
+        with pytest.raises(HostError) as info:
+            conn.run(f"kill -9 {sshd}; sleep 5", timeout=20)
+        assert "connection was lost" in str(info.value) or info.value.exit_status == 255
+        assert conn.run("hostname").stdout.strip() == host.name
+
+
+def test_large_stdin_reaches_the_command_whole(hosts: HostSet) -> None:
+    data = os.urandom(6 << 20)
+    want = hashlib.sha256(data).hexdigest()
+    for flavour in ("root-password", "sudo-password"):
+        with hosts.connect(hosts[1], flavour) as conn:
+            assert conn.run("sha256sum", stdin=data, timeout=60).stdout.split()[0] == want
+    local = connect("localhost")
+    assert local.run("sha256sum", stdin=data, timeout=60).stdout.split()[0] == want

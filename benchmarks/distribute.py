@@ -1,0 +1,449 @@
+"""Benchmark: sending a cluster image's layers to 1, 2, 4 and 8 hosts.
+
+Compares, in the same run and on the same podman hosts (systemd + sshd):
+
+- **kbuild**: the runtime's own path (``kbuild.runtime.distribute``): preflight
+  facts, which layers the host lacks, then one zstd stream per missing layer
+  over an SSH exec channel, verified by sha256 on the host and unpacked
+  there; all hosts in parallel over one connection each;
+- **kbuild, host without zstd**: the same, but the sender decompresses and
+  sends the plain tar (what happens on a host that lacks zstd);
+- **SFTP file by file** (sealer's way): the unpacked tree, every directory
+  and file over SFTP, all hosts in parallel;
+- **scp -r** (OpenSSH) of the unpacked tree, one process per host;
+- **re-run**: kbuild again when every host already has every layer.
+
+Then the same with every host's link shaped to 200 Mbit/s with ``tc tbf``.
+
+The image: about 500 MB, one layer of large files and one of 5,000 small
+files, cut from this machine's own binaries and libraries (real,
+compressible data). Run as root: ``python benchmarks/distribute.py``.
+Writes ``benchmarks/results/distribute.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import random
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import paramiko
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from kbuild.layerstore import Store, pack_tree
+from kbuild.runtime import podman
+from kbuild.runtime.distribute import host_layers, send_missing
+from kbuild.runtime.image import ImageInfo, inspect_image
+from kbuild.runtime.preflight import gather_facts
+from kbuild.runtime.ssh import Connection, ConnectionPool, run_on_hosts
+
+MB = 1_000_000
+DATA_ROOT = "/var/lib/kbuild-bench"
+IMAGE_REF = "localhost/bench/distribute:500mb"
+SHAPE = "tbf rate 200mbit burst 256kb latency 50ms"
+SOURCES = ("/usr/lib/x86_64-linux-gnu", "/usr/bin", "/usr/lib", "/usr/share", "/usr/libexec")
+
+
+# ---------------------------------------------------------------- data
+
+
+def _source_files(limit: int) -> Iterator[Path]:
+    total = 0
+    seen: set[tuple[int, int]] = set()
+    for top in SOURCES:
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = Path(dirpath, name)
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                if not stat.S_ISREG(st.st_mode) or (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+                yield p
+                total += st.st_size
+                if total >= limit:
+                    return
+
+
+def _pool_reader(limit: int) -> Iterator[bytes]:
+    """Bytes of this machine's own files, in a fixed order, ``limit`` at most."""
+    left = limit
+    for p in _source_files(limit * 2):
+        try:
+            data = p.read_bytes()
+        except OSError:
+            continue
+        data = data[:left]
+        left -= len(data)
+        yield data
+        if left <= 0:
+            return
+    if left > 0:
+        yield random.Random(7).randbytes(left)
+
+
+def make_trees(work: Path, size_mb: int) -> tuple[Path, Path, int, int]:
+    """Two layer roots: ``l1/opt/big`` (large files) and ``l2/opt/small``
+    (5,000 small files). Returns (l1, l2, files, bytes)."""
+    l1, l2 = work / "l1", work / "l2"
+    done = work / "trees.done"
+    small_total = 50 * MB
+    big_total = size_mb * MB - small_total
+    if not done.exists():
+        for d in (l1, l2):
+            subprocess.run(["rm", "-rf", str(d)], check=True)
+        big = l1 / "opt" / "big"
+        big.mkdir(parents=True)
+        chunk = 50 * MB
+        gen = _pool_reader(big_total)
+        buf = b""
+        index = 0
+        for data in gen:
+            buf += data
+            while len(buf) >= chunk:
+                (big / f"blob{index:02d}.bin").write_bytes(buf[:chunk])
+                buf = buf[chunk:]
+                index += 1
+        if buf:
+            (big / f"blob{index:02d}.bin").write_bytes(buf)
+        rng = random.Random(42)
+        sizes = [rng.randint(1_000, 19_000) for _ in range(5000)]
+        scale = small_total / sum(sizes)
+        sizes = [max(1, int(s * scale)) for s in sizes]
+        pool = b"".join(_pool_reader(small_total + 1_000_000))
+        off = 0
+        for i, size in enumerate(sizes):
+            d = l2 / "opt" / "small" / f"d{i // 100:02d}"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"f{i:04d}.dat").write_bytes(pool[off : off + size])
+            off = (off + size) % (len(pool) - 20_000)
+        done.write_text("ok\n")
+    files = sum(len(f) for root in (l1, l2) for _, _, f in os.walk(root))
+    total = 0
+    for root in (l1, l2):
+        for dp, _, fs in os.walk(root):
+            total += sum((Path(dp) / n).stat().st_size for n in fs)
+    return l1, l2, files, total
+
+
+def make_image(store: Store, l1: Path, l2: Path) -> ImageInfo:
+    """The two-layer image in a kbuild store (packed once)."""
+    try:
+        return inspect_image(store, IMAGE_REF)
+    except Exception:
+        pass
+    layers = [pack_tree(store, l1), pack_tree(store, l2)]
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [x.diff_id for x in layers]},
+        "config": {"Labels": {}},
+    }
+    desc = store.write_image(config, layers)
+    with store.lock():
+        store.tag(IMAGE_REF, desc)
+    return inspect_image(store, IMAGE_REF)
+
+
+# ---------------------------------------------------------------- hosts
+
+
+def _veth_of(container: str) -> str:
+    idx = subprocess.run(
+        ["podman", "exec", container, "cat", "/sys/class/net/eth0/iflink"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                               check=True).stdout.splitlines():  # fmt: skip
+        num, name = line.split(":")[0:2]
+        if num.strip() == idx:
+            return name.strip().split("@")[0]
+    raise RuntimeError(f"no veth for {container}")
+
+
+def shape(hosts: Sequence[podman.PodmanHost], on: bool) -> None:
+    """200 Mbit/s each way on every host's link (host's eth0 and its veth here)."""
+    for h in hosts:
+        veth = _veth_of(h.container)
+        if on:
+            subprocess.run(["tc", "qdisc", "replace", "dev", veth, "root", *SHAPE.split()],
+                           check=True)  # fmt: skip
+            subprocess.run(["podman", "exec", h.container, "tc", "qdisc", "replace", "dev",
+                            "eth0", "root", *SHAPE.split()], check=True)  # fmt: skip
+        else:
+            subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], check=False,
+                           capture_output=True)  # fmt: skip
+            subprocess.run(["podman", "exec", h.container, "tc", "qdisc", "del", "dev", "eth0",
+                            "root"], check=False, capture_output=True)  # fmt: skip
+
+
+# ---------------------------------------------------------------- methods
+
+
+class Bench:
+    def __init__(self, store: Store, image: ImageInfo, hosts: list[podman.PodmanHost],
+                 l1: Path, l2: Path, key: Path, kh: Path) -> None:  # fmt: skip
+        self.store, self.image, self.hosts = store, image, hosts
+        self.l1, self.l2, self.key, self.kh = l1, l2, key, kh
+        self.sent: dict[str, int] = {}
+
+    def pool(self) -> ConnectionPool:
+        return ConnectionPool(known_hosts=self.kh, local="never")
+
+    def clean(self, hosts: Sequence[podman.PodmanHost]) -> None:
+        with self.pool() as pool:
+            run_on_hosts(hosts, lambda h: pool.get(h.ip, h.credentials, name=h.name).run(
+                f"rm -rf {DATA_ROOT} /bench; sync"))  # fmt: skip
+
+    def kbuild(self, hosts: Sequence[podman.PodmanHost], *, zstd: bool = True) -> float:
+        start = time.monotonic()
+        with self.pool() as pool:
+
+            def one(h: podman.PodmanHost) -> int:
+                conn = pool.get(h.ip, h.credentials, name=h.name)
+                facts = gather_facts(conn, DATA_ROOT)
+                tools = facts.tools if zstd else facts.tools - {"zstd", "gzip"}
+                todo = host_layers(conn, DATA_ROOT, self.image)
+                return send_missing(conn, self.store, DATA_ROOT, todo, host_tools=tools)
+
+            res = run_on_hosts(hosts, one)
+        took = time.monotonic() - start
+        self.sent = res.results
+        return took
+
+    def verify_kbuild(self, hosts: Sequence[podman.PodmanHost], files: int) -> None:
+        hexes = " ".join(layer.hex for layer in self.image.layers)
+        cmd = (f"cd {DATA_ROOT}/layers && for h in {hexes}; do test -f $h/verified || exit 9; "
+               f"done; find . -path '*/fs/*' -type f | wc -l")  # fmt: skip
+        with self.pool() as pool:
+            res = run_on_hosts(hosts, lambda h: pool.get(h.ip, h.credentials).run(cmd).stdout)
+        for name, out in res.results.items():
+            assert int(out) == files, (name, out, files)
+
+    def sftp(self, hosts: Sequence[podman.PodmanHost]) -> float:
+        start = time.monotonic()
+        with self.pool() as pool:
+
+            def one(h: podman.PodmanHost) -> None:
+                conn = pool.get(h.ip, h.credentials, name=h.name)
+                assert isinstance(conn, Connection) and conn._transport is not None
+                sftp = paramiko.SFTPClient.from_transport(conn._transport)
+                assert sftp is not None
+                with contextlib.closing(sftp):
+                    made: set[str] = set()
+                    for root in (self.l1, self.l2):
+                        for dirpath, dirnames, filenames in os.walk(root):
+                            dirnames.sort()
+                            rel = os.path.relpath(dirpath, root)
+                            remote = "/bench/sftp" if rel == "." else f"/bench/sftp/{rel}"
+                            parts = remote.strip("/").split("/")
+                            for i in range(1, len(parts) + 1):
+                                d = "/" + "/".join(parts[:i])
+                                if d not in made:
+                                    with contextlib.suppress(OSError):
+                                        sftp.mkdir(d)
+                                    made.add(d)
+                            for name in sorted(filenames):
+                                sftp.put(os.path.join(dirpath, name), f"{remote}/{name}")
+
+            run_on_hosts(hosts, one)
+        return time.monotonic() - start
+
+    def scp(self, hosts: Sequence[podman.PodmanHost]) -> float:
+        start = time.monotonic()
+        with self.pool() as pool:
+            run_on_hosts(hosts, lambda h: pool.get(h.ip, h.credentials).run("mkdir -p /bench/scp"))
+        opts = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i", str(self.key)]  # fmt: skip
+
+        def one(h: podman.PodmanHost) -> None:
+            subprocess.run(["scp", "-r", "-q", *opts, str(self.l1 / "opt"), str(self.l2 / "opt"),
+                            f"root@{h.ip}:/bench/scp/"], check=True, timeout=1800)  # fmt: skip
+
+        run_on_hosts(hosts, one)
+        return time.monotonic() - start
+
+    def verify_tree(self, hosts: Sequence[podman.PodmanHost], where: str, files: int,
+                    total: int) -> None:  # fmt: skip
+        cmd = f"find /bench/{where} -type f | wc -l; du -sb --apparent-size /bench/{where}/opt"
+        with self.pool() as pool:
+            res = run_on_hosts(hosts, lambda h: pool.get(h.ip, h.credentials).run(cmd).stdout)
+        for name, out in res.results.items():
+            n, size = out.split()[0], out.split()[1]
+            assert int(n) == files, (name, where, n)
+            assert int(size) >= total, (name, where, size, total)
+
+
+# ---------------------------------------------------------------- run
+
+
+def machine() -> str:
+    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines()
+               if line.startswith("MemTotal"))  # fmt: skip
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")  # fmt: skip
+    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
+    return (f"- nproc: {os.cpu_count()}\n- memory: {mem.split(':')[1].strip()}\n"
+            f"- kernel: {platform.release()}\n- CPU: {cpu}\n"
+            f"- Python {platform.python_version()}, paramiko {paramiko.__version__}, {ssh_v}\n"
+            f"- hosts: podman {podman.HostImage().tag} containers (systemd + sshd) on "
+            f"this machine, sharing its {os.cpu_count()} cores with the sender")  # fmt: skip
+
+
+def timed(fn: Callable[[], float], label: str, log: Callable[[str], None]) -> float:
+    t = fn()
+    log(f"  {label}: {t:.2f} s")
+    return t
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--hosts", default="1,2,4,8")
+    ap.add_argument("--size-mb", type=int, default=500)
+    ap.add_argument("--work", default="/var/tmp/kbuild-bench-distribute")
+    ap.add_argument("--no-shaped", action="store_true")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distribute.md"))
+    args = ap.parse_args()
+    counts = [int(x) for x in args.hosts.split(",")]
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    load_before = os.getloadavg()
+    log("preparing trees and image ...")
+    l1, l2, files, total = make_trees(work, args.size_mb)
+    store = Store(work / "store")
+    image = make_image(store, l1, l2)
+    blob_total = sum(layer.size for layer in image.layers)
+    log(f"  {files} files, {total / MB:.0f} MB unpacked, {blob_total / MB:.0f} MB as zstd blobs")
+
+    cluster = f"bench{os.getpid()}"
+    tmp = Path(tempfile.mkdtemp(prefix="kbuild-bench-"))
+    key = tmp / "id"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    rows: dict[str, list[dict[str, float]]] = {}
+    try:
+        log(f"starting {max(counts)} hosts ...")
+        hosts = podman.create_hosts(
+            cluster, [f"h{i}" for i in range(max(counts))],
+            root_password="bench-" + os.urandom(6).hex(),
+            authorized_keys=[(tmp / "id.pub").read_text()],
+        )  # fmt: skip
+        zstd_bin = "/usr/bin/zstd"
+        for h in hosts:
+            subprocess.run(["podman", "cp", zstd_bin, f"{h.container}:/usr/local/bin/zstd"],
+                           check=True)  # fmt: skip
+        b = Bench(store, image, hosts, l1, l2, key, tmp / "known_hosts")
+        modes = [("unshaped", False)] + ([] if args.no_shaped else [("200 Mbit/s", True)])
+        for mode, shaped in modes:
+            shape(hosts, shaped)
+            rows[mode] = []
+            for n in counts:
+                hs = hosts[:n]
+                log(f"[{mode}] {n} host(s)")
+                r: dict[str, float] = {"n": n}
+                b.clean(hs)
+                r["kbuild"] = timed(lambda hs=hs: b.kbuild(hs), "kbuild", log)  # type: ignore[misc]
+                r["sent_mb"] = sum(b.sent.values()) / n / MB
+                b.verify_kbuild(hs, files)
+                r["rerun"] = timed(lambda hs=hs: b.kbuild(hs), "kbuild re-run", log)  # type: ignore[misc]
+                assert sum(b.sent.values()) == 0
+                b.clean(hs)
+                r["kbuild_nozstd"] = timed(lambda hs=hs: b.kbuild(hs, zstd=False),  # type: ignore[misc]
+                                           "kbuild, host without zstd", log)  # fmt: skip
+                b.verify_kbuild(hs, files)
+                b.clean(hs)
+                r["sftp"] = timed(lambda hs=hs: b.sftp(hs), "SFTP file by file", log)  # type: ignore[misc]
+                b.verify_tree(hs, "sftp", files, total)
+                b.clean(hs)
+                r["scp"] = timed(lambda hs=hs: b.scp(hs), "scp -r", log)  # type: ignore[misc]
+                b.verify_tree(hs, "scp", files, total)
+                b.clean(hs)
+                rows[mode].append(r)
+            shape(hosts, False)
+    finally:
+        podman.delete_cluster(cluster)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+
+    out = [
+        "# Benchmark: layers to hosts",
+        "",
+        f"Image: {total / MB:.0f} MB unpacked in {files} files — one layer of "
+        f"{len(list((l1 / 'opt' / 'big').iterdir()))} large files, one of 5,000 small files "
+        f"(this machine's own binaries and libraries, so real, compressible data); "
+        f"{blob_total / MB:.0f} MB as zstd-3 layer blobs.",
+        "",
+        "Methods, all in the same run, all hosts in parallel:",
+        "",
+        "- **kbuild**: `kbuild.runtime.distribute` (preflight facts, missing layers, one "
+        "zstd stream per layer over an SSH exec channel, sha256-checked and unpacked on "
+        "the host); one paramiko connection per host.",
+        "- **kbuild, no zstd on host**: same, the sender decompresses and sends the tar.",
+        "- **SFTP file by file**: sealer's way — the unpacked tree, each file `put` over "
+        "paramiko SFTP.",
+        "- **scp -r**: OpenSSH scp of the unpacked tree (OpenSSH 9 scp speaks SFTP).",
+        "- **re-run**: kbuild again with every layer present on every host (new "
+        "connections, preflight, layer check; nothing sent).",
+        "",
+        "Times in seconds (wall clock). Ratios: how many times faster kbuild is.",
+        "",
+    ]
+    for mode, rs in rows.items():
+        out += [f"## Links {mode}", ""]
+        out += ["| hosts | kbuild | kbuild, no zstd on host | SFTP file by file | scp -r | "
+                "SFTP ÷ kbuild | scp ÷ kbuild | re-run (all present) | MB sent per host |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in rs:
+            out.append(
+                f"| {int(r['n'])} | {r['kbuild']:.1f} | {r['kbuild_nozstd']:.1f} | "
+                f"{r['sftp']:.1f} | {r['scp']:.1f} | {r['sftp'] / r['kbuild']:.1f}× | "
+                f"{r['scp'] / r['kbuild']:.1f}× | {r['rerun']:.2f} | {r['sent_mb']:.0f} |"
+            )
+        base = rs[0]["kbuild"]
+        growth = ", ".join(f"N={int(r['n'])}: {r['kbuild'] / base:.2f}" for r in rs)
+        out += ["", f"Growth with N (kbuild time ÷ time for 1 host): {growth}", ""]
+    out += [
+        "## Machine",
+        "",
+        machine(),
+        "",
+        f"Load average (1 min) at start {load_before[0]:.1f}, at end {os.getloadavg()[0]:.1f}: "
+        "other work ran on the machine at the same time, so absolute times are noisy; the "
+        "methods ran interleaved in the same run, so the ratios are comparable.",
+        "",
+        "Sender, hosts, sshd, zstd and tar on the hosts all share the same cores, so the "
+        "unshaped numbers are CPU-bound (paramiko's AES-GCM and the Python GIL on the "
+        "sender side). Shaping: `tc qdisc replace dev IFACE root "
+        f"{SHAPE}` on each host's eth0 and on its veth on this machine (both directions).",
+        "",
+        f"Command: `python benchmarks/distribute.py --hosts {args.hosts} --size-mb "
+        f"{args.size_mb}`",
+        "",
+    ]
+    text = "\n".join(out)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    threading.stack_size(4 * 1024 * 1024)
+    raise SystemExit(main())
