@@ -52,6 +52,12 @@ HOSTILE = [
      [("l", "s", "/etc"), ("h", "h", "l/passwd")], "points outside", "h"),
     ("device", [("dev/null", "c", "")], "device", "dev/null"),
     ("whiteout of parent", [("a/.wh...", "f", "")], "invalid whiteout", "a/.wh..."),
+    ("whiteout through symlink", [("l", "s", "/etc"), ("l/.wh.passwd", "f", "")],
+     "points outside", "l/.wh.passwd"),
+    ("opaque dir through symlink", [("l", "s", "/etc"), ("l/.wh..wh..opq", "f", "")],
+     "points outside", "l/.wh..wh..opq"),
+    ("symlink loop", [("a", "s", "b"), ("b", "s", "a"), ("a/x", "f", "x")],
+     "too many levels", "a/x"),
 ]
 
 
