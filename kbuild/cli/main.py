@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI and turn kbuild errors into a message and exit code."""
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        cli.main(args=argv, prog_name="kbuild", standalone_mode=False)
+        status = cli.main(args=argv, prog_name="kbuild", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         sys.exit(130)
@@ -94,6 +94,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(130)
+    # Without standalone mode, click returns the code a command gave ctx.exit().
+    if isinstance(status, int) and status != 0:
+        sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,18 @@ def test_unknown_command_is_a_usage_error() -> None:
     assert out.returncode == 2
     assert "No such command 'bulid'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_command_exit_code_reaches_the_shell() -> None:
+    code = (
+        "import click, sys\n"
+        "from kbuild.cli import main as m\n"
+        "@click.command('fail3')\n"
+        "@click.pass_context\n"
+        "def fail3(ctx):\n"
+        "    ctx.exit(3)\n"
+        "m.cli.add_command(fail3)\n"
+        "m.main(['fail3'])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 3, out.stderr
