@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import uuid
@@ -154,3 +155,27 @@ def test_wait_for_ssh_is_bounded(podman_hosts) -> None:  # type: ignore[no-untyp
         podman.wait_for_ssh(unused, timeout=2, name="ghost")
     assert time.monotonic() - start < 6
     podman.wait_for_ssh(hs[0].ip, timeout=5)
+
+
+def test_hosts_of_dead_test_runs_are_swept(host_image: str) -> None:
+    from tests.fixtures import hosts as fx
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    runs = {"dead": (f"dead{uuid.uuid4().hex[:6]}", str(child.pid)),
+            "live": (f"live{uuid.uuid4().hex[:6]}", str(os.getpid()))}  # fmt: skip
+    try:
+        for run, pid in runs.values():
+            subprocess.run(
+                ["podman", "create", "--name", f"kbuild-sweep-{run}", "--label",
+                 f"{fx.RUN_LABEL}={run}", "--label", f"{fx.PID_LABEL}={pid}", host_image,
+                 "/sbin/init"], check=True, capture_output=True,
+            )  # fmt: skip
+        fx._sweep_dead_runs()
+        ps = ["podman", "ps", "-a", "--format", "{{.Names}}"]
+        left = subprocess.run(ps, capture_output=True, text=True, check=True).stdout.split()
+        assert f"kbuild-sweep-{runs['dead'][0]}" not in left
+        assert f"kbuild-sweep-{runs['live'][0]}" in left
+    finally:
+        for run, _ in runs.values():
+            podman.delete_by_label(fx.RUN_LABEL, run)
