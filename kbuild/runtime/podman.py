@@ -41,6 +41,7 @@ __all__ = [
     "PodmanHost",
     "ProviderEvent",
     "add_sudo_user",
+    "apt_mirror",
     "create_hosts",
     "delete_all",
     "delete_by_label",
@@ -49,8 +50,10 @@ __all__ = [
     "host_cache_dir",
     "list_clusters",
     "network_name",
+    "network_subnet",
     "start_host",
     "stop_host",
+    "wait_for_ssh",
 ]
 
 CLUSTER_LABEL = "io.kbuild.cluster"
