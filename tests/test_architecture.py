@@ -31,15 +31,19 @@ def _kbuild_imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.startswith("kbuild.")]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("kbuild.") or node.module == "kbuild":
-                found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and (node.module.startswith("kbuild.") or node.module == "kbuild")
+        ):
+            found += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
     return found
 
 
 def _allowed(package: str, target: str) -> bool:
     rest = target.removeprefix("kbuild.")
-    if rest.startswith(("errors", "__version__")) or rest.split(".")[0] == package:
+    if rest.startswith(("errors", "fsutil", "__version__")) or rest.split(".")[0] == package:
         return True
     return any(rest == a or rest.startswith(a + ".") for a in ALLOWED[package])
 

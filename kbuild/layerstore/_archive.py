@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbuild.errors import BlobNotFound, StoreError, UsageError
+from kbuild.fsutil import fsync_dir
 
 from . import _tarwriter as tw
-from ._blobs import canonical_json, fsync_dir
+from ._blobs import canonical_json
 from ._gc import _children
 from ._reference import Reference
 from ._types import CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION, Descriptor

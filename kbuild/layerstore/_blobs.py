@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from kbuild.errors import DigestMismatch, StoreError
+from kbuild.fsutil import fsync_dir
 
 _DIGEST_RE = re.compile(r"^sha256:[a-f0-9]{64}$")
 _CHUNK = 1 << 20
@@ -29,32 +30,6 @@ def check_digest(digest: str) -> str:
 def canonical_json(obj: Any) -> bytes:
     """The bytes kbuild stores for a JSON document (sorted keys, compact)."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory so a rename in it survives a crash."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to ``path`` via temp file + fsync + rename."""
-    tmp_dir = tmp_dir or path.parent
-    tmp = tmp_dir / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
 
 
 class BlobWriter:

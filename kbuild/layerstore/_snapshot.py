@@ -9,7 +9,9 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._blobs import atomic_write, check_digest, fsync_dir
+from kbuild.fsutil import atomic_write, fsync_dir
+
+from ._blobs import check_digest
 from ._unpack import unpack_verified
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ def snapshot(store: Store, diff_id: str, blob_digest: str) -> Path:
             unpack_verified(f, tmp, media_type=None, diff_id=diff_id, digest=blob_digest,
                             allow_devices=True, whiteouts="overlay")
         atomic_write(store.snapshots_dir / f"{hexpart}.blob", (blob_digest + "\n").encode(),
-                     store.tmp_dir)
+                     tmp_dir=store.tmp_dir)
         try:
             os.rename(tmp, final)
         except OSError:

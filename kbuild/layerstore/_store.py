@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from kbuild.errors import BlobNotFound, ImageNotFound, StoreError, UsageError
+from kbuild.fsutil import atomic_write
 
-from ._blobs import BlobWriter, atomic_write, canonical_json, check_digest
+from ._blobs import BlobWriter, canonical_json, check_digest
 from ._paths import default_root
 from ._reference import Reference
 from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
@@ -58,7 +59,9 @@ class Store:
                       self.cache_dir):
                 d.mkdir(parents=True, exist_ok=True)
             if not (self.oci_dir / "oci-layout").exists():
-                atomic_write(self.oci_dir / "oci-layout", canonical_json(OCI_LAYOUT), self.tmp_dir)
+                atomic_write(
+                    self.oci_dir / "oci-layout", canonical_json(OCI_LAYOUT), tmp_dir=self.tmp_dir
+                )
             if not self.index_path.exists():
                 with self.lock():
                     if not self.index_path.exists():
@@ -241,7 +244,8 @@ class Store:
             "mediaType": MediaType.OCI_INDEX,
             "manifests": sorted(manifests, key=key),
         }
-        atomic_write(self.index_path, json.dumps(index, indent=2).encode() + b"\n", self.tmp_dir)
+        data = json.dumps(index, indent=2).encode() + b"\n"
+        atomic_write(self.index_path, data, tmp_dir=self.tmp_dir)
 
     def entries(self) -> list[tuple[Reference | None, Descriptor]]:
         """Every index.json entry; untagged ones (e.g. loaded without a name) have ``None``."""
@@ -396,7 +400,7 @@ class Store:
             check_digest(digest)
         path = self._record_path(kind, key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, canonical_json({"key": key, "data": data}), self.tmp_dir)
+        atomic_write(path, canonical_json({"key": key, "data": data}), tmp_dir=self.tmp_dir)
 
     def get_record(self, kind: str, key: str) -> dict[str, Any] | None:
         """The record's data, or ``None``."""

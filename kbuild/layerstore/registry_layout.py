@@ -42,8 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import BlobNotFound, StoreError, UsageError
+from kbuild.fsutil import atomic_write, fsync_dir
 
-from ._blobs import check_digest, fsync_dir
+from ._blobs import check_digest
 from ._reference import Reference
 from ._store import Store
 from ._types import Descriptor, MediaType
@@ -240,15 +241,4 @@ class _Writer:
             if path.read_bytes() == data:
                 return
         directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f".link.{secrets.token_hex(6)}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(directory)
+        atomic_write(path, data)

@@ -11,16 +11,15 @@ credential-helper protocol (``get``/``store``/``erase`` on stdin/stdout).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kbuild.errors import AuthError, RegistryError
+from kbuild.fsutil import write_private
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _DOCKER_HUB_NAMES = ("docker.io", "index.docker.io", "registry-1.docker.io")
@@ -92,20 +91,7 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 
 
 def _write_config(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config.json.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent="\t")
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_private(path, (json.dumps(data, indent="\t") + "\n").encode())
 
 
 def _helper_for(config: dict[str, Any], registry: str) -> str | None:

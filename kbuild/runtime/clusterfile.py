@@ -776,7 +776,7 @@ def dumps(cf: Clusterfile) -> str:
 
 def save(cf: Clusterfile, path: str | Path) -> None:
     """Write the Clusterfile atomically with mode 0600."""
-    from kbuild.runtime.state import write_private
+    from kbuild.fsutil import write_private
 
     write_private(Path(path), dumps(cf).encode())
 

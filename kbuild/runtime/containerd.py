@@ -26,11 +26,8 @@ Two config formats: ``version = 3`` for containerd 2.x (CRI split into
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kbuild.errors import ClusterfileError, UsageError
+from kbuild.fsutil import atomic_write
 from kbuild.runtime.clusterfile import Cluster
 
 DEFAULT_CERTS_DIR = "/etc/containerd/certs.d"
@@ -321,15 +319,4 @@ def write_tree(directory: Path, files: Mapping[str, bytes], *, mode: int = 0o644
             raise UsageError(f"{rel!r}: not a relative path inside {directory}")
         path = directory / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        atomic_write(path, data, mode=mode)

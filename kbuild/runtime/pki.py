@@ -13,11 +13,8 @@ unencrypted; :meth:`KeyPair.write` writes them with mode 0600, atomically.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
-import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from kbuild.errors import ClusterError, UsageError
+from kbuild.fsutil import atomic_write
 
 KeyType = Literal["ecdsa", "rsa"]
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -66,28 +64,12 @@ class KeyPair:
         directory.mkdir(parents=True, exist_ok=True)
         cert = directory / f"{name}.crt"
         key = directory / f"{name}.key"
-        _write_file(key, self.key_pem, 0o600)
-        _write_file(cert, self.cert_pem, 0o644)
+        atomic_write(key, self.key_pem, mode=0o600)
+        atomic_write(cert, self.cert_pem, mode=0o644)
         return cert, key
 
     def __repr__(self) -> str:
         return f"KeyPair(subject={self.certificate.subject.rfc4514_string()!r}, key=***)"
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _new_key(key_type: KeyType) -> PrivateKey:

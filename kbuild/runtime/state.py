@@ -15,12 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kbuild.errors import ClusterError
+from kbuild.fsutil import write_private
 from kbuild.runtime import clusterfile as cfmod
 
 
@@ -28,28 +28,6 @@ def state_root() -> Path:
     """``$KBUILD_STATE_DIR``, else ``~/.kbuild``."""
     env = os.environ.get("KBUILD_STATE_DIR")
     return Path(env) if env else Path.home() / ".kbuild"
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically to ``path`` with mode 0600 (temp, fsync, rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 @dataclass
