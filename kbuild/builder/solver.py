@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -322,6 +322,49 @@ def build(store: Store, options: BuildOptions, *, progress: Progress | None = No
     if options.compression not in ("zstd", "gzip"):
         raise UsageError(f"unknown compression {options.compression!r} (zstd or gzip)")
     tags = [str(Reference.parse(t)) for t in options.tags]
+    platforms = [p.strip() for p in (options.platform or "").split(",") if p.strip()]
+    if len(platforms) > 1:
+        return _build_index(store, options, platforms, tags, started, progress, pull)
+    return _build_one(store, options, tags, started, progress, pull)
+
+
+def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags: list[str],
+                 started: float, progress: Progress | None, pull: PullFunc | None
+                 ) -> BuildResult:
+    """One image per platform, then an OCI image index over them, tagged."""
+    parsed = [Platform.parse(p) for p in platforms]
+    if len({str(p) for p in parsed}) != len(parsed):
+        raise UsageError(f"--platform lists a platform twice: {options.platform}")
+    results = [
+        _build_one(store, replace(options, platform=str(p)), [], started, progress, pull)
+        for p in parsed
+    ]
+    manifests = [
+        Descriptor(r.manifest.media_type, r.manifest.digest, r.manifest.size,
+                   platform=r.manifest.platform or _platform_dict(p))
+        for r, p in zip(results, parsed, strict=True)
+    ]
+    index = store.write_index(manifests)
+    for tag in tags:
+        store.tag(tag, index)
+    size = sum(r.size for r in results)
+    layers = sum(r.layers for r in results)
+    seconds = time.monotonic() - started
+    if progress is not None:
+        progress(BuildFinished(index.digest, "", size, layers, seconds, tuple(tags)))
+    return BuildResult(index, "", size, layers, seconds, tags)
+
+
+def _platform_dict(p: Platform) -> dict[str, str]:
+    out = {"os": p.os, "architecture": p.architecture}
+    if p.variant:
+        out["variant"] = p.variant
+    return out
+
+
+def _build_one(store: Store, options: BuildOptions, tags: list[str], started: float,
+               progress: Progress | None, pull: PullFunc | None) -> BuildResult:
+    """Build for one platform and tag the manifest."""
     kubefile = read_kubefile(options)
     if not kubefile.stages:
         raise UsageError("the Kubefile has no FROM")

@@ -157,7 +157,8 @@ def _pull_function() -> Any:
 @click.option("--build-arg", "build_args", multiple=True, metavar="K=V",
               help="Set a build ARG (repeatable).")
 @click.option("--no-cache", is_flag=True, help="Do not reuse cached layers.")
-@click.option("--platform", help="Target os/arch (default: this machine).")
+@click.option("--platform", help="Target os/arch (default: this machine); several, "
+              "comma-separated, build one image each under an OCI image index.")
 @click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
               show_default=True, help="Layer compression.")
 @click.option("--level", type=click.IntRange(1, 22), default=3, show_default=True,

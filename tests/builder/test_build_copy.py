@@ -191,3 +191,26 @@ def test_tree_signature_reuse_still_sees_content_changes(
     built = run_build(store, ctx)
     assert built.cached == [False]
     assert built.layer_tar(0).extractfile("d/a").read() == b"AAAA"  # type: ignore[union-attr]
+
+
+def test_several_platforms_make_an_index(store: Store, ctx: Path) -> None:
+    from kbuild.builder import BuildOptions, build
+    from kbuild.layerstore import MediaType
+
+    write_tree(ctx, {"bin/amd64/tool": "x86", "bin/arm64/tool": "arm"})
+    (ctx / "Kubefile").write_text("FROM scratch\nCOPY bin/${ARCH}/tool /tool\n")
+    result = build(store, BuildOptions(context=ctx, tags=["multi:1"],
+                                       platform="linux/amd64,linux/arm64"))
+    desc = store.resolve("multi:1")
+    assert desc.media_type == MediaType.OCI_INDEX and desc.digest == result.manifest.digest
+    index = store.read_json(desc.digest)
+    assert [m["platform"]["architecture"] for m in index["manifests"]] == ["amd64", "arm64"]
+    for m in index["manifests"]:
+        config = store.read_config(store.read_manifest(m["digest"]))
+        assert config["architecture"] == m["platform"]["architecture"]
+    # FROM the index picks the manifest of the build's platform
+    (ctx / "Kubefile").write_text("FROM multi:1\nLABEL x=y\n")
+    child = run_build(store, ctx, platform="linux/arm64")
+    arm = store.read_manifest(index["manifests"][1]["digest"])
+    assert child.layers == arm["layers"]
+    assert child.layer_tar(0).extractfile("tool").read() == b"arm"  # type: ignore[union-attr]
