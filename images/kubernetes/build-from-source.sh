@@ -291,8 +291,9 @@ build_flannel() {
 		[[ ${f} == *_test.go ]] && continue
 		sed '/flannel\/pkg\/backend\/tencentvpc"/d' "${f}" >"${dir}/flanneld/$(basename "${f}")"
 	done
-	go_bin flanneld "${dir}" ./flanneld "${v}" 0 "" \
-		"-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${v}"
+	# cgo as upstream (the udp backend's proxy is C), linked statically.
+	go_bin flanneld "${dir}" ./flanneld "${v}" 1 "netgo osusergo" \
+		"-s -w -X github.com/flannel-io/flannel/pkg/version.Version=${v} -linkmode external -extldflags -static"
 	# flannel's own CNI plugin (flannel-io/cni-plugin) is not on the module
 	# proxy; kbuild ships its own (flannel-cni/), same "type": "flannel".
 	mkdir -p "${BIN}/cni" "${WORK}/flannel-cni"

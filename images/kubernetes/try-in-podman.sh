@@ -7,6 +7,7 @@
 #   try-in-podman.sh images   build the OCI images into a registry storage dir
 #   try-in-podman.sh up       network + host container, install binaries/config
 #   try-in-podman.sh init     kubeadm init + network add-on inside the host
+#   try-in-podman.sh join     kubeadm join of the other hosts (HOSTS="m0 n1 ...")
 #   try-in-podman.sh down     remove everything `up` created (by recorded ID)
 #
 # State (IDs, registry storage, logs) lives in ${EXP:-/var/tmp/k8s-exp}.
@@ -79,38 +80,44 @@ EOF
 }
 
 # ------------------------------------------------------------------- up ------
-hx() { podman exec "$(cat "${STATE}/ctr")" "$@"; }
+# Hosts: ${HOSTS:-m0} (first = master, runs the registry). INTERNAL=1 (default)
+# makes the podman network --internal: no route beyond its own subnet.
+CUR=""
+hx() { podman exec -i "${CUR}" "$@"; }
 
-cmd_up() {
-	local net="k8sexp-$$" ctr ip
-	podman network create "${net}" >/dev/null
-	echo "${net}" >"${STATE}/net"
-	mkdir -p "${EXP}/m0-containerd"
+start_host() {
+	local name=$1 net=$2 ctr ip
+	mkdir -p "${EXP}/${name}-containerd"
 	ctr=$(podman run -d --privileged "--cgroupns=${CGROUPNS:-private}" --ulimit nofile=16384:16384 --ulimit nproc=32768:32768 \
-		--network "${net}" --hostname m0 \
-		-v "${EXP}/m0-containerd:/var/lib/containerd" \
+		--network "${net}" --hostname "${name}" \
+		-v "${EXP}/${name}-containerd:/var/lib/containerd" \
 		"${HOST_IMAGE}" /sbin/init)
-	echo "${ctr}" >"${STATE}/ctr"
+	echo "${ctr}" >"${STATE}/ctr.${name}"
 	ip=$(podman inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${ctr}")
-	echo "${ip}" >"${STATE}/ip"
-	log "host ${ctr:0:12} on ${net} at ${ip}"
-	for _ in $(seq 60); do hx systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && break; sleep 1; done
+	echo "${ip}" >"${STATE}/ip.${name}"
+	log "host ${name} ${ctr:0:12} on ${net} at ${ip}"
+}
 
+install_host() {
+	local name=$1 master_ip=$2 is_master=$3
+	CUR=$(cat "${STATE}/ctr.${name}")
+	for _ in $(seq 60); do hx systemctl is-system-running 2>/dev/null | grep -qE 'running|degraded' && break; sleep 1; done
 	hx mkdir -p /usr/local/bin /opt/cni/bin /etc/containerd/certs.d/_default /etc/cni/net.d /var/lib/kbuild-registry /etc/kbuild
 	local b
 	for b in kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry etcdctl; do
-		podman cp "${BIN}/${b}" "${ctr}:/usr/local/bin/${b}"
+		podman cp "${BIN}/${b}" "${CUR}:/usr/local/bin/${b}"
 	done
-	for b in "${BIN}"/cni/*; do podman cp "${b}" "${ctr}:/opt/cni/bin/"; done
-	podman cp "${REG}/." "${ctr}:/var/lib/kbuild-registry/"
-
-	hx sh -c "cat >/etc/kbuild/registry.yml" <<EOF
+	for b in "${BIN}"/cni/*; do podman cp "${b}" "${CUR}:/opt/cni/bin/"; done
+	podman cp "${HERE}/etc/cni/net.d/10-flannel.conflist" "${CUR}:/etc/cni/net.d/10-flannel.conflist"
+	if [[ ${is_master} == 1 ]]; then
+		podman cp "${REG}/." "${CUR}:/var/lib/kbuild-registry/"
+		hx sh -c "cat >/etc/kbuild/registry.yml" <<EOF
 version: 0.1
 log: {level: info}
 storage: {filesystem: {rootdirectory: /var/lib/kbuild-registry}, delete: {enabled: false}}
-http: {addr: 127.0.0.1:5000}
+http: {addr: ":5000"}
 EOF
-	hx sh -c "cat >/etc/systemd/system/kbuild-registry.service" <<'EOF'
+		hx sh -c "cat >/etc/systemd/system/kbuild-registry.service" <<'EOF'
 [Unit]
 Description=kbuild embedded registry
 [Service]
@@ -119,6 +126,7 @@ Restart=always
 [Install]
 WantedBy=multi-user.target
 EOF
+	fi
 	hx sh -c "cat >/etc/containerd/config.toml" <<EOF
 version = 3
 [plugins.'io.containerd.cri.v1.images']
@@ -128,21 +136,23 @@ version = 3
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = '/etc/containerd/certs.d'
 [plugins.'io.containerd.cri.v1.runtime']
+  # no CAP_SYS_RESOURCE here: runc cannot lower oom_score_adj below its own
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = '/usr/local/bin/runc'
-        SystemdCgroup = ${SYSTEMD_CGROUP:-true}
+        SystemdCgroup = ${SYSTEMD_CGROUP:-false}
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ['/opt/cni/bin']
     conf_dir = '/etc/cni/net.d'
 EOF
 	# every registry (docker.io, registry.k8s.io, quay.io, ...) -> the local one
 	hx sh -c "cat >/etc/containerd/certs.d/_default/hosts.toml" <<'EOF'
-server = "http://127.0.0.1:5000"
-[host."http://127.0.0.1:5000"]
+server = "http://sea.hub:5000"
+[host."http://sea.hub:5000"]
   capabilities = ["pull", "resolve"]
 EOF
 	hx sh -c "cat >/etc/systemd/system/containerd.service" <<'EOF'
@@ -159,7 +169,6 @@ Restart=always
 LimitNPROC=infinity
 LimitCORE=infinity
 TasksMax=infinity
-OOMScoreAdjust=-999
 [Install]
 WantedBy=multi-user.target
 EOF
@@ -176,19 +185,47 @@ RestartSec=2
 WantedBy=multi-user.target
 EOF
 	hx sh -c 'echo "runtime-endpoint: unix:///run/containerd/containerd.sock" >/etc/crictl.yaml'
-	hx sh -c "echo '${ip} apiserver.cluster.local' >>/etc/hosts"
+	hx sh -c "echo '${master_ip} apiserver.cluster.local sea.hub' >>/etc/hosts"
+	if [[ ${INTERNAL:-1} == 1 && ${DEFAULT_ROUTE:-1} == 1 ]]; then
+		# An --internal network has no default route. kubeadm (bind address),
+		# flanneld (default interface) and every hostNetwork client of a
+		# ClusterIP (flannel -> 10.96.0.1: "network is unreachable") need one.
+		# On-link default: off-subnet packets are ARPed for and go nowhere.
+		hx ip route add default dev eth0
+	fi
 	hx systemctl daemon-reload
-	hx systemctl enable --now kbuild-registry containerd
+	if [[ ${is_master} == 1 ]]; then hx systemctl enable --now kbuild-registry; fi
+	hx systemctl enable --now containerd
 	hx systemctl enable kubelet
 	sleep 2
-	hx systemctl is-active kbuild-registry containerd
-	hx crictl info >/dev/null && log "containerd CRI up"
+	hx systemctl is-active containerd
+	hx crictl info >/dev/null && log "${name}: containerd CRI up"
+}
+
+cmd_up() {
+	local net="k8sexp-$$" hosts name master
+	read -ra hosts <<<"${HOSTS:-m0}"
+	master=${hosts[0]}
+	if [[ ${INTERNAL:-1} == 1 ]]; then
+		podman network create --internal "${net}" >/dev/null
+	else
+		podman network create "${net}" >/dev/null
+	fi
+	echo "${net}" >"${STATE}/net"
+	echo "${hosts[*]}" >"${STATE}/hosts"
+	for name in "${hosts[@]}"; do start_host "${name}" "${net}"; done
+	cp "${STATE}/ctr.${master}" "${STATE}/ctr"
+	cp "${STATE}/ip.${master}" "${STATE}/ip"
+	for name in "${hosts[@]}"; do
+		install_host "${name}" "$(cat "${STATE}/ip.${master}")" "$([[ ${name} == "${master}" ]] && echo 1 || echo 0)"
+	done
 }
 
 # ----------------------------------------------------------------- init ------
 cmd_init() {
 	local ip
 	ip=$(cat "${STATE}/ip")
+	CUR=$(cat "${STATE}/ctr")
 	hx sh -c "cat >/etc/kbuild/kubeadm.yaml" <<EOF
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: InitConfiguration
@@ -198,7 +235,7 @@ localAPIEndpoint:
 nodeRegistration:
   criSocket: unix:///run/containerd/containerd.sock
   imagePullPolicy: IfNotPresent
-  ignorePreflightErrors: [${IGNORE_PREFLIGHT:-}]
+  ignorePreflightErrors: [${IGNORE_PREFLIGHT:-SystemVerification}]
 ---
 apiVersion: kubeadm.k8s.io/v1beta4
 kind: ClusterConfiguration
@@ -210,7 +247,7 @@ networking:
 ---
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-cgroupDriver: ${CGROUP_DRIVER:-systemd}
+cgroupDriver: ${CGROUP_DRIVER:-cgroupfs}
 failCgroupV1: false
 ---
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
@@ -229,23 +266,45 @@ EOF
 	hx kubeadm init --config /etc/kbuild/kubeadm.yaml ${KUBEADM_FLAGS:-} 2>&1 | tee "${EXP}/kubeadm-init.log"
 	end=$(date +%s)
 	log "kubeadm init took $((end - start))s"
+	sed -e "s|\${POD_CIDR}|10.244.0.0/16|; s|\${FLANNEL_BACKEND}|${FLANNEL_BACKEND:-vxlan}|; s|\${FLANNEL_VERSION}|${FLANNEL_VERSION}|" \
+		"${HERE}/manifests/kube-flannel.yaml" | hx kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -
+}
+
+# ----------------------------------------------------------------- join ------
+cmd_join() {
+	local hosts name cmd
+	read -ra hosts <<<"$(cat "${STATE}/hosts")"
+	CUR=$(cat "${STATE}/ctr")
+	cmd=$(hx kubeadm token create --print-join-command)
+	for name in "${hosts[@]:1}"; do
+		CUR=$(cat "${STATE}/ctr.${name}")
+		log "joining ${name}"
+		# shellcheck disable=SC2086 # cmd is kubeadm's printed command line
+		hx ${cmd} --ignore-preflight-errors=SystemVerification --cri-socket unix:///run/containerd/containerd.sock 2>&1 | tail -3
+	done
 }
 
 # ----------------------------------------------------------------- down ------
 cmd_down() {
+	local f
+	for f in "${STATE}"/ctr.*; do
+		[[ -f ${f} ]] || continue
+		podman rm -f -t 5 "$(cat "${f}")" >/dev/null || true
+		rm -f "${f}"
+	done
 	if [[ -f ${STATE}/ctr ]]; then
-		podman rm -f -t 5 "$(cat "${STATE}/ctr")" >/dev/null || true
-		rm -f "${STATE}/ctr"
+		podman rm -f -t 5 "$(cat "${STATE}/ctr")" >/dev/null 2>&1 || true
 	fi
+	rm -f "${STATE}/ctr" "${STATE}/ip" "${STATE}"/ip.* "${STATE}/hosts"
 	if [[ -f ${STATE}/net ]]; then
 		podman network rm "$(cat "${STATE}/net")" >/dev/null || true
 		rm -f "${STATE}/net"
 	fi
-	rm -rf "${EXP}/m0-containerd"
-	log "removed host container and network"
+	rm -rf "${EXP}"/*-containerd
+	log "removed host containers and network"
 }
 
 case ${1:-} in
-	images | up | init | down) "cmd_$1" ;;
-	*) echo "usage: $0 images|up|init|down" >&2; exit 2 ;;
+	images | up | init | join | down) "cmd_$1" ;;
+	*) echo "usage: $0 images|up|init|join|down" >&2; exit 2 ;;
 esac
