@@ -48,6 +48,9 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
     all_aliases = {s.base.alias: s.index for s in stages if s.base.alias}
     aliases: dict[str, int] = {}
     apps_of: list[set[str]] = []
+    # A stage built on an image may inherit apps the parser cannot see; names
+    # are then checked by the builder against the base image's metadata.
+    inherits_of: list[bool] = []
     final: Located | None = None
     for stage, items in zip(stages, per_stage, strict=True):
         head = items[0]
@@ -66,6 +69,9 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
         apps: set[str] = set()
         if base_image in aliases and aliases[base_image] < stage.index:
             apps |= apps_of[aliases[base_image]]
+            inherits = inherits_of[aliases[base_image]]
+        else:
+            inherits = base_image != "scratch"
         cmd_line: int | None = None
         for item in items:
             instr = item.instr
@@ -108,7 +114,7 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
                 final = item
                 if isinstance(instr, ins.Launch):
                     for name in instr.apps:
-                        if name not in apps:
+                        if name not in apps and not inherits:
                             raise _at(
                                 src,
                                 item,
@@ -119,7 +125,11 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
                             )
             elif isinstance(instr, ins.App):
                 apps.add(instr.name)
-            elif isinstance(instr, ins.AppCmds | ins.AppEnv) and instr.name not in apps:
+            elif (
+                isinstance(instr, ins.AppCmds | ins.AppEnv)
+                and instr.name not in apps
+                and not inherits
+            ):
                 raise _at(
                     src,
                     item,
@@ -132,6 +142,7 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
             elif isinstance(instr, ins.Copy) and instr.from_stage is not None:
                 _check_from(src, item, instr.from_stage, stage, aliases, all_aliases)
         apps_of.append(apps)
+        inherits_of.append(inherits)
 
 
 def _check_from(

@@ -58,7 +58,7 @@ def test_several_cmd_are_allowed() -> None:
 
 @pytest.mark.parametrize("kind", ['APPCMDS dash ["x"]', "APPENV dash A=1"])
 def test_appcmds_appenv_need_a_declared_app(kind: str) -> None:
-    err = error(f"FROM a\nAPP dashboard y\n{kind}\n")
+    err = error(f"FROM scratch\nAPP dashboard y\n{kind}\n")
     assert err.message == (
         f"{kind.split()[0]} for the app 'dash', which is not declared before it "
         "with APP, CNI or CSI"
@@ -68,7 +68,7 @@ def test_appcmds_appenv_need_a_declared_app(kind: str) -> None:
 
 
 def test_appcmds_before_app_is_refused() -> None:
-    err = error('FROM a\nAPPCMDS x ["y"]\nAPP x y\n')
+    err = error('FROM scratch\nAPPCMDS x ["y"]\nAPP x y\n')
     assert err.line == 2 and "not declared before it" in err.message
 
 
@@ -79,7 +79,7 @@ def test_cni_csi_declare_apps(decl: str) -> None:
 
 
 def test_launch_names_must_be_declared() -> None:
-    err = error('FROM a\nAPP calico y\nLAUNCH ["calico", "nginx"]\n')
+    err = error('FROM scratch\nAPP calico y\nLAUNCH ["calico", "nginx"]\n')
     assert err.message == (
         "LAUNCH names the app 'nginx', which is not declared before it with APP, CNI or CSI"
     )
@@ -89,8 +89,25 @@ def test_launch_names_must_be_declared() -> None:
 def test_apps_of_an_earlier_stage_are_inherited_by_from() -> None:
     kf = parse('FROM k AS apps\nAPP x y\nFROM apps\nAPPENV x A=1\nLAUNCH ["x"]\n')
     assert len(kf.stages) == 2
-    err = error('FROM k AS apps\nAPP x y\nFROM other\nLAUNCH ["x"]\n')
+    err = error('FROM scratch AS apps\nAPP x y\nFROM scratch\nLAUNCH ["x"]\n')
     assert "not declared" in err.message
+    err = error('FROM scratch AS apps\nAPP x y\nFROM apps\nLAUNCH ["y"]\n')
+    assert "not declared" in err.message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'FROM my-app-image:v1\nLAUNCH ["nginx"]\n',
+        'FROM my-app-image:v1\nAPPCMDS nginx ["helm install nginx ."]\nAPPENV nginx A=1\n',
+        'FROM my-app-image:v1 AS base\nAPP extra y\nFROM base\nLAUNCH ["nginx", "extra"]\n',
+    ],
+)
+def test_apps_inherited_from_a_base_image_are_left_to_the_builder(text: str) -> None:
+    # sealer's common pattern: an app image FROM another app image, launching
+    # the base's apps. The parser cannot see them; the builder checks.
+    kf = parse(text)
+    assert kf.stages[-1].instructions
 
 
 @pytest.mark.parametrize("name", ["Dash", "-dash", "dash-", "da_sh", "a" * 64, "da.sh"])
