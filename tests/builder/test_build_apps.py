@@ -77,6 +77,21 @@ def test_apps_inherited_launch_not(store: Store, ctx: Path) -> None:
     assert _meta(again).apps["base"].files == ["new-base.yaml"]
 
 
+def test_launch_appcmds_of_inherited_apps(store: Store, ctx: Path) -> None:
+    # sealer's FROM app-image + LAUNCH pattern: the names come from the base.
+    write_tree(ctx, {"base.yaml": "b"})
+    run_build(store, ctx, "FROM scratch\nAPP base local://base.yaml\n", tags=["base:1"])
+    child = run_build(
+        store, ctx, 'FROM base:1\nAPPCMDS base ["kubectl apply -f base.yaml -n x"]\n'
+        'LAUNCH ["base"]\n'
+    )
+    meta = _meta(child)
+    assert meta.launch == ["base"]
+    assert meta.apps["base"].cmds == ["kubectl apply -f base.yaml -n x"]
+    with pytest.raises(BuildError, match=r"LAUNCH names app 'nope'.*known: base"):
+        run_build(store, ctx, 'FROM base:1\nLAUNCH ["nope"]\n')
+
+
 def test_launch_needs_commands_for_unknown_type(store: Store, ctx: Path) -> None:
     write_tree(ctx, {"blob.bin": ""})
     with pytest.raises(BuildError, match="give its commands with APPCMDS"):
