@@ -124,5 +124,6 @@ cp -al "${STAGE}/nf" "${CTX}/opt/netfilter"
 cp -al "${STAGE}/registry" "${CTX}/registry"
 log "cluster image ${TAG}"
 "${KB[@]}" build --progress plain -f "${HERE}/Kubefile" \
-	--build-arg "KUBERNETES_VERSION=${K8S}" --build-arg "PAUSE_VERSION=${PAUSE_VERSION}" -t "${TAG}" "${CTX}"
+	--build-arg "KUBERNETES_VERSION=${K8S}" --build-arg "PAUSE_VERSION=${PAUSE_VERSION}" \
+	--build-arg "FLANNEL_VERSION=${FLANNEL_VERSION}" -t "${TAG}" "${CTX}"
 log "done: ${TAG}"

@@ -1,0 +1,56 @@
+#!/bin/sh
+# A host leaving the cluster (delete --nodes / --all): kubeadm reset, then no
+# kube processes, mounts, units, CNI interfaces, iptables rules of the cluster
+# or files outside the rootfs are left (kbuild then unmounts and removes the rootfs).
+. ./scripts/lib.sh
+set +e
+
+if [ -S /run/containerd/containerd.sock ] && { [ -d /etc/kubernetes ] || [ -d /var/lib/kubelet ]; }; then
+    timeout 180 kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 ||
+        log "kubeadm reset failed; cleaning by hand"
+    timeout 60 crictl rmp -af >/dev/null 2>&1
+fi
+for u in $UNITS; do
+    systemctl disable --now "$u" >/dev/null 2>&1
+done
+# containerd's shims (KillMode=process) and anything else still running from the rootfs
+for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case "$exe" in "$ROOTFS"/*) kill -9 "${p#/proc/}" 2>/dev/null ;; esac
+done
+sleep 1
+# mounts of pods, snapshots and network namespaces, deepest first
+for d in /var/lib/kubelet "$CONTAINERD_ROOT" /run/containerd /run/netns /var/run/netns; do
+    grep -o " ${d}[^ ]*" /proc/mounts | sort -r | while read -r m; do
+        umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+    done
+done
+for l in cni0 flannel.1 flannel-v6.1 kube-ipvs0; do
+    ip link delete "$l" >/dev/null 2>&1
+done
+# iptables/nft rules of kube-proxy, flannel and the CNI plugins (tools from the image)
+NF=$ROOTFS/opt/netfilter
+if [ -x "$NF/usr/sbin/xtables-nft-multi" ]; then
+    for t in iptables ip6tables; do
+        for mode in nft legacy; do
+            rules=$(chroot "$NF" "/usr/sbin/$t-$mode-save" 2>/dev/null) || continue
+            if printf '%s\n' "$rules" | grep -qE 'KUBE-|FLANNEL|CNI-'; then
+                printf '%s\n' "$rules" | grep -vE 'KUBE-|FLANNEL|CNI-' | chroot "$NF" "/usr/sbin/$t-$mode-restore"
+            fi
+        done
+    done
+    for fam in ip ip6; do chroot "$NF" /usr/sbin/nft delete table "$fam" kube-proxy >/dev/null 2>&1; done
+fi
+for b in $LINKED; do
+    if [ "$(readlink "/usr/local/bin/$b")" = "$ROOTFS/bin/$b" ]; then rm -f "/usr/local/bin/$b"; fi
+done
+for u in $UNITS; do rm -f "/etc/systemd/system/$u"; done
+rm -rf /etc/systemd/system/kubelet.service.d
+systemctl daemon-reload
+systemctl reset-failed >/dev/null 2>&1
+rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /run/flannel /run/kubeadm \
+    /etc/containerd /run/containerd "$CONTAINERD_ROOT" /var/lib/containerd /root/.kube /etc/crictl.yaml \
+    /var/log/pods /var/log/containers
+rm -f /etc/cni/net.d/10-flannel.conflist
+rmdir /etc/cni/net.d /etc/cni /opt/cni/bin /opt/cni 2>/dev/null
+exit 0

@@ -1,0 +1,17 @@
+#!/bin/sh
+# master0: kubeadm init with kbuild's generated configuration, the admin
+# kubeconfig for root, the network add-on (flannel), the Clusterfile as a Secret.
+. ./scripts/lib.sh
+
+if [ ! -f /etc/kubernetes/admin.conf ]; then
+    kubeadm init --config etc/kbuild/kubeadm-init.yaml --skip-token-print
+fi
+mkdir -p /root/.kube
+cp /etc/kubernetes/admin.conf /root/.kube/config
+chmod 600 /root/.kube/config
+wait_for 120 "the API server" kubectl get --raw /readyz
+sed -e "s|\${POD_CIDR}|$POD_CIDR|g" -e "s|\${FLANNEL_BACKEND}|${FlannelBackend:-vxlan}|g" \
+    -e "s|\${FLANNEL_VERSION}|$FlannelVersion|g" \
+    manifests/kube-flannel.yaml >etc/kbuild/kube-flannel.yaml
+kubectl apply -f etc/kbuild/kube-flannel.yaml
+store_clusterfile

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Every host: containerd (+ runc, CNI) from the rootfs with kbuild's config and
+# certs.d (every registry mirrored to the embedded one), the kubelet unit, and on
+# master0 the embedded registry.
+. ./scripts/lib.sh
+
+for b in $LINKED; do ln -sfn "$ROOTFS/bin/$b" "/usr/local/bin/$b"; done
+mkdir -p /etc/containerd /etc/cni/net.d "$CONTAINERD_ROOT"
+cp etc/kbuild/containerd/config.toml /etc/containerd/config.toml.tmp
+mv -f /etc/containerd/config.toml.tmp /etc/containerd/config.toml
+rm -rf /etc/containerd/certs.d.tmp
+cp -r etc/kbuild/containerd/certs.d /etc/containerd/certs.d.tmp
+rm -rf /etc/containerd/certs.d
+mv /etc/containerd/certs.d.tmp /etc/containerd/certs.d
+cp etc/cni/net.d/10-flannel.conflist /etc/cni/net.d/10-flannel.conflist
+printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30\n' "$CRI_SOCKET" "$CRI_SOCKET" >/etc/crictl.yaml
+cp etc/systemd/containerd.service etc/systemd/kubelet.service /etc/systemd/system/
+if is_master0; then
+    cp etc/systemd/kbuild-registry.service /etc/systemd/system/
+fi
+# kubeadm preflight wants these; a host that is a container may not let us write them
+modprobe br_netfilter 2>/dev/null || true
+for s in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do
+    f=/proc/sys/$(echo "$s" | tr . /)
+    if [ -w "$f" ] && [ "$(cat "$f")" != 1 ]; then echo 1 >"$f" || true; fi
+done
+systemctl daemon-reload
+if is_master0; then
+    systemctl enable --now kbuild-registry.service
+    hex=$(printf %04X "$REGISTRY_PORT")
+    wait_for 30 "the embedded registry listening on :$REGISTRY_PORT" \
+        grep -qE ":$hex [0-9A-F]+:0000 0A " /proc/net/tcp /proc/net/tcp6
+fi
+systemctl enable --now containerd.service
+wait_for 60 "containerd's CRI" crictl info
+systemctl enable kubelet.service
+if is_master0; then
+    # the mirror works: pull the sandbox image through a name outside the registry
+    crictl pull "registry.k8s.io/pause:${SANDBOX_IMAGE##*:}" >/dev/null
+fi

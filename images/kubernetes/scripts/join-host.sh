@@ -1,0 +1,17 @@
+#!/bin/sh
+# A joining host: kubeadm join with kbuild's generated JoinConfiguration, the
+# token, CA hash (and certificate key for masters) from join-cluster.sh.
+. ./scripts/lib.sh
+
+if [ ! -f /etc/kubernetes/kubelet.conf ]; then
+    umask 077
+    sed -e "s|@KBUILD_TOKEN@|$KUBE_TOKEN|" -e "s|@KBUILD_CA_HASH@|$KUBE_CA_HASH|" \
+        -e "s|@KBUILD_CERT_KEY@|${KUBE_CERT_KEY:-}|" etc/kbuild/kubeadm-join.yaml >etc/kbuild/kubeadm-join.final.yaml
+    kubeadm join --config etc/kbuild/kubeadm-join.final.yaml
+    rm -f etc/kbuild/kubeadm-join.final.yaml
+fi
+if is_master; then
+    mkdir -p /root/.kube
+    cp /etc/kubernetes/admin.conf /root/.kube/config
+    chmod 600 /root/.kube/config
+fi
