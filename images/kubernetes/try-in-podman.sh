@@ -271,16 +271,26 @@ EOF
 }
 
 # ----------------------------------------------------------------- join ------
+# Hosts named in ${MASTERS} (besides the first) join as control-plane nodes,
+# one at a time; the others as workers.
 cmd_join() {
-	local hosts name cmd
+	local hosts name cmd key extra start
 	read -ra hosts <<<"$(cat "${STATE}/hosts")"
 	CUR=$(cat "${STATE}/ctr")
-	cmd=$(hx kubeadm token create --print-join-command)
 	for name in "${hosts[@]:1}"; do
+		CUR=$(cat "${STATE}/ctr")
+		cmd=$(hx kubeadm token create --print-join-command)
+		extra=""
+		if [[ " ${MASTERS:-} " == *" ${name} "* ]]; then
+			key=$(hx kubeadm init phase upload-certs --upload-certs --config /etc/kbuild/kubeadm.yaml | tail -n1)
+			extra="--control-plane --certificate-key ${key} --apiserver-advertise-address $(cat "${STATE}/ip.${name}")"
+		fi
 		CUR=$(cat "${STATE}/ctr.${name}")
-		log "joining ${name}"
+		log "joining ${name}${extra:+ as control plane}"
+		start=$(date +%s)
 		# shellcheck disable=SC2086 # cmd is kubeadm's printed command line
-		hx ${cmd} --ignore-preflight-errors=SystemVerification --cri-socket unix:///run/containerd/containerd.sock 2>&1 | tail -3
+		hx ${cmd} ${extra} --ignore-preflight-errors=SystemVerification --cri-socket unix:///run/containerd/containerd.sock 2>&1 | tail -3
+		log "join of ${name} took $(($(date +%s) - start))s"
 	done
 }
 

@@ -25,6 +25,10 @@ for d in /var/lib/kubelet "$CONTAINERD_ROOT" /run/containerd /run/netns /var/run
         umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
     done
 done
+if [ -f etc/kbuild/added-route ]; then
+    # shellcheck disable=SC2046 # "CIDR dev IF" written by init-host.sh
+    ip route del $(cat etc/kbuild/added-route) 2>/dev/null
+fi
 for l in cni0 flannel.1 flannel-v6.1 kube-ipvs0; do
     ip link delete "$l" >/dev/null 2>&1
 done

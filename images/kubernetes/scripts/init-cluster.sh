@@ -1,6 +1,6 @@
 #!/bin/sh
 # master0: kubeadm init with kbuild's generated configuration, the admin
-# kubeconfig for root, the network add-on (flannel), the Clusterfile as a Secret.
+# kubeconfig for root, the network add-on (flannel).
 . ./scripts/lib.sh
 
 if [ ! -f /etc/kubernetes/admin.conf ]; then
@@ -12,6 +12,6 @@ chmod 600 /root/.kube/config
 wait_for 120 "the API server" kubectl get --raw /readyz
 sed -e "s|\${POD_CIDR}|$POD_CIDR|g" -e "s|\${FLANNEL_BACKEND}|${FlannelBackend:-vxlan}|g" \
     -e "s|\${FLANNEL_VERSION}|$FlannelVersion|g" \
+    -e "s|args: \[--ip-masq, --kube-subnet-mgr\]|args: [--ip-masq, --kube-subnet-mgr, --iface-can-reach=$KBUILD_MASTER0]|" \
     manifests/kube-flannel.yaml >etc/kbuild/kube-flannel.yaml
 kubectl apply -f etc/kbuild/kube-flannel.yaml
-store_clusterfile

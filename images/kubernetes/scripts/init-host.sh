@@ -24,6 +24,14 @@ for s in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridg
     f=/proc/sys/$(echo "$s" | tr . /)
     if [ -w "$f" ] && [ "$(cat "$f")" != 1 ]; then echo 1 >"$f" || true; fi
 done
+# A host without a default route (an air-gapped network) still needs a route for
+# the service CIDR: a hostNetwork client's route lookup for a ClusterIP happens
+# before kube-proxy's DNAT. On-link via the interface that reaches master0.
+if [ -z "$(ip route show default)" ] && [ -n "${SvcCIDR:-}" ]; then
+    dev=$(ip route get "$KBUILD_MASTER0" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
+    ip route replace "$SvcCIDR" dev "$dev"
+    echo "$SvcCIDR dev $dev" >etc/kbuild/added-route
+fi
 systemctl daemon-reload
 if is_master0; then
     systemctl enable --now kbuild-registry.service

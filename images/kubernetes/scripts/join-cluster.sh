@@ -12,4 +12,3 @@ if [ -n "${KBUILD_JOIN_MASTERS:-}" ]; then
     key=$(kubeadm init phase upload-certs --upload-certs 2>/dev/null | tail -n 1)
     echo "kbuild-export: KUBE_CERT_KEY=$key"
 fi
-store_clusterfile

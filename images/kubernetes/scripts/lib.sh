@@ -40,10 +40,3 @@ node_of() {
         done
 }
 
-# the Clusterfile kbuild keeps on master0, as a Secret in kube-system
-store_clusterfile() {
-    _cf="$KBUILD_DATA_ROOT/$KBUILD_CLUSTER/Clusterfile"
-    [ -f "$_cf" ] || return 0
-    kubectl -n kube-system create secret generic kbuild-clusterfile \
-        --from-file=Clusterfile="$_cf" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-}
