@@ -6,23 +6,21 @@ The public API::
     result = build(store, BuildOptions(context=Path("."), tags=["app:1"]),
                    progress=callback, pull=kbuild.registry.pull_image)
 
-Progress events are in ``kbuild.builder.events``; the cluster-image metadata
-(apps, launch …) and its JSON schema in ``kbuild.builder.meta``.
+Progress events are in ``kbuild.builder.events``. The cluster-image metadata
+the builder writes (apps, launch …; ``ImageMeta``, ``AppInfo``, ``META_KEY``)
+and its JSON schema are in ``kbuild.layerstore``, where the runtime reads
+them too; ``kbuild.builder.meta`` keeps only the build's app-type detection.
 """
 
 from .events import BuildFinished, BytesDone, Event, Progress, StepDone, StepLog, StepStarted
-from .meta import META_KEY, AppInfo, ImageMeta
 from .solver import BuildOptions, BuildResult, build
 
 __all__ = [
-    "META_KEY",
-    "AppInfo",
     "BuildFinished",
     "BuildOptions",
     "BuildResult",
     "BytesDone",
     "Event",
-    "ImageMeta",
     "Progress",
     "StepDone",
     "StepLog",

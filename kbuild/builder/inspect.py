@@ -8,10 +8,15 @@ from typing import Any, BinaryIO
 import zstandard
 
 from kbuild.errors import StoreError
-from kbuild.layerstore import Descriptor, MediaType, Store
-
-from .meta import META_KEY, ImageMeta
-from .state import Platform
+from kbuild.layerstore import (
+    META_KEY,
+    Descriptor,
+    ImageMeta,
+    MediaType,
+    Platform,
+    Store,
+    pick_manifest,
+)
 
 
 def _uncompressed_size(store: Store, layer: dict[str, Any], known: dict[str, int]) -> int:
@@ -50,12 +55,11 @@ def _manifest_of(store: Store, name: str) -> tuple[Descriptor, dict[str, Any]]:
     desc = store.resolve(name)
     if desc.media_type in MediaType.INDEXES:
         index = store.read_json(desc.digest)
-        host = Platform.host()
         entries = index.get("manifests") or []
-        chosen = [m for m in entries if host.matches(m.get("platform"))] or entries[:1]
-        if not chosen:
+        chosen = pick_manifest(index, Platform.host()) or (entries[0] if entries else None)
+        if chosen is None:
             raise StoreError(f"image {name} is an empty index")
-        desc = Descriptor.from_dict(chosen[0])
+        desc = Descriptor.from_dict(chosen)
     return desc, store.read_manifest(desc)
 
 

@@ -21,15 +21,25 @@ from typing import Any, Protocol
 from kbuild.errors import BuildError, ImageNotFound, KbuildError, UsageError
 from kbuild.kubefile import expand, parse
 from kbuild.kubefile import instructions as ins
-from kbuild.layerstore import Descriptor, LayerInfo, MediaType, Reference, Store, unpack_layer
+from kbuild.layerstore import (
+    META_KEY,
+    Descriptor,
+    LayerInfo,
+    MediaType,
+    Platform,
+    Reference,
+    Store,
+    index_platforms,
+    pick_manifest,
+    unpack_layer,
+)
 
 from .context import SourceTree
 from .copy import CopyPlanner
 from .events import BuildFinished, BytesDone, Event, Progress, StepDone, StepStarted
 from .ignore import load_ignore
-from .meta import META_KEY
 from .stage import CREATED_PLACEHOLDER, Cancelled, StageRunner, step_id, where
-from .state import BaseLayer, ImageState, Platform, created_time, digest_of
+from .state import BaseLayer, ImageState, created_time, digest_of, platform_args
 
 
 class PullFunc(Protocol):
@@ -98,7 +108,7 @@ class Session:
         self.built_keys: set[str] = set()  # built in this build (reused even with --no-cache)
         self.single_stage = len(kubefile.stages) == 1
         self.global_args: dict[str, str] = {}
-        auto = self.platform.build_args()
+        auto = platform_args(self.platform)
         for arg in kubefile.global_args:
             value = self._arg(arg.name, arg.default, self.global_args, arg, auto)
             if value is not None:
@@ -146,7 +156,7 @@ class Session:
     def arg_value(self, name: str, default: str | None, state: ImageState,
                   inst: ins.Instruction) -> str | None:
         """Value of ``ARG name[=default]`` inside a stage."""
-        return self._arg(name, default, state.scope(), inst, state.platform.build_args())
+        return self._arg(name, default, state.scope(), inst, platform_args(state.platform))
 
     def stage_index(self, name: str) -> int | None:
         """Index of the stage called ``name`` (alias, case-insensitive, or number)."""
@@ -185,11 +195,11 @@ class Session:
                              progress=self._pull_progress(step))
         if desc.media_type in MediaType.INDEXES:
             index = self.store.read_json(desc.digest)
-            chosen = [m for m in index.get("manifests", [])
-                      if platform.matches(m.get("platform"))]
-            if not chosen:
-                raise BuildError(f"{where(inst)}: image {image} has no manifest for {platform}")
-            desc = Descriptor.from_dict(chosen[0])
+            entry = pick_manifest(index, platform)
+            if entry is None:
+                raise BuildError(f"{where(inst)}: image {image} has no manifest for {platform}",
+                                 hint=f"it has: {', '.join(index_platforms(index)) or 'none'}")
+            desc = Descriptor.from_dict(entry)
         manifest = self.store.read_manifest(desc)
         config = self.store.read_config(manifest)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
@@ -341,7 +351,7 @@ def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags
     ]
     manifests = [
         Descriptor(r.manifest.media_type, r.manifest.digest, r.manifest.size,
-                   platform=r.manifest.platform or _platform_dict(p))
+                   platform=r.manifest.platform or p.to_dict())
         for r, p in zip(results, parsed, strict=True)
     ]
     index = store.write_index(manifests)
@@ -353,13 +363,6 @@ def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags
     if progress is not None:
         progress(BuildFinished(index.digest, "", size, layers, seconds, tuple(tags)))
     return BuildResult(index, "", size, layers, seconds, tags)
-
-
-def _platform_dict(p: Platform) -> dict[str, str]:
-    out = {"os": p.os, "architecture": p.architecture}
-    if p.variant:
-        out["variant"] = p.variant
-    return out
 
 
 def _build_one(store: Store, options: BuildOptions, tags: list[str], started: float,

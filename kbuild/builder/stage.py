@@ -20,14 +20,22 @@ from typing import TYPE_CHECKING, Any
 from kbuild.errors import BuildError
 from kbuild.kubefile import expand
 from kbuild.kubefile import instructions as ins
-from kbuild.layerstore import LayerInfo, TarEntry, pack_layer, pack_tree
+from kbuild.layerstore import (
+    APPS_DIR,
+    AppInfo,
+    LayerInfo,
+    TarEntry,
+    default_cmds,
+    pack_layer,
+    pack_tree,
+)
 
 from . import run as runmod
 from .context import Source, SourceTree
 from .copy import CopyPlanner, Planned, iter_tar_entries, layer_path, parse_chmod
 from .events import BytesDone, StepDone, StepLog, StepStarted
 from .fetch import is_url, parse_checksum
-from .meta import APPS_DIR, AppInfo, default_cmds, detect_type
+from .meta import detect_type
 from .state import BaseLayer, ImageState, digest_of
 
 if TYPE_CHECKING:

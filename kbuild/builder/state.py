@@ -5,81 +5,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform as _platform
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kbuild.errors import UsageError
-
-from .meta import ImageMeta
-
-_ARCH_ALIASES = {
-    "x86_64": "amd64",
-    "x86-64": "amd64",
-    "aarch64": "arm64",
-    "armv7l": "arm",
-    "armhf": "arm",
-    "i386": "386",
-    "i686": "386",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
+from kbuild.layerstore import ImageMeta, Platform
 
 
-@dataclass(frozen=True)
-class Platform:
-    """``os/arch[/variant]`` of an image."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    def __str__(self) -> str:
-        text = f"{self.os}/{self.architecture}"
-        return f"{text}/{self.variant}" if self.variant else text
-
-    @classmethod
-    def host(cls) -> Platform:
-        """The machine's own platform."""
-        machine = _platform.machine().lower()
-        return cls("linux", _ARCH_ALIASES.get(machine, machine))
-
-    @classmethod
-    def parse(cls, text: str | None) -> Platform:
-        """Parse ``os/arch[/variant]`` (``arch`` alone means linux); None → host."""
-        if not text:
-            return cls.host()
-        parts = text.strip().lower().split("/")
-        if len(parts) == 1:
-            parts = ["linux", parts[0]]
-        if len(parts) > 3 or not all(parts):
-            raise UsageError(f"bad platform {text!r} (want os/arch[/variant], e.g. linux/amd64)")
-        arch = _ARCH_ALIASES.get(parts[1], parts[1])
-        return cls(parts[0], arch, parts[2] if len(parts) == 3 else None)
-
-    def matches(self, spec: dict[str, Any] | None) -> bool:
-        """Whether an index entry's ``platform`` is this platform."""
-        if not spec:
-            return False
-        if spec.get("os") != self.os or spec.get("architecture") != self.architecture:
-            return False
-        return not (self.variant and spec.get("variant") and spec.get("variant") != self.variant)
-
-    def build_args(self) -> dict[str, str]:
-        """Docker's automatic platform ARGs (used when a stage declares them)."""
-        host = Platform.host()
-        return {
-            "TARGETPLATFORM": str(self),
-            "TARGETOS": self.os,
-            "TARGETARCH": self.architecture,
-            "TARGETVARIANT": self.variant or "",
-            "BUILDPLATFORM": str(host),
-            "BUILDOS": host.os,
-            "BUILDARCH": host.architecture,
-            "BUILDVARIANT": "",
-        }
+def platform_args(platform: Platform) -> dict[str, str]:
+    """Docker's automatic platform ARGs (used when a stage declares them)."""
+    host = Platform.host()
+    return {
+        "TARGETPLATFORM": str(platform),
+        "TARGETOS": platform.os,
+        "TARGETARCH": platform.architecture,
+        "TARGETVARIANT": platform.variant or "",
+        "BUILDPLATFORM": str(host),
+        "BUILDOS": host.os,
+        "BUILDARCH": host.architecture,
+        "BUILDVARIANT": host.variant or "",
+    }
 
 
 def created_time() -> str:

@@ -1,13 +1,32 @@
 """kbuild.layerstore: content-addressed blobs, deterministic layers, the local OCI store.
 
+Also the image formats every other package shares: OCI platforms
+(``Platform``, ``oci_arch``, ``pick_manifest``) and the cluster-image
+metadata the builder writes and the runtime reads (``ImageMeta``,
+``AppInfo``, label ``io.kbuild.image.v1``).
+
 See docs/internals.md for the contract other packages code against.
 """
 
 from ._archive import LoadResult, load_archive, save_archive
 from ._blobs import BlobWriter, canonical_json
 from ._gc import GcReport
+from ._imagemeta import (
+    APPS_DIR,
+    LABEL_APPS,
+    LABEL_CNI,
+    LABEL_CSI,
+    LABEL_KUBEVERSION,
+    LABEL_LAUNCH,
+    META_KEY,
+    AppInfo,
+    ImageMeta,
+    app_relpath,
+    default_cmds,
+)
 from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
 from ._paths import default_root
+from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
 from ._statcache import StatCache
 from ._store import Store
@@ -17,25 +36,40 @@ from .events import BytesDone
 from .registry_layout import LayoutReport, write_registry_storage
 
 __all__ = [
+    "APPS_DIR",
+    "LABEL_APPS",
+    "LABEL_CNI",
+    "LABEL_CSI",
+    "LABEL_KUBEVERSION",
+    "LABEL_LAUNCH",
+    "META_KEY",
     "REF_NAME_ANNOTATION",
+    "AppInfo",
     "BlobWriter",
     "BytesDone",
     "Descriptor",
     "GcReport",
+    "ImageMeta",
     "LayerInfo",
     "LayoutReport",
     "LoadResult",
     "MediaType",
+    "Platform",
     "Reference",
     "StatCache",
     "Store",
     "TarEntry",
+    "app_relpath",
     "canonical_json",
     "check_layer",
+    "default_cmds",
     "default_root",
+    "index_platforms",
     "load_archive",
+    "oci_arch",
     "pack_layer",
     "pack_tree",
+    "pick_manifest",
     "save_archive",
     "tree_entries",
     "unpack_layer",

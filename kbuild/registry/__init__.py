@@ -10,7 +10,6 @@ from .client import ClientOptions, RegistryClient
 from .credentials import Credentials, auth_file_path
 from .events import BlobDone, BlobProgress, BlobStarted, Event, ManifestDone, Progress, Retrying
 from .login import login, logout
-from .platforms import Platform
 from .transfer import pull_image, push_image
 from .transport import RetryPolicy
 
@@ -23,7 +22,6 @@ __all__ = [
     "Credentials",
     "Event",
     "ManifestDone",
-    "Platform",
     "Progress",
     "RegistryClient",
     "RetryPolicy",

@@ -10,12 +10,18 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from kbuild.errors import BlobNotFound, DigestMismatch, RegistryError
-from kbuild.layerstore import Descriptor, MediaType, Reference
+from kbuild.layerstore import (
+    Descriptor,
+    MediaType,
+    Platform,
+    Reference,
+    index_platforms,
+    pick_manifest,
+)
 
 from .blobs import pull_blob, push_blob
 from .client import ClientOptions, RegistryClient
 from .events import BlobDone, ManifestDone, Progress
-from .platforms import Platform, select_manifest
 
 if TYPE_CHECKING:
     from kbuild.layerstore import Store
@@ -136,6 +142,16 @@ def _fetch_manifest(client: RegistryClient, ref: Reference, reference: str,
     return data, doc, _media_type(doc, ctype), digest
 
 
+def select_manifest(index: dict[str, Any], wanted: Platform, what: str) -> dict[str, Any]:
+    """The entry of ``index["manifests"]`` for ``wanted``; raises naming what exists."""
+    entry = pick_manifest(index, wanted)
+    if entry is None:
+        have = index_platforms(index)
+        raise RegistryError(f"{what}: no image for platform {wanted}",
+                            hint=f"available: {', '.join(have) or 'none'}; choose with --platform")
+    return entry
+
+
 def pull_image(store: Store, ref: str | Reference, *, platform: str | Platform | None = None,
                progress: Progress | None = None,
                options: ClientOptions | None = None) -> Descriptor:
@@ -147,8 +163,7 @@ def pull_image(store: Store, ref: str | Reference, *, platform: str | Platform |
     descriptor (with its platform).
     """
     ref = _ref(ref)
-    wanted = platform if isinstance(platform, Platform) else (
-        Platform.parse(platform) if platform else Platform.host())
+    wanted = platform if isinstance(platform, Platform) else Platform.parse(platform)
     options = options or ClientOptions()
     with RegistryClient(ref.registry, options, api_host=ref.api_host,
                         progress=progress) as client:

@@ -2,44 +2,19 @@
 
 The runtime reads images only through :class:`kbuild.layerstore.Store`
 (``resolve``, ``read_manifest``, ``read_config``, ``open_blob``). Kubefile
-metadata (apps, LAUNCH, CMDS, CMD) comes from the config label
-``io.kbuild.image.v1`` whose JSON schema ``docs/build.md`` documents (the
-builder writes it with ``kbuild.builder.meta.ImageMeta``; the runtime must not
-import the builder, so it reads the documented JSON here, and a test checks
-both sides agree).
+metadata (apps, LAUNCH, CMDS, CMD) comes from the config label (else the
+manifest annotation) ``io.kbuild.image.v1``, read with
+:meth:`kbuild.layerstore.ImageMeta.read`: the same class the builder writes it
+with, so both sides share one schema (``docs/build.md``). An index is narrowed
+with :class:`kbuild.layerstore.Platform`.
 """
 
 from __future__ import annotations
 
-import json
-import shlex
 from dataclasses import dataclass, field
-from typing import Any
 
 from kbuild.errors import ClusterError, StoreError
-from kbuild.layerstore import MediaType, Store
-
-META_KEY = "io.kbuild.image.v1"
-"""Config label (and manifest annotation) holding the Kubefile metadata JSON."""
-
-_ARCH = {
-    "x86_64": "amd64",
-    "amd64": "amd64",
-    "aarch64": "arm64",
-    "arm64": "arm64",
-    "armv7l": "arm",
-    "armv6l": "arm",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "i686": "386",
-    "i386": "386",
-}
-
-
-def oci_arch(machine: str) -> str:
-    """The OCI architecture name of ``uname -m`` output (``x86_64`` → ``amd64``)."""
-    return _ARCH.get(machine.strip(), machine.strip())
+from kbuild.layerstore import ImageMeta, MediaType, Platform, Store, default_cmds, pick_manifest
 
 
 @dataclass(frozen=True)
@@ -123,37 +98,6 @@ class ImageInfo:
         return sum(layer.size for layer in self.layers)
 
 
-def _default_app_cmds(app: dict[str, Any]) -> list[str]:
-    files = [str(f) for f in app.get("files") or []]
-    kind = app.get("type")
-    if kind == "helm" and files:
-        return [f"helm install {shlex.quote(str(app['name']))} {shlex.quote(files[0])}"]
-    if kind == "kube":
-        return [f"kubectl apply -f {shlex.quote(f)}" for f in files]
-    if kind == "shell":
-        return [f"bash {shlex.quote(f)}" for f in files]
-    return []
-
-
-def parse_meta(labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
-    """The Kubefile metadata JSON (label, else manifest annotation; ``{}`` when absent)."""
-    text = labels.get(META_KEY) or (annotations or {}).get(META_KEY)
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        raise StoreError(f"image label {META_KEY} is not JSON") from None
-    if not isinstance(data, dict):
-        raise StoreError(f"image label {META_KEY} is not a JSON object")
-    return data
-
-
-def _platform_matches(desc: dict[str, Any], os_name: str, arch: str) -> bool:
-    plat = desc.get("platform") or {}
-    return bool(plat.get("architecture") == arch and plat.get("os", "linux") == os_name)
-
-
 def inspect_image(
     store: Store, ref: str, *, arch: str | None = None, os_name: str = "linux"
 ) -> ImageInfo:
@@ -174,16 +118,14 @@ def inspect_image(
                 f"image {ref} is multi-platform ({', '.join(arches)}); "
                 "the host architecture decides"
             )
-        for m in choices:
-            if _platform_matches(m, os_name, arch):
-                digest = m["digest"]
-                manifest = store.read_manifest(digest)
-                break
-        else:
+        entry = pick_manifest(manifest, Platform(os_name, arch))
+        if entry is None:
             arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
             raise ClusterError(
                 f"image {ref} has no {os_name}/{arch} variant (it has: {', '.join(arches)})"
             )
+        digest = entry["digest"]
+        manifest = store.read_manifest(digest)
     config = store.read_config(manifest)
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     blobs = manifest.get("layers") or []
@@ -209,19 +151,12 @@ def inspect_image(
     for item in inner.get("Env") or []:
         key, _, value = str(item).partition("=")
         env[key] = value
-    meta = parse_meta(labels, manifest.get("annotations"))
-    apps: dict[str, App] = {}
-    for a in meta.get("apps") or []:
-        name = str(a["name"])
-        cmds = [str(c) for c in a.get("cmds") or []] or _default_app_cmds(a)
-        apps[name] = App(
-            name=name,
-            path=str(a.get("path") or f"application/apps/{name}"),
-            cmds=cmds,
-            env={str(k): str(v) for k, v in (a.get("env") or {}).items()},
-        )
-    launch = meta.get("launch")
-    meta_cmds = meta.get("cmds")
+    meta = ImageMeta.read(labels, manifest.get("annotations"), what=f"image {ref}")
+    apps = {
+        a.name: App(name=a.name, path=a.path, cmds=list(a.cmds) or default_cmds(a),
+                    env=dict(a.env))
+        for a in meta.apps.values()
+    }
     return ImageInfo(
         ref=ref,
         manifest_digest=digest,
@@ -231,9 +166,9 @@ def inspect_image(
         labels=labels,
         layers=layers,
         apps=apps,
-        launch=[str(x) for x in launch] if launch is not None else None,
-        cmds=[str(x) for x in meta_cmds] if meta_cmds is not None else None,
-        cmd=[str(x) for x in meta.get("cmd") or []],
+        launch=meta.launch,
+        cmds=meta.cmds,
+        cmd=meta.cmd,
     )
 
 

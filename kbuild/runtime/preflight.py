@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from kbuild.errors import HostError, HostsError, KbuildError
+from kbuild.layerstore import oci_arch
 from kbuild.runtime.distribute import remote_script
 from kbuild.runtime.executor import Executor
-from kbuild.runtime.image import oci_arch
 
 REQUIRED_TOOLS = (
     "sh", "tar", "sha256sum", "systemctl", "mount", "umount", "mkfifo", "tee", "mktemp",

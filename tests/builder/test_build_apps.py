@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.builder.meta import META_KEY, ImageMeta
 from kbuild.errors import BuildError
-from kbuild.layerstore import Store
+from kbuild.layerstore import META_KEY, ImageMeta, Store
 
 from .util import Built, run_build, write_tree
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.builder.meta import META_KEY
-from kbuild.layerstore import Store
+from kbuild.layerstore import META_KEY, Store
 
 from .util import Built, run_build, write_tree
 

@@ -11,11 +11,10 @@ import httpx
 import pytest
 
 from kbuild.errors import AuthError, PermissionDenied, RegistryError, UsageError
-from kbuild.layerstore import Reference
+from kbuild.layerstore import Platform, Reference
 from kbuild.registry import (
     ClientOptions,
     Credentials,
-    Platform,
     RegistryClient,
     Retrying,
     RetryPolicy,
@@ -23,7 +22,7 @@ from kbuild.registry import (
     parse_www_authenticate,
 )
 from kbuild.registry import credentials as creds_mod
-from kbuild.registry.platforms import select_manifest
+from kbuild.registry.transfer import select_manifest
 from kbuild.registry.transport import host_cert_dirs, is_loopback, parse_retry_after
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.builder.meta import AppInfo, ImageMeta
 from kbuild.errors import ClusterError
-from kbuild.layerstore import Store, TarEntry, pack_layer
+from kbuild.layerstore import AppInfo, ImageMeta, Store, TarEntry, oci_arch, pack_layer
 from kbuild.runtime import render
-from kbuild.runtime.image import inspect_image, oci_arch
+from kbuild.runtime.image import inspect_image
 from kbuild.runtime.layers import LayerScan, final_templates
 from kbuild.runtime.mount import ClusterPaths, escape_path, unit_text
 from kbuild.runtime.phases import exports
