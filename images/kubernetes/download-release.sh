@@ -67,7 +67,8 @@ expected_sum() {
 	printf '%s\n' "${sum}"
 }
 
-# fetch URL SUMURL -> downloads URL into ${WORK}, verifies it, prints its path
+# fetch URL SUMURL -> downloads URL into ${WORK}, verifies it, prints its path.
+# Always call it as an assignment (f=$(fetch ...)) so that set -e sees a failure.
 fetch() {
 	local url=$1 sumurl=$2 name file want got
 	name=${url##*/}
@@ -92,17 +93,21 @@ install_file() {
 }
 
 # from_tar TARBALL MEMBER NAME -> extract one member of a tarball as ${BIN}/NAME
+# (MEMBER may be stored with or without a leading "./").
 from_tar() {
-	local dir="${WORK}/x.$$.${RANDOM}"
+	local dir="${WORK}/x.$$.${RANDOM}" want=${2#./} member
 	mkdir -p "${dir}"
-	tar -xzf "$1" -C "${dir}" "$2"
-	install_file "${dir}/$2" "$3"
+	member=$(tar -tzf "$1" | awk -v w="${want}" '{m=$0; sub(/^\.\//, "", m)} m == w {print; exit}')
+	[[ -n ${member} ]] || { echo "download-release: ${want} not found in $(basename "$1")" >&2; exit 1; }
+	tar -xzf "$1" -C "${dir}" "${member}"
+	install_file "${dir}/${member}" "$3"
 }
 
 # --- Kubernetes ---------------------------------------------------------------
 for b in kubeadm kubelet kubectl kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
 	u="https://dl.k8s.io/release/${K8S}/bin/linux/${ARCH}/${b}"
-	install_file "$(fetch "${u}" "${u}.sha256")" "${b}"
+	f=$(fetch "${u}" "${u}.sha256")
+	install_file "${f}" "${b}"
 done
 
 # --- etcd (+ etcdctl) -----------------------------------------------------------
@@ -115,12 +120,14 @@ from_tar "${tgz}" "${t}/etcdctl" etcdctl
 # --- CoreDNS --------------------------------------------------------------------
 base="https://github.com/coredns/coredns/releases/download/${COREDNS_VERSION}"
 t="coredns_${COREDNS_VERSION#v}_linux_${ARCH}.tgz"
-from_tar "$(fetch "${base}/${t}" "${base}/${t}.sha256")" coredns coredns
+f=$(fetch "${base}/${t}" "${base}/${t}.sha256")
+from_tar "${f}" coredns coredns
 
 # --- crictl ---------------------------------------------------------------------
 base="https://github.com/kubernetes-sigs/cri-tools/releases/download/${CRICTL_VERSION}"
 t="crictl-${CRICTL_VERSION}-linux-${ARCH}.tar.gz"
-from_tar "$(fetch "${base}/${t}" "${base}/${t}.sha256")" crictl crictl
+f=$(fetch "${base}/${t}" "${base}/${t}.sha256")
+from_tar "${f}" crictl crictl
 
 # --- containerd -------------------------------------------------------------------
 base="https://github.com/containerd/containerd/releases/download/${CONTAINERD_VERSION}"
@@ -130,7 +137,8 @@ for b in containerd containerd-shim-runc-v2 ctr; do from_tar "${tgz}" "bin/${b}"
 
 # --- runc -------------------------------------------------------------------------
 base="https://github.com/opencontainers/runc/releases/download/${RUNC_VERSION}"
-install_file "$(fetch "${base}/runc.${ARCH}" "${base}/runc.sha256sum")" runc
+f=$(fetch "${base}/runc.${ARCH}" "${base}/runc.sha256sum")
+install_file "${f}" runc
 
 # --- CNI plugins ------------------------------------------------------------------
 base="https://github.com/containernetworking/plugins/releases/download/${CNI_PLUGINS_VERSION}"
@@ -141,15 +149,18 @@ for p in ${CNI_PLUGINS}; do from_tar "${tgz}" "./${p}" "cni/${p}"; done
 # --- flannel (daemon + its CNI plugin) ------------------------------------------
 base="https://github.com/flannel-io/flannel/releases/download/${FLANNEL_VERSION}"
 t="flannel-${FLANNEL_VERSION}-linux-${ARCH}.tar.gz"
-from_tar "$(fetch "${base}/${t}" "${base}/${t}.sha256sum")" flanneld flanneld
+f=$(fetch "${base}/${t}" "${base}/${t}.sha256sum")
+from_tar "${f}" flanneld flanneld
 base="https://github.com/flannel-io/cni-plugin/releases/download/${FLANNEL_CNI_PLUGIN_VERSION}"
 t="cni-plugin-flannel-linux-${ARCH}-${FLANNEL_CNI_PLUGIN_VERSION}.tgz"
-from_tar "$(fetch "${base}/${t}" "${base}/${t}.sha256")" "flannel-${ARCH}" cni/flannel
+f=$(fetch "${base}/${t}" "${base}/${t}.sha256")
+from_tar "${f}" "flannel-${ARCH}" cni/flannel
 
 # --- registry (distribution) ----------------------------------------------------
 base="https://github.com/distribution/distribution/releases/download/${DISTRIBUTION_VERSION}"
 t="registry_${DISTRIBUTION_VERSION#v}_linux_${ARCH}.tar.gz"
-from_tar "$(fetch "${base}/${t}" "${base}/registry_${DISTRIBUTION_VERSION#v}_checksums.txt")" registry registry
+f=$(fetch "${base}/${t}" "${base}/registry_${DISTRIBUTION_VERSION#v}_checksums.txt")
+from_tar "${f}" registry registry
 
 # --- pause: not published as a binary, only inside an image. Build ours. -------
 if command -v gcc >/dev/null; then
