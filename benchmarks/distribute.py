@@ -28,6 +28,7 @@ import contextlib
 import os
 import platform
 import random
+import resource
 import stat
 import subprocess
 import sys
@@ -305,10 +306,41 @@ def machine() -> str:
             f"this machine, sharing its {os.cpu_count()} cores with the sender")  # fmt: skip
 
 
-def timed(fn: Callable[[], float], label: str, log: Callable[[str], None]) -> float:
+def sender_cpu() -> float:
+    """CPU seconds of this process and its finished children (scp)."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_CGROUPS: dict[str, Path] = {}
+
+
+def host_cpu(hosts: Sequence[podman.PodmanHost]) -> float:
+    """CPU seconds the hosts' containers used so far (cgroup v1 cpuacct)."""
+    total = 0
+    for h in hosts:
+        path = _CGROUPS.get(h.container)
+        if path is None:
+            pid = subprocess.run(["podman", "inspect", "-f", "{{.State.Pid}}", h.container],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            line = next(x for x in Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+                        if ":cpuacct" in x or ",cpuacct" in x)  # fmt: skip
+            path = Path("/sys/fs/cgroup/cpuacct" + line.split(":", 2)[2]) / "cpuacct.usage"
+            _CGROUPS[h.container] = path
+        total += int(path.read_text())
+    return total / 1e9
+
+
+def timed(fn: Callable[[], float], label: str, log: Callable[[str], None],
+          r: dict[str, float], key: str, hosts: Sequence[podman.PodmanHost]) -> None:  # fmt: skip
+    c0, h0 = sender_cpu(), host_cpu(hosts)
     t = fn()
-    log(f"  {label}: {t:.2f} s")
-    return t
+    r[key] = t
+    r[key + "_cpu"] = sender_cpu() - c0
+    r[key + "_hcpu"] = host_cpu(hosts) - h0
+    log(f"  {label}: {t:.2f} s (sender CPU {r[key + '_cpu']:.1f} s, "
+        f"hosts CPU {r[key + '_hcpu']:.1f} s)")  # fmt: skip
 
 
 def main() -> int:
@@ -360,20 +392,20 @@ def main() -> int:
                 log(f"[{mode}] {n} host(s)")
                 r: dict[str, float] = {"n": n}
                 b.clean(hs)
-                r["kbuild"] = timed(lambda hs=hs: b.kbuild(hs), "kbuild", log)  # type: ignore[misc]
+                timed(lambda hs=hs: b.kbuild(hs), "kbuild", log, r, "kbuild", hs)  # type: ignore[misc]
                 r["sent_mb"] = sum(b.sent.values()) / n / MB
                 b.verify_kbuild(hs, files)
-                r["rerun"] = timed(lambda hs=hs: b.kbuild(hs), "kbuild re-run", log)  # type: ignore[misc]
+                timed(lambda hs=hs: b.kbuild(hs), "kbuild re-run", log, r, "rerun", hs)  # type: ignore[misc]
                 assert sum(b.sent.values()) == 0
                 b.clean(hs)
-                r["kbuild_nozstd"] = timed(lambda hs=hs: b.kbuild(hs, zstd=False),  # type: ignore[misc]
-                                           "kbuild, host without zstd", log)  # fmt: skip
+                timed(lambda hs=hs: b.kbuild(hs, zstd=False), "kbuild, host without zstd",  # type: ignore[misc]
+                      log, r, "kbuild_nozstd", hs)  # fmt: skip
                 b.verify_kbuild(hs, files)
                 b.clean(hs)
-                r["sftp"] = timed(lambda hs=hs: b.sftp(hs), "SFTP file by file", log)  # type: ignore[misc]
+                timed(lambda hs=hs: b.sftp(hs), "SFTP file by file", log, r, "sftp", hs)  # type: ignore[misc]
                 b.verify_tree(hs, "sftp", files, total)
                 b.clean(hs)
-                r["scp"] = timed(lambda hs=hs: b.scp(hs), "scp -r", log)  # type: ignore[misc]
+                timed(lambda hs=hs: b.scp(hs), "scp -r", log, r, "scp", hs)  # type: ignore[misc]
                 b.verify_tree(hs, "scp", files, total)
                 b.clean(hs)
                 rows[mode].append(r)
@@ -416,6 +448,21 @@ def main() -> int:
                 f"{r['sftp']:.1f} | {r['scp']:.1f} | {r['sftp'] / r['kbuild']:.1f}× | "
                 f"{r['scp'] / r['kbuild']:.1f}× | {r['rerun']:.2f} | {r['sent_mb']:.0f} |"
             )
+        out += ["", "CPU seconds spent by the sender (this process and its scp children) / "
+                "by all the hosts together:", "",
+                "| hosts | kbuild | kbuild, no zstd on host | SFTP file by file | scp -r | "
+                "re-run |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+        for r in rs:
+            cells = [f"{r[k + '_cpu']:.1f} / {r[k + '_hcpu']:.1f}"
+                     for k in ("kbuild", "kbuild_nozstd", "sftp", "scp", "rerun")]  # fmt: skip
+            out.append(f"| {int(r['n'])} | " + " | ".join(cells) + " |")
+        last = rs[-1]
+        n_last = int(last["n"])
+        out += ["", f"Per host at N={n_last}: sender CPU kbuild "
+                f"{last['kbuild_cpu'] / n_last:.2f} s, SFTP {last['sftp_cpu'] / n_last:.2f} s "
+                f"({last['sftp_cpu'] / max(last['kbuild_cpu'], 1e-9):.1f}× more), scp "
+                f"{last['scp_cpu'] / n_last:.2f} s; hosts CPU kbuild "
+                f"{last['kbuild_hcpu'] / n_last:.2f} s, SFTP {last['sftp_hcpu'] / n_last:.2f} s."]
         base = rs[0]["kbuild"]
         growth = ", ".join(f"N={int(r['n'])}: {r['kbuild'] / base:.2f}" for r in rs)
         out += ["", f"Growth with N (kbuild time ÷ time for 1 host): {growth}", ""]
