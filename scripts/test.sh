@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, types, unit and integration tests against real
-# servers (registry, podman hosts). Run as root on a Debian bookworm machine.
-set -euo pipefail
+# servers (registry, podman hosts, Kubernetes). Run as root on a Debian
+# bookworm machine. Every stage runs; the exit status is non-zero if any failed.
+set -uo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
 
-bash scripts/setup.sh
+bash scripts/setup.sh || exit 1
 
+failed=()
 echo "== ruff"
-ruff check kbuild tests benchmarks
+ruff check kbuild tests benchmarks || failed+=(ruff)
 echo "== mypy"
-mypy kbuild
+mypy kbuild || failed+=(mypy)
 
 echo "== pytest"
-set +e
 python3 -m pytest -q -p no:cacheprovider "$@"
 rc=$?
-set -e
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests: failing on purpose" >&2
+  failed+=(pytest-no-tests)
+elif [ "$rc" -ne 0 ]; then
+  failed+=(pytest)
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
-exit "$rc"
+echo "All checks passed."

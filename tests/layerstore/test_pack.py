@@ -198,7 +198,7 @@ def test_write_failure_cleans_up(store: Store, tmp_path: Path,
     monkeypatch.setattr(_blobs.BlobWriter, "write", failing)
     big = tmp_path / "big"
     big.write_bytes(os.urandom(12 << 20))
-    with pytest.raises(StoreError, match="cannot write a layer into .*: No space left"):
+    with pytest.raises(StoreError, match=r"cannot write a layer into .*: No space left"):
         pack_layer(store, [TarEntry("big", "file", source=big)], threads=1)
     assert list(store.tmp_dir.iterdir()) == []
     assert list(store.blob_dir.iterdir()) == []

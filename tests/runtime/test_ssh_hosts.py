@@ -323,7 +323,8 @@ def test_nopasswd_sudo_user_gets_no_password_in_stdin(hosts: HostSet) -> None:
     with hosts.connect(host) as root:
         root.run("id -u nopw >/dev/null 2>&1 || useradd -m -s /bin/sh nopw; "
                  "echo 'nopw ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/nopw; "
-                 "chmod 0440 /etc/sudoers.d/nopw; chpasswd", stdin="nopw:nopw-pass-1\n")  # fmt: skip
+                 "chmod 0440 /etc/sudoers.d/nopw; chpasswd",
+                 stdin="nopw:nopw-pass-1\n")
     creds = Credentials(user="nopw", password="nopw-pass-1")
     with Connection(host.ip, creds, known_hosts=hosts.known_hosts, name=host.name) as conn:
         data = os.urandom(200_000)
