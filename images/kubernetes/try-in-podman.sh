@@ -109,13 +109,23 @@ install_host() {
 	done
 	for b in "${BIN}"/cni/*; do podman cp "${b}" "${CUR}:/opt/cni/bin/"; done
 	podman cp "${HERE}/etc/cni/net.d/10-flannel.conflist" "${CUR}:/etc/cni/net.d/10-flannel.conflist"
+	local scheme=http tls=""
+	if [[ ${REGISTRY_TLS:-1} == 1 ]]; then
+		scheme=https
+		podman cp "${EXP}/tls/ca.crt" "${CUR}:/etc/containerd/certs.d/_default/ca.crt"
+		tls=", tls: {certificate: /etc/kbuild/registry.crt, key: /etc/kbuild/registry.key}"
+	fi
 	if [[ ${is_master} == 1 ]]; then
 		podman cp "${REG}/." "${CUR}:/var/lib/kbuild-registry/"
+		if [[ -n ${tls} ]]; then
+			podman cp "${EXP}/tls/registry.crt" "${CUR}:/etc/kbuild/registry.crt"
+			podman cp "${EXP}/tls/registry.key" "${CUR}:/etc/kbuild/registry.key"
+		fi
 		hx sh -c "cat >/etc/kbuild/registry.yml" <<EOF
 version: 0.1
 log: {level: info}
 storage: {filesystem: {rootdirectory: /var/lib/kbuild-registry}, delete: {enabled: false}}
-http: {addr: ":5000"}
+http: {addr: ":5000"${tls}}
 EOF
 		hx sh -c "cat >/etc/systemd/system/kbuild-registry.service" <<'EOF'
 [Unit]
@@ -150,10 +160,11 @@ version = 3
     conf_dir = '/etc/cni/net.d'
 EOF
 	# every registry (docker.io, registry.k8s.io, quay.io, ...) -> the local one
-	hx sh -c "cat >/etc/containerd/certs.d/_default/hosts.toml" <<'EOF'
-server = "http://sea.hub:5000"
-[host."http://sea.hub:5000"]
+	hx sh -c "cat >/etc/containerd/certs.d/_default/hosts.toml" <<EOF
+server = "${scheme}://sea.hub:5000"
+[host."${scheme}://sea.hub:5000"]
   capabilities = ["pull", "resolve"]
+$([[ ${scheme} == https ]] && echo '  ca = "/etc/containerd/certs.d/_default/ca.crt"')
 EOF
 	hx sh -c "cat >/etc/systemd/system/containerd.service" <<'EOF'
 [Unit]
@@ -213,6 +224,20 @@ cmd_up() {
 	fi
 	echo "${net}" >"${STATE}/net"
 	echo "${hosts[*]}" >"${STATE}/hosts"
+	if [[ ${REGISTRY_TLS:-1} == 1 ]]; then
+		# a CA for the cluster and a server certificate for the registry domain
+		rm -rf "${EXP}/tls" && mkdir -p "${EXP}/tls"
+		(
+			cd "${EXP}/tls"
+			openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 365 \
+				-subj "/CN=kbuild test cluster CA" -keyout ca.key -out ca.crt 2>/dev/null
+			openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+				-subj "/CN=sea.hub" -keyout registry.key -out registry.csr 2>/dev/null
+			printf 'subjectAltName=DNS:sea.hub\nextendedKeyUsage=serverAuth\n' >ext.cnf
+			openssl x509 -req -in registry.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+				-days 365 -extfile ext.cnf -out registry.crt 2>/dev/null
+		)
+	fi
 	for name in "${hosts[@]}"; do start_host "${name}" "${net}"; done
 	cp "${STATE}/ctr.${master}" "${STATE}/ctr"
 	cp "${STATE}/ip.${master}" "${STATE}/ip"
