@@ -16,7 +16,6 @@ from kbuild.runtime import podman
 from kbuild.runtime.ssh import Connection, Credentials
 from tests.fixtures.hosts import RUN_ID, RUN_LABEL
 
-pytest_plugins = ["tests.fixtures.hosts"]
 pytestmark = pytest.mark.integration
 
 

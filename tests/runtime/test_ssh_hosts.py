@@ -23,7 +23,6 @@ from kbuild.runtime.ssh import (
 )
 from tests.fixtures.hosts import FLAVOURS, HostSet
 
-pytest_plugins = ["tests.fixtures.hosts"]
 pytestmark = pytest.mark.integration
 
 
