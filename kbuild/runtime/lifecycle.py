@@ -30,6 +30,7 @@ from typing import TypeVar
 from kbuild.errors import ClusterError, HostError, HostsError, KbuildError
 from kbuild.layerstore import Store
 from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime import kubernetes as kube
 from kbuild.runtime import render
 from kbuild.runtime.clusterfile import Clusterfile, Host, PluginDoc
 from kbuild.runtime.distribute import HostLayers, host_layers, remote_script, send_missing
@@ -144,6 +145,7 @@ class _Session:
         self.image_plugins: list[PluginDoc] = []
         self.facts: dict[str, HostFacts] = {}
         self._connected: set[str] = set()
+        self.kube_pki: kube.ClusterPki | None = None
 
     def close(self) -> None:
         self.pool.close()
@@ -280,13 +282,32 @@ class _Session:
             emit(self.progress, HostStatus(host.ip, "mounted", self.paths.rootfs))
         files = render.render_files(final_templates(self.scans), self.env(host, "render"))
         files.update(render.config_files(conn, self.paths.rootfs, self.cf.configs))
+        if self.kube_pki is not None:
+            files.update(self.kube_files(conn, host))
         written = render.write_files(conn, self.paths.rootfs, files)
         if written:
             emit(self.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
         self.host_aliases(conn)
 
+    def kube_files(self, conn: Executor, host: Host) -> dict[str, bytes]:
+        """Generated Kubernetes files for one host (kbuild.runtime.kubernetes)."""
+        assert self.image is not None and self.kube_pki is not None
+        rootfs = self.paths.rootfs
+        image_yml = render.read_remote(conn, rootfs, "etc/kubeadm.yml")
+        config = kube.kubeadm_config(self.cf, self.image, image_yml)
+        files = kube.host_files(
+            self.cf, host, self.image, self.kube_pki.ca.cert_pem, rootfs=rootfs,
+            containerd_root=kube.containerd_root(conn, self.paths.base), config=config,
+        )
+        if host.ip == self.cf.cluster.master0().ip:
+            kube.write_secret_files(
+                conn, kube.master0_secret_files(self.paths.base, self.kube_pki.registry, rootfs)
+            )
+        return files
+
     def host_aliases(self, conn: Executor, *, remove: bool = False) -> None:
-        """The Clusterfile's hostAliases in the host's /etc/hosts (marked, idempotent)."""
+        """The Clusterfile's hostAliases in the host's /etc/hosts (marked, idempotent);
+        for a Kubernetes image also the registry domain and the API server name."""
         lines = (
             ""
             if remove
@@ -294,6 +315,8 @@ class _Session:
                 f"{a['ip']} {' '.join(a['hostnames'])}\n" for a in self.cf.cluster.host_aliases
             )
         )
+        if not remove and self.kube_pki is not None:
+            lines += kube.host_alias_lines(self.cf.cluster)
         res = conn.run(remote_script("host-aliases.sh", self.cf.cluster.name), stdin=lines)
         if "changed" in res.stdout:
             emit(self.progress, HostStatus(conn.name, "hosts", "/etc/hosts aliases updated"))
@@ -406,6 +429,8 @@ class _Session:
             self.record(h)
         self.sd.save_clusterfile(self.cf)
         self.save()
+        if kube.kubernetes_version(self.image) is not None:
+            self.kube_pki = kube.cluster_pki(self.sd.path, c)
         try:
             self._converge(m0, pending, scaleup, work)
         except BaseException:
@@ -460,6 +485,9 @@ class _Session:
         self.host_step("pre-init-host", pending, lambda h: self.plugins("pre-init-host", h))
         self.host_step("init-host", pending, lambda h: self.script("init-host", h))
         self.cluster_step("init-cluster", lambda: self.script("init-cluster", m0))
+        if self.kube_pki is not None:
+            path = kube.fetch_kubeconfig(self.conn(m0), self.sd.path, m0.ip)
+            emit(self.progress, HostStatus(m0.ip, "kubeconfig", str(path)))
         joiners = [h for h in pending if h.ip != m0.ip and not self.record(h).done("join-host")]
         if joiners:
             extra = {
@@ -468,11 +496,19 @@ class _Session:
             }
             emit(self.progress, PhaseStarted("join-cluster", (m0.ip,)))
             exported = exports(self.script("join-cluster", m0, extra))
-            self.host_step(
-                "join-host",
-                joiners,
-                lambda h: self.script("join-host", h, {**extra, **exported}),
-            )
+
+            def join(h: Host) -> None:
+                self.script("join-host", h, {**extra, **exported})
+
+            # masters one at a time (each extends etcd), then the nodes in parallel
+            for master in [h for h in joiners if h.is_master]:
+                self.host_step("join-host", [master], join)
+            self.host_step("join-host", [h for h in joiners if not h.is_master], join)
+        if self.kube_pki is not None:
+            labelled = kube.apply_labels(self.conn(m0), pending)
+            if labelled:
+                emit(self.progress, HostStatus(m0.ip, "labels", ", ".join(labelled)))
+            kube.store_clusterfile(self.conn(m0), self.cf)
         self.cluster_step("launch", self.launch)
         self.host_step("post-init-host", pending, lambda h: self.plugins("post-init-host", h))
         self.cluster_step("post-install", lambda: self.plugins("post-install", m0))
@@ -644,6 +680,8 @@ def delete_hosts(name: str, ips: Sequence[str], opts: Options, *, force: bool = 
         s.cf = new_cf
         if done:
             s.save_copy_on_master0()
+            if kube.kubernetes_version(s.image) is not None:
+                kube.store_clusterfile(s.conn(m0), new_cf)
         res.raise_for_errors()
     finally:
         s.close()

@@ -72,6 +72,10 @@ PREPARE_SCRIPT = Path(__file__).with_name("scripts") / "podman-host-prepare.sh"
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 _RUN_FLAGS = (
     "--privileged",
+    # a cgroup namespace of its own: on cgroup v1 podman's default is the
+    # host's, and runc inside the host (Kubernetes pods) then computes cgroup
+    # mount paths the host's mount table does not have
+    "--cgroupns=private",
     "--ulimit",
     "nofile=16384:16384",
     "--ulimit",

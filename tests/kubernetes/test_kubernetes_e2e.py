@@ -1,0 +1,275 @@
+"""End to end: the Kubernetes base image on podman hosts with no route out.
+
+One cluster bring-up (1 master + 1 node, a third host joined later) on an
+``--internal`` podman network, so any pull from outside would fail:
+
+- ``kbuild run`` of an app image ``FROM kubernetes:v1.37.2`` that adds a
+  test web image to ``registry/`` and deploys it through CMDS → both nodes
+  Ready, CoreDNS running, one web pod on each node, each answering through
+  the Service (by its DNS name) to a pod on the other node;
+- the kubeconfig in the cluster's state dir (0600) works from this machine,
+  and ``kbuild exec -- kubectl get nodes`` works on the master;
+- the Clusterfile is stored in the cluster, host labels are applied;
+- ``kbuild join --nodes`` → the third node Ready; ``kbuild delete --nodes`` →
+  it is gone from the cluster and its host is clean;
+- ``kbuild delete --all`` → both hosts clean (no kube processes, mounts,
+  units, CNI interfaces, iptables rules of the cluster, or files).
+
+The base image is built by ``images/kubernetes/build.sh`` into a kbuild store
+kept next to the cached binaries (``/var/cache/kbuild/kubernetes/store``), so
+a rerun only checks the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from kbuild.layerstore import Store, write_registry_storage
+from kbuild.runtime.ssh import Connection
+from tests.fixtures.hosts import HostSet
+from tests.runtime.e2e_helpers import Env, kbuild, snapshot
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = "v1.37.2"
+BASE = f"kubernetes:{K8S}"
+APP = "kube-web:e2e"
+WEB = "docker.io/kbuild-test/web:e2e"
+CACHE = Path(os.environ.get("KBUILD_K8S_CACHE", "/var/cache/kbuild/kubernetes"))
+STORE = CACHE / "store"
+KUBECTL = CACHE / K8S / "bin" / "kubectl"
+DATA_ROOT = "/tmp/kbuild-k8s"  # tmpfs in the podman hosts (not overlayfs)
+CLUSTER = "k8s-e2e"
+HERE = Path(__file__).parent
+
+# what a host may keep of a cluster after delete: nothing
+KUBE_LEFTOVERS = r"""
+echo '--- kube processes'; ps -eo comm= | grep -E '^(kube|etcd|containerd|flanneld|coredns|registry|pause)' | sort -u
+echo '--- links'; ip -o link show | grep -oE ': (cni0|flannel[^:@]*|veth[^:@]*|kube-ipvs0)' | sort
+echo '--- routes'; ip route show | grep -v -e '^default' -e 'proto kernel' | sort
+echo '--- mounts'; grep -E ' (/var/lib/kubelet|/run/containerd|/run/netns|/var/lib/containerd|/tmp/kbuild-k8s)' /proc/self/mounts
+echo '--- files'; ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /etc/cni /opt/cni \
+    /etc/containerd /var/lib/containerd /run/containerd /run/flannel /root/.kube /etc/crictl.yaml \
+    /etc/systemd/system/kubelet.service /etc/systemd/system/containerd.service \
+    /etc/systemd/system/kbuild-registry.service /usr/local/bin/kubectl /usr/local/bin/kubeadm 2>/dev/null
+echo '--- units'; systemctl list-units --all --plain --no-legend | grep -E 'kubelet|containerd|kbuild-registry' | sort
+"""
+
+
+def _wait(what: str, fn: Callable[[], bool], timeout: float, step: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _netfilter_rules(container: str) -> str:
+    """iptables/nft rules in a host container's network namespace (read from here)."""
+    pid = subprocess.run(
+        ["podman", "inspect", "-f", "{{.State.Pid}}", container],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout.strip()  # fmt: skip
+    out = []
+    for cmd in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
+        if shutil.which(cmd[0]) is None:
+            continue
+        proc = subprocess.run(
+            ["nsenter", "-t", pid, "-n", *cmd], capture_output=True, text=True, timeout=60,
+            check=False,
+        )  # fmt: skip
+        out.append(proc.stdout)
+    return "\n".join(out)
+
+
+def _kube_rules(container: str) -> list[str]:
+    return [
+        line for line in _netfilter_rules(container).splitlines()
+        if any(m in line for m in ("KUBE-", "FLANNEL", "CNI-", "kube-proxy"))
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    """The base image (build.sh, cached) and the app image with the web image."""
+    base = tmp_path_factory.mktemp("k8s-e2e")
+    e = Env(root=STORE, state=base / "state")
+    proc = subprocess.run(
+        [str(REPO / "images/kubernetes/build.sh"), K8S],
+        env={**os.environ, "KBUILD_ROOT": str(STORE)}, capture_output=True, text=True,
+        timeout=3600, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    web_ctx = base / "web"
+    web_ctx.mkdir()
+    subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(web_ctx / "web"),
+         str(HERE / "web" / "main.go")],
+        check=True, capture_output=True, timeout=300, env={**os.environ, "CGO_ENABLED": "0"},
+    )  # fmt: skip
+    kbuild(e, "build", "--progress", "plain", "-f", str(HERE / "web" / "Kubefile"), "-t", WEB,
+           str(web_ctx))  # fmt: skip
+    app_ctx = base / "app"
+    app_ctx.mkdir()
+    shutil.copy(HERE / "web" / "web.yaml", app_ctx / "web.yaml")
+    store = Store(STORE)
+    write_registry_storage(store, [(WEB, store.resolve(WEB))], app_ctx / "registry")
+    kbuild(e, "build", "--progress", "plain", "-f", str(HERE / "web" / "app.Kubefile"),
+           "--build-arg", f"BASE={BASE}", "-t", APP, str(app_ctx), timeout=600)  # fmt: skip
+    yield e
+
+
+@pytest.fixture(scope="module")
+def hosts(podman_hosts: Callable[..., HostSet]) -> HostSet:
+    return podman_hosts(3, internal=True)
+
+
+def _kubectl(m0: Connection, args: str, *, check: bool = True) -> str:
+    res = m0.run(f"kubectl --kubeconfig /etc/kubernetes/admin.conf {args}", check=check)
+    return res.stdout
+
+
+def _ready_nodes(m0: Connection) -> dict[str, bool]:
+    out = _kubectl(m0, "get nodes -o json", check=False)
+    if not out.strip():
+        return {}
+    ready: dict[str, bool] = {}
+    for item in json.loads(out)["items"]:
+        addr = next(a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP")
+        conds = {c["type"]: c["status"] for c in item["status"].get("conditions", [])}
+        ready[addr] = conds.get("Ready") == "True"
+    return ready
+
+
+def _pods(m0: Connection, selector: str, ns: str = "default") -> list[dict[str, str]]:
+    out = _kubectl(m0, f"-n {ns} get pods -l {selector} -o json", check=False)
+    if not out.strip():
+        return []
+    return [
+        {"name": p["metadata"]["name"], "node": p["spec"].get("nodeName", ""),
+         "phase": p["status"].get("phase", ""),
+         "ready": str(all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])))}
+        for p in json.loads(out)["items"]
+    ]  # fmt: skip
+
+
+def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
+    h0, h1, h2 = hosts
+    conns = {h.ip: hosts.connect(h) for h in hosts}
+    m0 = conns[h0.ip]
+    before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
+    leftovers_before = {ip: c.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout for ip, c in conns.items()}
+    # the network really has no way out
+    assert not m0.run("ip route show default").stdout.strip()
+
+    cf = tmp_path / "Clusterfile"
+    cf.write_text(
+        "apiVersion: sealer.io/v2\nkind: Cluster\n"
+        f"metadata: {{name: {CLUSTER}}}\n"
+        "spec:\n"
+        f"  image: {APP}\n"
+        f"  ssh: {{passwd: {h0.root_password}}}\n"
+        f"  dataRoot: {DATA_ROOT}\n"
+        "  env: [PodCIDR=10.244.0.0/16]\n"
+        "  hosts:\n"
+        f"  - {{ips: [{h0.ip}], roles: [master]}}\n"
+        f"  - {{ips: [{h1.ip}], roles: [node], labels: {{kbuild.test/role: worker}}}}\n"
+    )
+    started = time.monotonic()
+    out = kbuild(env, "run", "-f", str(cf), "--progress", "plain", timeout=900)
+    assert h0.root_password not in out.stdout + out.stderr
+
+    _wait("both nodes Ready",
+          lambda: _ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 240)  # fmt: skip
+    print(f"run → both nodes Ready in {time.monotonic() - started:.0f}s")
+    _wait("CoreDNS running", lambda: bool(dns := _pods(m0, "k8s-app=kube-dns", "kube-system"))
+          and all(p["phase"] == "Running" and p["ready"] == "True" for p in dns), 180)  # fmt: skip
+
+    # the sandbox and every image came from the embedded registry, over TLS with the cluster CA
+    hosts_toml = m0.run("cat /etc/containerd/certs.d/_default/hosts.toml").stdout
+    assert 'server = "https://sea.hub:5000"' in hosts_toml
+    assert m0.run("getent hosts sea.hub").stdout.split()[0] == h0.ip
+    assert conns[h1.ip].run("getent hosts apiserver.cluster.local").stdout.split()[0] == h0.ip
+    reg_key = f"{DATA_ROOT}/{CLUSTER}/pki/registry.key"
+    assert m0.run(f"stat -c %a {reg_key}").stdout.strip() == "600"
+    assert conns[h1.ip].run(f"test -e {reg_key}", check=False).exit_status != 0
+    sdir = env.state / CLUSTER
+    for name in ("ca.key", "registry.key"):
+        assert stat.S_IMODE((sdir / "pki" / name).stat().st_mode) == 0o600
+
+    # the test deployment: one pod per node, each reaches the Service by name from
+    # the other node (through CoreDNS, kube-proxy and flannel's vxlan)
+    _wait("web pods running on both nodes", lambda: sorted(
+        p["node"] for p in _pods(m0, "app=web") if p["phase"] == "Running" and p["ready"] == "True"
+    ) == ["h0", "h1"], 180)  # fmt: skip
+    pods = {p["node"]: p["name"] for p in _pods(m0, "app=web")}
+    for client, other in (("h1", "h0"), ("h0", "h1")):
+        def answered(client: str = client, other: str = other) -> bool:
+            res = m0.run(
+                "kubectl --kubeconfig /etc/kubernetes/admin.conf exec "
+                f"{pods[client]} -- /web get http://web.default.svc.cluster.local/ 10",
+                check=False,
+            )
+            return f"web on {other}\n" in res.stdout
+
+        _wait(f"an answer from the pod on {other} to the pod on {client}", answered, 90)
+
+    # kubeconfig on this machine (0600), reaching the API server from here
+    kcfg = sdir / "kubeconfig"
+    assert stat.S_IMODE(kcfg.stat().st_mode) == 0o600
+    assert f"server: https://{h0.ip}:6443" in kcfg.read_text()
+    nodes = subprocess.run(
+        [str(KUBECTL), "--kubeconfig", str(kcfg), "get", "nodes", "-o", "name"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert sorted(nodes) == ["node/h0", "node/h1"]
+    res = kbuild(env, "exec", "--roles", "master", "--", "kubectl", "get", "nodes")
+    assert " Ready " in res.stdout and "h1" in res.stdout
+
+    # the Clusterfile in the cluster, labels applied
+    stored = _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+                          "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
+    assert f"name: {CLUSTER}" in stored and h1.ip in stored
+    assert h0.root_password not in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+                                                "-o jsonpath={.data.Clusterfile} | base64 -d")
+    assert _kubectl(m0, "get node h1 -o jsonpath={.metadata.labels.kbuild\\.test/role}") == "worker"
+
+    # join a third node
+    kbuild(env, "join", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
+           timeout=600)  # fmt: skip
+    _wait("the third node Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
+    assert h2.ip in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+                                 "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
+
+    # delete it again: gone from the cluster, its host as before
+    kbuild(env, "delete", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
+           timeout=600)  # fmt: skip
+    assert h2.ip not in _ready_nodes(m0)
+    _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+
+    # delete --all: every host as before
+    kbuild(env, "delete", "--all", "--cluster-name", CLUSTER, "--progress", "plain", timeout=600)
+    for h in (h0, h1):
+        _assert_clean(conns[h.ip], h.container, before[h.ip], leftovers_before[h.ip])
+    assert not sdir.exists()
+
+
+def _assert_clean(conn: Connection, container: str, before: str, leftovers_before: str) -> None:
+    assert snapshot(conn, DATA_ROOT) == before
+    assert conn.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout == leftovers_before
+    assert _kube_rules(container) == []
+
+
+def _q(text: str) -> str:
+    return "'" + text.replace("'", "'\"'\"'") + "'"
