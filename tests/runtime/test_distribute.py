@@ -240,3 +240,133 @@ def test_layer_escaping_the_rootfs_is_refused_before_sending(tmp_path: Path) -> 
     image = inspect_image(store, "evil:1")
     with pytest.raises(UnsafeLayerError):
         scan_layer(store, image.layers[0])
+
+
+def test_compressed_stream_is_checked_by_its_blob_digest(
+    store: Store, hosts: tuple[HostSet, HostSet]
+) -> None:
+    """The host hashes the zstd stream as received against the blob digest: a
+    different blob of the same tar (same diffID) is refused, the right one kept."""
+    image = _image(store)
+    layer = image.layers[0]
+    conn = _conn(hosts[1])
+    blob = store.open_blob(layer.digest).read()
+    tar_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    assert hashlib.sha256(tar_bytes).hexdigest() == layer.hex
+    other = zstandard.ZstdCompressor(level=19).compress(tar_bytes)
+    assert other != blob
+    want = layer.digest.removeprefix("sha256:")
+    cmd = remote_script("receive-layer.sh", layer_store(DATA_ROOT), layer.hex, "zstd", want)
+    try:
+        with pytest.raises(HostError) as err:
+            conn.run(cmd, stdin=other)
+        assert err.value.exit_status == 4
+        assert f"sha256 of the received zstd blob is {hashlib.sha256(other).hexdigest()}" in (
+            err.value.output_tail
+        )
+        # one flipped byte in the middle of the real blob
+        bad = bytearray(blob)
+        bad[len(bad) // 2] ^= 0xFF
+        with pytest.raises(HostError) as err:
+            conn.run(cmd, stdin=bytes(bad))
+        assert err.value.exit_status in (3, 4)
+        assert _leftovers(conn) == ""
+        assert host_layers(conn, DATA_ROOT, image).missing[0] == layer
+        # a bad sum argument is refused before anything is read
+        with pytest.raises(HostError) as err:
+            conn.run(cmd.replace(want, "x" * 64), stdin=blob)
+        assert err.value.exit_status == 2
+        conn.run(cmd, stdin=blob)
+        got = conn.run(f"sha256sum {layer_store(DATA_ROOT)}/{layer.hex}/fs/data/big.bin").stdout
+        assert (
+            got.split()[0] == hashlib.sha256(hashlib.sha256(b"seed").digest() * 40000).hexdigest()
+        )
+        assert layer.hex not in {x.hex for x in host_layers(conn, DATA_ROOT, image).missing}
+    finally:
+        conn.run(f"rm -rf {DATA_ROOT}")
+
+
+def test_blob_not_matching_its_diff_id_is_not_sent(
+    tmp_path: Path, hosts: tuple[HostSet, HostSet]
+) -> None:
+    """The host trusts the blob digest only because this side checked the blob
+    against the diffID: a blob whose tar is not the diffID never leaves."""
+    from kbuild.errors import DigestMismatch
+
+    local = Store(tmp_path / "s")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("f")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"a"))
+    blob = zstandard.ZstdCompressor().compress(buf.getvalue())
+    lie = "sha256:" + hashlib.sha256(b"some other tar").hexdigest()
+    layer = LayerInfo(
+        digest=local.put_bytes(blob),
+        diff_id=lie,
+        size=len(blob),
+        uncompressed_size=len(buf.getvalue()),
+        media_type=MediaType.OCI_LAYER_ZSTD,
+    )
+    local.tag("lie:1", local.write_image({"architecture": "amd64", "os": "linux"}, [layer]))
+    image = inspect_image(local, "lie:1")
+    conn = _conn(hosts[1])
+    events: list[Event] = []
+    try:
+        facts = gather_facts(conn, DATA_ROOT)
+        assert "zstd" in facts.tools
+        todo = host_layers(conn, DATA_ROOT, image)
+        with pytest.raises(DigestMismatch):
+            send_missing(
+                conn, local, DATA_ROOT, todo, host_tools=facts.tools, progress=events.append
+            )
+        assert not [e for e in events if isinstance(e, BytesSent)]
+        assert conn.run(f"ls -a {layer_store(DATA_ROOT)} 2>/dev/null | wc -l").stdout.strip() in (
+            "0",
+            "2",
+        )
+    finally:
+        conn.run(f"rm -rf {DATA_ROOT}")
+
+
+class _Gauge:
+    """The real connection, counting its streams in flight (to see overlap)."""
+
+    def __init__(self, conn: Connection) -> None:
+        import threading
+
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+    def run_with_input(self, *args: object, **kwargs: object) -> object:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            time.sleep(0.3)  # both streams open before either can finish
+            return self.conn.run_with_input(*args, **kwargs)  # type: ignore[arg-type]
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_a_host_receives_two_layers_at_once(store: Store, hosts: tuple[HostSet, HostSet]) -> None:
+    from kbuild.runtime.distribute import LAYER_STREAMS
+
+    image = _image(store)
+    conn = _conn(hosts[1])
+    gauge = _Gauge(conn)
+    try:
+        facts = gather_facts(conn, DATA_ROOT)
+        todo = host_layers(conn, DATA_ROOT, image)
+        sent = send_missing(gauge, store, DATA_ROOT, todo, host_tools=facts.tools)  # type: ignore[arg-type]
+        assert sent == sum(x.size for x in image.layers)
+        assert gauge.most == LAYER_STREAMS == 2
+        assert host_layers(conn, DATA_ROOT, image).missing == []
+    finally:
+        conn.run(f"rm -rf {DATA_ROOT}")
