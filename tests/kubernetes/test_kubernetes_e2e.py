@@ -22,6 +22,7 @@ a rerun only checks the cache.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import shutil
@@ -54,15 +55,21 @@ HERE = Path(__file__).parent
 
 # what a host may keep of a cluster after delete: nothing
 KUBE_LEFTOVERS = r"""
-echo '--- kube processes'; ps -eo comm= | grep -E '^(kube|etcd|containerd|flanneld|coredns|registry|pause)' | sort -u
+echo '--- kube processes'
+ps -eo comm= | grep -E '^(kube|etcd|containerd|flanneld|coredns|registry|pause)' | sort -u
 echo '--- links'; ip -o link show | grep -oE ': (cni0|flannel[^:@]*|veth[^:@]*|kube-ipvs0)' | sort
 echo '--- routes'; ip route show | grep -v -e '^default' -e 'proto kernel' | sort
-echo '--- mounts'; grep -E ' (/var/lib/kubelet|/run/containerd|/run/netns|/var/lib/containerd|/tmp/kbuild-k8s)' /proc/self/mounts
-echo '--- files'; ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /etc/cni /opt/cni \
+echo '--- mounts'
+grep -E ' (/var/lib/kubelet|/run/containerd|/run/netns|/var/lib/containerd|/tmp/kbuild-k8s)' \
+    /proc/self/mounts
+echo '--- files'
+ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /etc/cni /opt/cni \
     /etc/containerd /var/lib/containerd /run/containerd /run/flannel /root/.kube /etc/crictl.yaml \
     /etc/systemd/system/kubelet.service /etc/systemd/system/containerd.service \
-    /etc/systemd/system/kbuild-registry.service /usr/local/bin/kubectl /usr/local/bin/kubeadm 2>/dev/null
-echo '--- units'; systemctl list-units --all --plain --no-legend | grep -E 'kubelet|containerd|kbuild-registry' | sort
+    /etc/systemd/system/kbuild-registry.service /usr/local/bin/kubectl \
+    /usr/local/bin/kubeadm 2>/dev/null
+echo '--- units'
+systemctl list-units --all --plain --no-legend | grep -E 'kubelet|containerd|kbuild-registry' | sort
 """
 
 
@@ -243,7 +250,8 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     assert f"name: {CLUSTER}" in stored and h1.ip in stored
     assert h0.root_password not in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                                                 "-o jsonpath={.data.Clusterfile} | base64 -d")
-    assert _kubectl(m0, "get node h1 -o jsonpath={.metadata.labels.kbuild\\.test/role}") == "worker"
+    role = _kubectl(m0, "get node h1 -o jsonpath='{.metadata.labels.kbuild\\.test/role}'")
+    assert role == "worker"
 
     # join a third node
     kbuild(env, "join", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
@@ -266,8 +274,10 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
 
 
 def _assert_clean(conn: Connection, container: str, before: str, leftovers_before: str) -> None:
-    assert snapshot(conn, DATA_ROOT) == before
-    assert conn.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout == leftovers_before
+    for now, was in ((snapshot(conn, DATA_ROOT), before),
+                     (conn.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout, leftovers_before)):
+        diff = list(difflib.unified_diff(was.splitlines(), now.splitlines(), lineterm=""))
+        assert now == was, f"{conn.name} is not as before:\n" + "\n".join(diff)
     assert _kube_rules(container) == []
 
 

@@ -56,5 +56,9 @@ rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /run/flannel 
     /etc/containerd /run/containerd "$CONTAINERD_ROOT" /var/lib/containerd /root/.kube /etc/crictl.yaml \
     /var/log/pods /var/log/containers
 rm -f /etc/cni/net.d/10-flannel.conflist
-rmdir /etc/cni/net.d /etc/cni /opt/cni/bin /opt/cni 2>/dev/null
+rmdir /etc/cni/net.d /etc/cni 2>/dev/null
+if [ -f etc/kbuild/absent-dirs ]; then
+    # deepest first; only if still empty (something else may have filled them)
+    sort -r etc/kbuild/absent-dirs | while read -r d; do rmdir "$d" 2>/dev/null; done
+fi
 exit 0

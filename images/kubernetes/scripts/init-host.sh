@@ -4,6 +4,14 @@
 # master0 the embedded registry.
 . ./scripts/lib.sh
 
+# directories kubelet creates for the control plane's hostPath volumes
+# (DirectoryOrCreate): remember those that were not there, clean-host.sh removes them
+if [ ! -f etc/kbuild/absent-dirs ]; then
+    for d in $HOSTPATH_DIRS; do
+        [ -e "$d" ] || echo "$d"
+    done >etc/kbuild/absent-dirs.tmp
+    mv etc/kbuild/absent-dirs.tmp etc/kbuild/absent-dirs
+fi
 for b in $LINKED; do ln -sfn "$ROOTFS/bin/$b" "/usr/local/bin/$b"; done
 mkdir -p /etc/containerd /etc/cni/net.d "$CONTAINERD_ROOT"
 cp etc/kbuild/containerd/config.toml /etc/containerd/config.toml.tmp

@@ -11,6 +11,10 @@ CRI_SOCKET=unix:///run/containerd/containerd.sock
 # commands on the hosts' PATH (kubeadm reset and users call them by name)
 LINKED="kubeadm kubelet kubectl crictl ctr"
 UNITS="kubelet.service containerd.service kbuild-registry.service"
+HOSTPATH_DIRS="/etc/ssl /etc/ssl/certs /etc/ca-certificates /etc/pki /etc/pki/ca-trust /etc/pki/tls
+/usr/share/ca-certificates /usr/local/share/ca-certificates /usr/libexec/kubernetes
+/usr/libexec/kubernetes/kubelet-plugins /usr/libexec/kubernetes/kubelet-plugins/volume
+/usr/libexec/kubernetes/kubelet-plugins/volume/exec /opt/cni /opt/cni/bin"
 
 log() { printf '%s\n' "$*" >&2; }
 

@@ -20,7 +20,9 @@ func main() {
 			fmt.Fprintln(os.Stderr, "usage: web get URL N (1..1000)")
 			os.Exit(2)
 		}
-		client := &http.Client{Timeout: 3 * time.Second}
+		// a new connection per request, so that the Service picks an endpoint each time
+		client := &http.Client{Timeout: 3 * time.Second,
+			Transport: &http.Transport{DisableKeepAlives: true}}
 		ok := 0
 		for i := 0; i < n; i++ {
 			resp, err := client.Get(os.Args[2])

@@ -1,0 +1,163 @@
+"""kbuild.runtime.kubernetes: detection, cluster PKI, generated host files, redaction.
+
+The generated kubeadm files are also checked by the real kubeadm
+(``kubeadm config validate`` and ``config images list``) when the cached
+binaries are there.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kbuild.errors import ClusterError
+from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime import kubernetes as kube
+from kbuild.runtime import pki
+from kbuild.runtime.image import ImageInfo
+
+K8S = "v1.37.2"
+CACHE = Path(os.environ.get("KBUILD_K8S_CACHE", "/var/cache/kbuild/kubernetes"))
+KUBEADM = CACHE / K8S / "bin/kubeadm"
+
+CF = """apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {name: kt}
+spec:
+  image: kubernetes:v1.37.2
+  ssh: {passwd: s3cret-pw, pkPasswd: s3cret-pp}
+  env: [SvcCIDR=10.100.0.0/16]
+  hosts:
+  - {ips: [10.0.0.2], roles: [master]}
+  - {ips: [10.0.0.3], roles: [node], labels: {disk: ssd}, ssh: {passwd: other-pw}}
+---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: ClusterConfiguration
+apiServer: {certSANs: [k8s.example.com]}
+"""
+
+
+def image(labels: dict[str, str] | None = None) -> ImageInfo:
+    return ImageInfo(
+        ref="kubernetes:v1.37.2", manifest_digest="sha256:" + "0" * 64, os="linux",
+        arch="amd64",
+        env={"PodCIDR": "10.244.0.0/16", "SvcCIDR": "10.96.0.0/22", "CgroupDriver": "cgroupfs"},
+        labels={kube.LABEL: K8S, kube.PAUSE_LABEL: "3.10.2"} if labels is None else labels,
+        layers=[], apps={}, launch=None, cmds=None, cmd=[],
+    )  # fmt: skip
+
+
+def test_detection() -> None:
+    assert kube.kubernetes_version(image()) == K8S
+    assert kube.kubernetes_version(image({})) is None
+    assert kube.kubernetes_version(None) is None
+    with pytest.raises(ClusterError, match="not a version"):
+        kube.kubernetes_version(image({kube.LABEL: "latest"}))
+
+
+def test_cluster_pki_made_once_reissued_for_new_master0(tmp_path: Path) -> None:
+    cf = cfmod.loads(CF)
+    first = kube.cluster_pki(tmp_path, cf.cluster)
+    d = tmp_path / "pki"
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    for name in ("ca.key", "registry.key"):
+        assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
+    names, ips = pki.san_names(first.registry)
+    assert "sea.hub" in names and "10.0.0.2" in ips
+    again = kube.cluster_pki(tmp_path, cf.cluster)
+    assert again.ca.cert_pem == first.ca.cert_pem
+    assert again.registry.cert_pem == first.registry.cert_pem
+    moved = cfmod.loads(CF.replace("10.0.0.2", "10.0.0.9"))
+    third = kube.cluster_pki(tmp_path, moved.cluster)
+    assert third.ca.cert_pem == first.ca.cert_pem
+    assert third.registry.cert_pem != first.registry.cert_pem
+    assert "10.0.0.9" in pki.san_names(third.registry)[1]
+
+
+def _files(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, bytes], bytes]:
+    cf = cfmod.loads(CF)
+    p = kube.cluster_pki(tmp_path, cf.cluster)
+    config = kube.kubeadm_config(cf, image(), None)
+    m0, n1 = (
+        kube.host_files(cf, cf.cluster.host(ip), image(), p.ca.cert_pem, rootfs="/d/kt/rootfs",
+                        containerd_root="/d/kt/containerd", config=config)
+        for ip in ("10.0.0.2", "10.0.0.3")
+    )  # fmt: skip
+    return m0, n1, p.ca.cert_pem
+
+
+def test_host_files(tmp_path: Path) -> None:
+    m0, n1, ca = _files(tmp_path)
+    assert "etc/kbuild/kubeadm-init.yaml" in m0 and "etc/kbuild/kubeadm-join.yaml" not in m0
+    assert "etc/kbuild/kubeadm-join.yaml" in n1 and "etc/kbuild/kubeadm-init.yaml" not in n1
+    docs = {d["kind"]: d for d in yaml.safe_load_all(m0["etc/kbuild/kubeadm-init.yaml"])}
+    cluster = docs["ClusterConfiguration"]
+    # image ENV under Clusterfile env; the Clusterfile's kubeadm document merged
+    assert cluster["networking"]["podSubnet"] == "10.244.0.0/16"
+    assert cluster["networking"]["serviceSubnet"] == "10.100.0.0/16"
+    assert cluster["imageRepository"] == "sea.hub:5000"
+    assert "k8s.example.com" in cluster["apiServer"]["certSANs"]
+    assert docs["KubeletConfiguration"]["cgroupDriver"] == "cgroupfs"
+    assert docs["KubeletConfiguration"]["failCgroupV1"] is False
+    assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "10.0.0.2"
+    join = yaml.safe_load(n1["etc/kbuild/kubeadm-join.yaml"])
+    assert join["discovery"]["bootstrapToken"]["token"] == kube.JOIN_TOKEN
+    assert "controlPlane" not in join
+    toml = m0["etc/kbuild/containerd/config.toml"].decode()
+    assert "restrict_oom_score_adj = true" in toml
+    assert 'root = "/d/kt/containerd"' in toml
+    assert 'sandbox = "sea.hub:5000/pause:3.10.2"' in toml
+    assert 'BinaryName = "/d/kt/rootfs/bin/runc"' in toml
+    assert 'bin_dirs = ["/d/kt/rootfs/bin/cni"]' in toml
+    assert n1["etc/kbuild/containerd/certs.d/sea.hub:5000/ca.crt"] == ca
+    default = n1["etc/kbuild/containerd/certs.d/_default/hosts.toml"].decode()
+    assert 'server = "https://sea.hub:5000"' in default
+    env = m0["etc/kbuild/kube.env"].decode()
+    assert "REGISTRY=sea.hub:5000\n" in env and "POD_CIDR=10.244.0.0/16\n" in env
+    aliases = kube.host_alias_lines(cfmod.loads(CF).cluster)
+    assert aliases == "10.0.0.2 sea.hub apiserver.cluster.local\n"
+
+
+def test_secret_files_modes(tmp_path: Path) -> None:
+    cf = cfmod.loads(CF)
+    p = kube.cluster_pki(tmp_path, cf.cluster)
+    files = kube.master0_secret_files("/d/kt", p.registry, "/d/kt/rootfs")
+    assert files["/d/kt/pki/registry.key"] == (p.registry.key_pem, 0o600)
+    config = yaml.safe_load(files["/d/kt/pki/registry.yml"][0])
+    assert config["storage"]["filesystem"]["rootdirectory"] == "/d/kt/rootfs/registry"
+    assert config["http"]["tls"]["key"] == "/d/kt/pki/registry.key"
+
+
+def test_redacted_clusterfile() -> None:
+    text = kube.redacted_clusterfile(cfmod.loads(CF))
+    for secret in ("s3cret-pw", "s3cret-pp", "other-pw"):
+        assert secret not in text
+    assert "10.0.0.3" in text and "disk: ssd" in text
+
+
+@pytest.mark.skipif(not KUBEADM.exists(), reason="kubeadm binary not built (build-from-source.sh)")
+def test_real_kubeadm_accepts_the_files(tmp_path: Path) -> None:
+    m0, n1, _ = _files(tmp_path)
+    init = tmp_path / "init.yaml"
+    init.write_bytes(m0["etc/kbuild/kubeadm-init.yaml"])
+    subprocess.run([str(KUBEADM), "config", "validate", "--config", str(init)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    images = subprocess.run(
+        [str(KUBEADM), "config", "images", "list", "--config", str(init)],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.split()  # fmt: skip
+    assert "sea.hub:5000/kube-apiserver:v1.37.2" in images
+    assert "sea.hub:5000/coredns/coredns:v1.14.6" in images
+    assert "sea.hub:5000/pause:3.10.2" in images
+    join = tmp_path / "join.yaml"
+    text = n1["etc/kbuild/kubeadm-join.yaml"].decode()
+    text = text.replace(kube.JOIN_TOKEN, "abcdef.0123456789abcdef").replace(
+        kube.JOIN_CA_HASH, "sha256:" + "a" * 64)
+    join.write_text(text)
+    subprocess.run([str(KUBEADM), "config", "validate", "--config", str(join)],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
