@@ -370,3 +370,40 @@ def test_a_host_receives_two_layers_at_once(store: Store, hosts: tuple[HostSet, 
         assert host_layers(conn, DATA_ROOT, image).missing == []
     finally:
         conn.run(f"rm -rf {DATA_ROOT}")
+
+
+def test_openssl_hashes_the_stream_when_the_host_has_it(
+    store: Store, hosts: tuple[HostSet, HostSet]
+) -> None:
+    """With openssl on the host the stream is hashed by `openssl dgst` (SHA
+    instructions); the check still refuses a wrong stream and keeps the right one."""
+    import subprocess
+
+    image = _image(store)
+    layer = image.layers[0]
+    host = hosts[1][0]
+    real = "/usr/local/lib/kbuild-test-openssl"
+    subprocess.run(["podman", "cp", "/usr/bin/openssl", f"{host.container}:{real}"],
+                   check=True, capture_output=True, timeout=60)  # fmt: skip
+    conn = _conn(hosts[1])
+    # a wrapper that notes each use, then runs the real openssl
+    conn.run(
+        "printf '%s\\n' '#!/bin/sh' 'echo \"$*\" >>/tmp/kbuild-openssl.log' "
+        f"'exec {real} \"$@\"' >/usr/local/bin/openssl && chmod 755 /usr/local/bin/openssl"
+    )
+    blob = store.open_blob(layer.digest).read()
+    tar_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    other = zstandard.ZstdCompressor(level=19).compress(tar_bytes)
+    want = layer.digest.removeprefix("sha256:")
+    cmd = remote_script("receive-layer.sh", layer_store(DATA_ROOT), layer.hex, "zstd", want)
+    try:
+        with pytest.raises(HostError) as err:
+            conn.run(cmd, stdin=other)
+        assert err.value.exit_status == 4
+        assert f"is {hashlib.sha256(other).hexdigest()}, not {want}" in err.value.output_tail
+        assert _leftovers(conn) == ""
+        conn.run(cmd, stdin=blob)
+        assert layer.hex not in {x.hex for x in host_layers(conn, DATA_ROOT, image).missing}
+        assert conn.run("cat /tmp/kbuild-openssl.log").stdout == "dgst -sha256 -r\n" * 2
+    finally:
+        conn.run(f"rm -rf {DATA_ROOT} /usr/local/bin/openssl {real} /tmp/kbuild-openssl.log")
