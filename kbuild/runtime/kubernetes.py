@@ -28,6 +28,7 @@ init``/``join``, the network add-on, ``kubeadm reset`` and cleaning.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import shlex
@@ -275,6 +276,14 @@ def host_alias_lines(cluster: Cluster) -> str:
 
 
 # ---------------------------------------------------------------- client side
+
+
+def forget(state_dir: Path) -> None:
+    """Remove the kubeconfig and the cluster's PKI from the local state (delete --all)."""
+    for path in (kubeconfig_path(state_dir), *sorted((state_dir / "pki").glob("*"))):
+        path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        (state_dir / "pki").rmdir()
 
 
 def kubeconfig_path(state_dir: Path) -> Path:

@@ -732,6 +732,7 @@ def delete_cluster(
                         conn, plugin, "/", s._clean_env(m0, "post-uninstall"), progress=s.progress
                     )
             if not errors:
+                kube.forget(s.sd.path)
                 s.sd.remove()
             else:
                 for ip in cleaned:
@@ -886,4 +887,5 @@ def _delete_podman_hosts(s: _Session) -> None:
     known = KnownHosts((s.opts.state_root or state_root()) / "known_hosts")
     for h in s.cf.cluster.all_hosts():
         known.forget(h.ip, h.ssh.port or 22)
+    kube.forget(s.sd.path)
     s.sd.remove()

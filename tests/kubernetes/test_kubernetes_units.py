@@ -77,6 +77,9 @@ def test_cluster_pki_made_once_reissued_for_new_master0(tmp_path: Path) -> None:
     assert third.ca.cert_pem == first.ca.cert_pem
     assert third.registry.cert_pem != first.registry.cert_pem
     assert "10.0.0.9" in pki.san_names(third.registry)[1]
+    (tmp_path / "kubeconfig").write_text("x")
+    kube.forget(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def _files(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, bytes], bytes]:
