@@ -850,7 +850,12 @@ def podman_clusterfile(
     def on_event(ev: podman.ProviderEvent) -> None:
         emit(opts.progress, Message(f"podman: {ev.what} {ev.name} {ev.detail}".rstrip()))
 
-    hosts = podman.create_hosts(name, names, roles=roles, root_password=password, progress=on_event)
+    # a Kubernetes image gets a network with no route out: nothing may be pulled
+    # from outside, and a ClusterIP must never leak to a default gateway
+    internal = kube.kubernetes_version(inspect_image(opts.store, image, arch=None)) is not None
+    hosts = podman.create_hosts(
+        name, names, roles=roles, root_password=password, progress=on_event, internal=internal
+    )
     chosen = data_root
     if chosen is None:
         creds = hosts[0].credentials
