@@ -15,7 +15,8 @@
 # bytes for a zstd layer and makes no extra copy of the tar. Only when the
 # sum equals SUM is the temp dir renamed to STORE/HEX (holding fs/ and the
 # marker file "verified"). Any failure removes the temp dir, so an interrupted
-# transfer leaves no partial layer. OCI whiteouts (.wh.NAME) become overlay whiteouts (0/0 char devices).
+# transfer leaves no partial layer. OCI whiteouts (.wh.NAME) become overlay
+# whiteouts (0/0 char devices).
 set -eu
 store=$1 hex=$2 decompress=$3 sum=${4:-$2}
 umask 022
