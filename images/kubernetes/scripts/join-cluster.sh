@@ -9,6 +9,9 @@ hash=$(kubeadm token create --print-join-command --ttl 1s 2>/dev/null | sed -n '
 echo "kbuild-export: KUBE_TOKEN=$token"
 echo "kbuild-export: KUBE_CA_HASH=$hash"
 if [ -n "${KBUILD_JOIN_MASTERS:-}" ]; then
-    key=$(kubeadm init phase upload-certs --upload-certs 2>/dev/null | tail -n 1)
+    key=$(kubeadm init phase upload-certs --upload-certs --config etc/kbuild/kubeadm-init.yaml | tail -n 1)
+    case "$key" in
+        *[!0-9a-f]* | "") log "kubeadm upload-certs printed no certificate key: $key"; exit 1 ;;
+    esac
     echo "kbuild-export: KUBE_CERT_KEY=$key"
 fi
