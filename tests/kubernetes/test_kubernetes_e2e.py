@@ -11,7 +11,8 @@ One cluster bring-up (1 master + 1 node, a third host joined later) on an
   and ``kbuild exec -- kubectl get nodes`` works on the master;
 - the Clusterfile is stored in the cluster, host labels are applied;
 - ``kbuild join --nodes`` → the third node Ready; ``kbuild delete --nodes`` →
-  it is gone from the cluster and its host is clean;
+  it is gone from the cluster and its host is clean; the same host joined
+  as a second master (2 etcd members) and deleted again (1 member, clean);
 - ``kbuild delete --all`` → both hosts clean (no kube processes, mounts,
   units, CNI interfaces, iptables rules of the cluster, or files).
 
@@ -159,6 +160,13 @@ def _ready_nodes(m0: Connection) -> dict[str, bool]:
     return ready
 
 
+def _etcd_members(m0: Connection) -> list[str]:
+    return _kubectl(
+        m0, "-n kube-system exec etcd-h0 -- etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt "
+        "--cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key "
+        "member list").splitlines()
+
+
 def _pods(m0: Connection, selector: str, ns: str = "default") -> list[dict[str, str]]:
     out = _kubectl(m0, f"-n {ns} get pods -l {selector} -o json", check=False)
     if not out.strip():
@@ -264,6 +272,18 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     kbuild(env, "delete", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
            timeout=600)  # fmt: skip
     assert h2.ip not in _ready_nodes(m0)
+    _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+
+    # the same host as a second master (certificate key, etcd member), then gone again
+    kbuild(env, "join", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
+           timeout=600)  # fmt: skip
+    _wait("the second master Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
+    assert "control-plane" in _kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
+    assert len(_etcd_members(m0)) == 2
+    kbuild(env, "delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
+           timeout=600)  # fmt: skip
+    assert h2.ip not in _ready_nodes(m0)
+    assert [m.split(", ")[2] for m in _etcd_members(m0)] == ["h0"]
     _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
 
     # delete --all: every host as before

@@ -4,7 +4,11 @@
 . ./scripts/lib.sh
 
 if [ ! -f /etc/kubernetes/admin.conf ]; then
-    kubeadm init --config etc/kbuild/kubeadm-init.yaml --skip-token-print
+    # a failed init is undone, so that a re-run of `kbuild run` starts clean
+    if ! kubeadm init --config etc/kbuild/kubeadm-init.yaml --skip-token-print; then
+        kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 || true
+        exit 1
+    fi
 fi
 mkdir -p /root/.kube
 cp /etc/kubernetes/admin.conf /root/.kube/config

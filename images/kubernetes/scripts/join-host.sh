@@ -7,7 +7,11 @@ if [ ! -f /etc/kubernetes/kubelet.conf ]; then
     umask 077
     sed -e "s|@KBUILD_TOKEN@|$KUBE_TOKEN|" -e "s|@KBUILD_CA_HASH@|$KUBE_CA_HASH|" \
         -e "s|@KBUILD_CERT_KEY@|${KUBE_CERT_KEY:-}|" etc/kbuild/kubeadm-join.yaml >etc/kbuild/kubeadm-join.final.yaml
-    kubeadm join --config etc/kbuild/kubeadm-join.final.yaml
+    if ! kubeadm join --config etc/kbuild/kubeadm-join.final.yaml; then
+        rm -f etc/kbuild/kubeadm-join.final.yaml
+        kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 || true
+        exit 1
+    fi
     rm -f etc/kbuild/kubeadm-join.final.yaml
 fi
 if is_master; then
