@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   podman buildah skopeo docker-registry debootstrap uidmap slirp4netns
   fuse-overlayfs openssh-client apache2-utils openssl iproute2 zstd tar time runc
-  containerd curl libseccomp-dev gcc libc6-dev
+  containerd curl libseccomp-dev gcc libc6-dev iptables nftables
 )
 
 missing=()
