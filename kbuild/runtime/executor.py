@@ -185,7 +185,6 @@ class Executor(abc.ABC):
         """True when commands run as root without sudo."""
         return self.credentials.user == "root"
 
-    @abc.abstractmethod
     def run(
         self,
         cmd: str,
@@ -203,6 +202,24 @@ class Executor(abc.ABC):
         host, the command, the exit status and the last lines of output;
         ``timeout`` (seconds) bounds the whole command.
         """
+        proc = self.open_exec(cmd, sudo=sudo, env=env, on_output=on_output)
+        return finish(proc, stdin, timeout=timeout, check=check)
+
+    def _command_line(
+        self, cmd: str, *, sudo: bool, env: Mapping[str, str] | None
+    ) -> tuple[str, bytes]:
+        """The shell line that runs ``cmd`` (through sudo when it must) and the
+        bytes to send before the command's own stdin (the sudo password)."""
+        need_pw = sudo and not self.is_root and self._sudo_needs_password()
+        line = wrap_command(
+            cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
+        )
+        prefix = (self.credentials.password or "").encode() + b"\n" if need_pw else b""
+        return line, prefix
+
+    @abc.abstractmethod
+    def _sudo_needs_password(self) -> bool:
+        """Whether sudo will read a password (never send one it would not read)."""
 
     @abc.abstractmethod
     def open_exec(
@@ -414,11 +431,7 @@ class LocalConnection(Executor):
         env: Mapping[str, str] | None = None,
         on_output: OutputCallback | None = None,
     ) -> Process:
-        need_pw = sudo and not self.is_root and self._sudo_needs_password()
-        line = wrap_command(
-            cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
-        )
-        prefix = (self.credentials.password or "").encode() + b"\n" if need_pw else b""
+        line, prefix = self._command_line(cmd, sudo=sudo, env=env)
         return _LocalProcess(self.name, cmd, ["sh", "-c", line], prefix, on_output)
 
     def _sudo_needs_password(self) -> bool:
@@ -431,17 +444,3 @@ class LocalConnection(Executor):
             )
             self._sudo_nopasswd = probe.returncode == 0
         return not self._sudo_nopasswd
-
-    def run(
-        self,
-        cmd: str,
-        *,
-        sudo: bool = True,
-        check: bool = True,
-        stdin: bytes | str | None = None,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        on_output: OutputCallback | None = None,
-    ) -> Result:
-        proc = self.open_exec(cmd, sudo=sudo, env=env, on_output=on_output)
-        return finish(proc, stdin, timeout=timeout, check=check)

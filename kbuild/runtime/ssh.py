@@ -41,8 +41,6 @@ from kbuild.runtime.executor import (
     _short,
     command_failed,
     command_timed_out,
-    finish,
-    wrap_command,
 )
 from kbuild.runtime.hostkeys import KnownHosts
 
@@ -406,11 +404,7 @@ class Connection(Executor):
         env: Mapping[str, str] | None = None,
         on_output: OutputCallback | None = None,
     ) -> Process:
-        need_pw = sudo and not self.is_root and self._sudo_needs_password()
-        line = wrap_command(
-            cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
-        )
-        prefix = (self.credentials.password or "").encode() + b"\n" if need_pw else b""
+        line, prefix = self._command_line(cmd, sudo=sudo, env=env)
         chan = self._channel()
         try:
             chan.exec_command(line)
@@ -419,20 +413,6 @@ class Connection(Executor):
             raise HostError(self.name, f"cannot start the command: {_describe(exc)}",
                             command=_short(cmd)) from exc  # fmt: skip
         return _RemoteProcess(self.name, cmd, chan, prefix, on_output)
-
-    def run(
-        self,
-        cmd: str,
-        *,
-        sudo: bool = True,
-        check: bool = True,
-        stdin: bytes | str | None = None,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        on_output: OutputCallback | None = None,
-    ) -> Result:
-        proc = self.open_exec(cmd, sudo=sudo, env=env, on_output=on_output)
-        return finish(proc, stdin, timeout=timeout, check=check)
 
 
 def _tcp_keepalive(sock: socket.socket) -> None:
