@@ -23,7 +23,7 @@ from kbuild.builder import (
 )
 from kbuild.builder.inspect import image_history, inspect_image
 from kbuild.errors import UsageError
-from kbuild.layerstore import Store
+from kbuild.layerstore import Reference, Store
 
 from .common import store_root
 
@@ -203,7 +203,7 @@ def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...
         result = build(store, options, progress=on_event, pull=_pull_function())
     finally:
         renderer.close()
-    names = ", ".join(result.tags) if result.tags else "(untagged)"
+    names = ", ".join(Reference.parse(t).familiar for t in result.tags) or "(untagged)"
     click.echo(
         f"Built {names}\n  image  {result.manifest.digest}\n"
         f"  size   {_human(result.size)} in {result.layers} layers\n"

@@ -40,7 +40,7 @@ def test_build_inspect_history(project: Path, tmp_path: Path,
     assert code == 0, err
     assert "[3/5] COPY manifests /manifests" in err
     assert "[3/5] DONE" in err
-    assert "Built docker.io/library/dash:v1, docker.io/library/dash:latest" in out
+    assert "Built dash:v1, dash:latest" in out
     assert "image  sha256:" in out and "in 2 layers" in out
 
     code, out, err = _run(["--root", root, "build", "-t", "dash:v1", "--label", "release=1",
