@@ -8,6 +8,7 @@ memory stays flat whatever the layer size.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import hashlib
 import queue
@@ -22,7 +23,7 @@ class _Sink(Protocol):
     def write(self, data: bytes | bytearray | memoryview) -> object: ...
 
 
-class _Worker:
+class _Worker(abc.ABC):
     """A thread applying ``handle`` to queued items, in order."""
 
     def __init__(self, name: str) -> None:
@@ -32,8 +33,9 @@ class _Worker:
         self._thread.start()
         self._closed = False
 
-    def handle(self, item: Any) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def handle(self, item: Any) -> None:
+        """Process one queued item (runs in the worker thread)."""
 
     def _run(self) -> None:
         while True:
@@ -47,7 +49,7 @@ class _Worker:
                     self.error = exc
             self.after(item)
 
-    def after(self, item: Any) -> None:
+    def after(self, item: Any) -> None:  # noqa: B027 - a hook; most workers need none
         """Called for every item, also after an error (to return buffers)."""
 
     def put(self, item: Any) -> None:
