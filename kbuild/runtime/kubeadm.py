@@ -69,6 +69,8 @@ DEFAULT_VIP = "10.103.97.2"
 DEFAULT_POD_CIDR = "100.64.0.0/10"
 DEFAULT_SVC_CIDR = "10.96.0.0/22"
 DEFAULT_CRI_SOCKET = "unix:///run/containerd/containerd.sock"
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+"""The key of kubeadm's default taint on masters (effect NoSchedule)."""
 PROXY_MODES = ("ipvs", "iptables", "nftables")
 
 _ARG_LISTS = ("extraArgs", "kubeletExtraArgs")
@@ -254,17 +256,29 @@ def _cidr(env: Mapping[str, str], key: str, default: str) -> str:
 
 
 def _taints(host: Host) -> list[dict[str, str]] | None:
-    """nodeRegistration.taints for a host, or None for kubeadm's default."""
+    """nodeRegistration.taints for a host, or None for kubeadm's default.
+
+    kubeadm's default is the control-plane taint on masters and none on
+    nodes; the host's taints apply in order to that list, as ``kubectl
+    taint --overwrite`` would: an added taint replaces one with the same
+    key and effect, ``key:Effect-`` removes that one, ``key-`` every effect
+    of the key. The result is the whole list kubeadm registers the node
+    with (``[]`` when everything was removed: kubeadm then adds nothing).
+    """
     if not host.taints:
         return None
     current: list[Taint] = []
     if host.is_master:
-        current.append(Taint("node-role.kubernetes.io/control-plane", "", "NoSchedule"))
+        current.append(Taint(CONTROL_PLANE_TAINT, "", "NoSchedule"))
     for t in host.taints:
         if t.remove:
             current = [c for c in current
                        if not (c.key == t.key and (not t.effect or c.effect == t.effect))]
-        elif not any(c.key == t.key and c.effect == t.effect for c in current):
+            continue
+        same = [i for i, c in enumerate(current) if c.key == t.key and c.effect == t.effect]
+        if same:
+            current[same[0]] = t
+        else:
             current.append(t)
     out = []
     for t in current:
@@ -395,8 +409,13 @@ def build_config(
         doc = deep_merge(doc, user_layer.get(kind, {}))
         return _head(kind, doc)
 
+    init = merged(INIT, defaults[INIT])
+    # the host's own taints win over nodeRegistration.taints of any layer (as in joins)
+    master0_taints = _taints(cluster.masters()[0])
+    if master0_taints is not None:
+        init.setdefault("nodeRegistration", {})["taints"] = master0_taints
     return KubeadmConfig(
-        init=merged(INIT, defaults[INIT]),
+        init=init,
         cluster=merged(CLUSTER, defaults[CLUSTER]),
         join_master=merged(JOIN, defaults[JOIN + "/master"]),
         join_node=merged(JOIN, defaults[JOIN + "/node"]),

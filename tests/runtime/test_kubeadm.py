@@ -406,3 +406,47 @@ def test_kubeadm_asks_the_embedded_registry_for_every_image(tmp_path: Path) -> N
                      f"{REG}/kube-scheduler", f"{REG}/kube-proxy", f"{REG}/etcd",
                      f"{REG}/pause", f"{REG}/coredns/coredns"}
     assert f"{REG}/kube-apiserver:v1.37.2" in images
+
+
+def _taints_of(text: str) -> tuple[Any, Any]:
+    cf = clusterfile.loads(text)
+    conf = build_config(cf.cluster, Settings("v1.37.2", REG), user_documents=cf.others)
+    master = join_document(conf, cf.cluster.host("192.168.0.3"), token=TOKEN,
+                           ca_cert_hashes=[HASH], certificate_key=CERT_KEY)
+    return conf.init["nodeRegistration"]["taints"], master["nodeRegistration"]["taints"]
+
+
+def test_taints_apply_in_order_to_kubeadm_default() -> None:
+    cp = {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}
+    # an added taint keeps the default control-plane taint of a master
+    init, master = _taints_of(_cluster_text(taints='taints: ["a=1:NoExecute"]'))
+    assert init == master == [cp, {"key": "a", "effect": "NoExecute", "value": "1"}]
+    # same key and effect: the later one replaces (kubectl taint --overwrite)
+    init, _ = _taints_of(_cluster_text(
+        taints='taints: ["node-role.kubernetes.io/control-plane=x:NoSchedule"]'))
+    assert init == [{**cp, "value": "x"}]
+    # `key-` removes every effect of the key; a removal of another effect keeps it
+    init, _ = _taints_of(_cluster_text(
+        taints='taints: ["a:NoExecute", "a:PreferNoSchedule", "node-role.kubernetes.io/'
+               'control-plane:NoExecute-", "a-"]'))
+    assert init == [cp]
+    # removed and added again: the added one stays
+    init, _ = _taints_of(_cluster_text(
+        taints='taints: ["node-role.kubernetes.io/control-plane-", "b:NoSchedule"]'))
+    assert init == [{"key": "b", "effect": "NoSchedule"}]
+
+
+def test_host_taints_win_over_user_init_document() -> None:
+    user = """---
+apiVersion: kubeadm.k8s.io/v1beta4
+kind: InitConfiguration
+nodeRegistration:
+  taints: [{key: user, effect: NoSchedule}]
+"""
+    text = _cluster_text(extra=user,
+                         taints='taints: ["node-role.kubernetes.io/control-plane:NoSchedule-"]')
+    init, master = _taints_of(text)
+    assert init == [] and master == []
+    # without host taints the user's document decides
+    conf = _build(_cluster_text(extra=user))
+    assert conf.init["nodeRegistration"]["taints"] == [{"key": "user", "effect": "NoSchedule"}]
