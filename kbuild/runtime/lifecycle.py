@@ -813,8 +813,10 @@ def exec_on_hosts(
 # ---------------------------------------------------------------- podman provider
 
 PODMAN_DATA_ROOTS = (cfmod.DEFAULT_DATA_ROOT, "/tmp/kbuild/data")
-"""dataRoot candidates for podman hosts: the default when it is not on the
-container's overlayfs (a volume), else the hosts' tmpfs."""
+"""dataRoot candidates for podman hosts: the default, on the host's own data
+volume (``/var/lib/kbuild``, see :mod:`kbuild.runtime.podman`; it survives a
+restart of the host), else (a host without that volume, whose ``/var/lib`` is
+the container's overlayfs) the hosts' tmpfs, lost on restart."""
 
 
 def podman_clusterfile(

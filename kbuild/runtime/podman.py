@@ -6,8 +6,13 @@ filesystem is built once with debootstrap, prepared by
 ``scripts/podman-host-prepare.sh``, cached as a tarball outside the repository
 and imported once as a podman image; nothing is rebuilt while both exist.
 
-Every container and network carries the label ``io.kbuild.cluster=<name>``,
-so :func:`delete_cluster` and :func:`delete_all` find them again. Callers may
+Every host gets a podman volume of its own mounted at ``/var/lib/kbuild``
+(:data:`DATA_MOUNT`): the container's root is overlayfs, where an overlay
+upper dir cannot live, so kbuild's default dataRoot ``/var/lib/kbuild/data``
+is on that volume, a real disk that survives ``podman restart`` (a reboot of
+the host). Every container, volume and network carries the label
+``io.kbuild.cluster=<name>``, so :func:`delete_cluster` and
+:func:`delete_all` find them again; a host's volume goes with it. Callers may
 add labels of their own (the test fixtures mark the containers of one test
 run). The provider talks to nothing but podman and the hosts it made.
 """
@@ -37,6 +42,7 @@ from kbuild.runtime.ssh import Credentials
 __all__ = [
     "BASE_PACKAGES",
     "CLUSTER_LABEL",
+    "DATA_MOUNT",
     "HostImage",
     "PodmanHost",
     "ProviderEvent",
@@ -51,13 +57,17 @@ __all__ = [
     "list_clusters",
     "network_name",
     "network_subnet",
+    "restart_host",
     "start_host",
     "stop_host",
+    "volume_name",
     "wait_for_ssh",
 ]
 
 CLUSTER_LABEL = "io.kbuild.cluster"
 ROLE_LABEL = "io.kbuild.role"
+DATA_MOUNT = "/var/lib/kbuild"
+"""Where each host's own podman volume is mounted (kbuild's data, off overlayfs)."""
 BASE_PACKAGES: tuple[str, ...] = (
     "systemd",
     "systemd-sysv",
@@ -339,6 +349,26 @@ def network_name(cluster: str) -> str:
     return f"kbuild-{cluster}"
 
 
+def volume_name(container: str) -> str:
+    """The podman volume of a host container, mounted at :data:`DATA_MOUNT`."""
+    return f"{container}-data"
+
+
+def _create_volume(container: str, labels: Mapping[str, str]) -> str:
+    """Create the host's data volume; a leftover of a host that is gone is
+    removed first (its data belonged to a cluster that no longer exists)."""
+    name = volume_name(container)
+    if _podman("volume", "exists", name, check=False).returncode == 0:
+        if _podman("container", "exists", container, check=False).returncode == 0:
+            raise ClusterError(
+                f"podman container {container} already exists",
+                hint="delete the cluster first (kbuild delete --all)",
+            )
+        _podman("volume", "rm", "-f", name, timeout=120, what=name)
+    _podman("volume", "create", *_label_args(labels), name, timeout=60, what=name)
+    return name
+
+
 def _check_name(cluster: str) -> None:
     if not _NAME_RE.match(cluster):
         raise UsageError(
@@ -387,6 +417,34 @@ def network_subnet(cluster: str) -> ipaddress.IPv4Network:
 
 
 # ---------------------------------------------------------------- hosts
+
+
+def _free_addresses(network: str, count: int) -> list[str]:
+    """``count`` addresses of the network no container holds, gateway skipped.
+
+    Hosts get fixed addresses (``--ip``): podman's IPAM may hand a restarted
+    container another one, and a Clusterfile names hosts by address.
+    """
+    cluster = network[len("kbuild-"):]
+    subnet = network_subnet(cluster)
+    used: set[str] = set()
+    names = _podman(
+        "ps", "-a", "--filter", f"network={network}", "--format", "{{.Names}}"
+    ).stdout.decode().split()
+    if names:
+        out = _podman("inspect", "--format", "{{json .NetworkSettings.Networks}}", *names)
+        for line in out.stdout.decode().splitlines():
+            nets = json.loads(line) or {}
+            ip = (nets.get(network) or {}).get("IPAddress")
+            if ip:
+                used.add(str(ip))
+    free: list[str] = []
+    for addr in list(subnet.hosts())[1:]:  # the first one is the gateway
+        if str(addr) not in used:
+            free.append(str(addr))
+            if len(free) == count:
+                return free
+    raise ClusterError(f"podman network {network} has no {count} free addresses")
 
 
 def _container_ip(container: str, network: str) -> str:
@@ -498,7 +556,9 @@ def create_hosts(
     img = image or ensure_host_image(progress=progress)
     net = _ensure_network(cluster, all_labels, internal=internal, progress=progress)
     started: list[str] = []
+    volumes: list[str] = []
     hosts: list[PodmanHost] = []
+    addresses = _free_addresses(net, len(hostnames))
     try:
         for i, hostname in enumerate(hostnames):
             role = roles[i] if roles else ""
@@ -506,9 +566,12 @@ def create_hosts(
                 f"kbuild-{cluster}-") else hostname
             if progress:
                 progress(ProviderEvent("host-start", hostname, container))
+            vol = _create_volume(container, all_labels)
+            volumes.append(vol)
             _podman(
                 "run", "-d", *_runtime_args(), "--name", container, "--hostname", hostname,
                 "--network", net, *_RUN_FLAGS, *_label_args(all_labels),
+                "--volume", f"{vol}:{DATA_MOUNT}", "--ip", addresses[i],
                 *(["--label", f"{ROLE_LABEL}={role}"] if role else []),
                 img, "/sbin/init",
                 timeout=120, what=hostname,
@@ -539,7 +602,9 @@ def create_hosts(
                 progress(ProviderEvent("host-ready", hostname, ip))
     except BaseException:
         if started:
-            _podman("rm", "-f", "-t", "0", *started, check=False, timeout=120)
+            _podman("rm", "-f", "-v", "-t", "0", *started, check=False, timeout=120)
+        if volumes:
+            _podman("volume", "rm", "-f", *volumes, check=False, timeout=120)
         raise
     return hosts
 
@@ -557,9 +622,21 @@ def start_host(host: PodmanHost, *, ssh_timeout: float = 90.0) -> str:
     return ip
 
 
+def restart_host(host: PodmanHost, *, ssh_timeout: float = 90.0) -> str:
+    """Restart a host (a reboot of its systemd; its volume stays) and wait for
+    sshd; returns its address."""
+    _podman("restart", "-t", "10", host.container, timeout=120, what=host.container)
+    ip = _container_ip(host.container, host.network)
+    wait_for_ssh(ip, 22, timeout=ssh_timeout, name=host.name)
+    return ip
+
+
 def _ls(kind: str, label_filter: str) -> list[str]:
     if kind == "container":
         out = _podman("ps", "-a", "--filter", f"label={label_filter}", "--format", "{{.Names}}")
+    elif kind == "volume":
+        out = _podman("volume", "ls", "--filter", f"label={label_filter}", "--format",
+                      "{{.Name}}")  # fmt: skip
     else:
         out = _podman("network", "ls", "--filter", f"label={label_filter}", "--format",
                       "{{.Name}}")  # fmt: skip
@@ -567,7 +644,7 @@ def _ls(kind: str, label_filter: str) -> list[str]:
 
 
 def delete_by_label(key: str, value: str, *, progress: Progress | None = None) -> list[str]:
-    """Remove every container, then every network, labelled ``key=value``.
+    """Remove every container, then every volume and network, labelled ``key=value``.
 
     Returns the names removed. Removing what is already gone is not an error.
     """
@@ -577,8 +654,14 @@ def delete_by_label(key: str, value: str, *, progress: Progress | None = None) -
     if containers:
         if progress:
             progress(ProviderEvent("delete", value, " ".join(containers)))
-        _podman("rm", "-f", "-t", "0", *containers, check=False, timeout=300)
+        _podman("rm", "-f", "-v", "-t", "0", *containers, check=False, timeout=300)
         removed += containers
+    volumes = _ls("volume", flt)
+    if volumes:
+        if progress:
+            progress(ProviderEvent("delete", value, " ".join(volumes)))
+        _podman("volume", "rm", "-f", *volumes, check=False, timeout=300)
+        removed += volumes
     for net in _ls("network", flt):
         if progress:
             progress(ProviderEvent("delete", value, net))
@@ -588,7 +671,7 @@ def delete_by_label(key: str, value: str, *, progress: Progress | None = None) -
 
 
 def delete_cluster(cluster: str, *, progress: Progress | None = None) -> list[str]:
-    """Remove the hosts and the network of one cluster."""
+    """Remove the hosts, their volumes and the network of one cluster."""
     return delete_by_label(CLUSTER_LABEL, cluster, progress=progress)
 
 
@@ -606,11 +689,17 @@ def list_clusters() -> dict[str, list[str]]:
     for net in _ls("network", CLUSTER_LABEL):
         if net.startswith("kbuild-"):
             result.setdefault(net[len("kbuild-"):], [])
+    vols = _podman(
+        "volume", "ls", "--filter", f"label={CLUSTER_LABEL}",
+        "--format", "{{index .Labels \"" + CLUSTER_LABEL + "\"}}",
+    ).stdout.decode()  # fmt: skip
+    for cluster in vols.split():
+        result.setdefault(cluster, [])
     return result
 
 
 def delete_all(*, progress: Progress | None = None) -> list[str]:
-    """Remove every podman host and network kbuild made (``kbuild delete --all``)."""
+    """Remove every podman host, volume and network kbuild made (``kbuild delete --all``)."""
     removed: list[str] = []
     for cluster in list_clusters():
         removed += delete_cluster(cluster, progress=progress)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.integration
 
 
 def _names(kind: str, cluster: str) -> list[str]:
-    args = ["ps", "-a"] if kind == "container" else ["network", "ls"]
+    args = ["ps", "-a"] if kind == "container" else [kind, "ls"]
     fmt = "{{.Names}}" if kind == "container" else "{{.Name}}"
     out = subprocess.run(
         ["podman", *args, "--filter", f"label={podman.CLUSTER_LABEL}={cluster}", "--format", fmt],
@@ -74,7 +74,8 @@ def test_create_and_delete_hosts(host_image: str, cluster_name: str, tmp_path) -
                 "hostname; cat /etc/machine-id; systemctl is-system-running --wait; "
                 "cat /etc/ssh/ssh_host_ed25519_key.pub; command -v zstd || echo no-zstd; "
                 "command -v tar sha256sum sudo tc; systemctl is-active ssh; "
-                "pgrep -c agetty || true"
+                "pgrep -c agetty || true; stat -f -c %T /var/lib /var/lib/kbuild; "
+                "findmnt -n -o TARGET /var/lib/kbuild"
             ).stdout.split("\n"))  # fmt: skip
     assert [f[0] for f in facts] == ["m0", "n0"]
     assert facts[0][1] != facts[1][1]  # machine-id per host
@@ -83,6 +84,11 @@ def test_create_and_delete_hosts(host_image: str, cluster_name: str, tmp_path) -
     assert facts[0][4] == "no-zstd"
     assert len([x for x in facts[0][5:9] if x.startswith("/")]) == 4
     assert facts[0][9] == "active" and facts[0][10] == "0"
+    # kbuild's data is on a volume of each host, not on the container's overlayfs
+    assert facts[0][11] == "overlayfs" and facts[0][12] != "overlayfs", facts[0]
+    assert facts[0][13] == podman.DATA_MOUNT
+    volumes = sorted(podman.volume_name(h.container) for h in hosts)
+    assert sorted(_names("volume", cluster_name)) == volumes
     # Labels let delete --all find everything.
     assert sorted(_names("container", cluster_name)) == sorted(h.container for h in hosts)
     assert _names("network", cluster_name) == [podman.network_name(cluster_name)]
@@ -95,7 +101,9 @@ def test_create_and_delete_hosts(host_image: str, cluster_name: str, tmp_path) -
     assert {e.what for e in events} >= {"network", "host-start", "host-ready"}
     removed = podman.delete_cluster(cluster_name)
     assert set(removed) >= {h.container for h in hosts}
+    assert set(removed) >= set(volumes)
     assert _names("container", cluster_name) == [] and _names("network", cluster_name) == []
+    assert _names("volume", cluster_name) == []
     assert podman.delete_cluster(cluster_name) == []
     assert cluster_name not in podman.list_clusters()
 
@@ -139,11 +147,43 @@ def test_failed_create_leaves_nothing(host_image: str, cluster_name: str) -> Non
     with pytest.raises(ClusterError):
         podman.create_hosts(cluster_name, ["x0"], image="localhost/kbuild-no-such-image:1",
                             labels={RUN_LABEL: RUN_ID})  # fmt: skip
-    assert _names("container", cluster_name) == []
+    assert _names("container", cluster_name) == [] and _names("volume", cluster_name) == []
     with pytest.raises(UsageError, match="not valid"):
         podman.create_hosts("Bad Name", ["a"], image=host_image)
     with pytest.raises(UsageError, match="not valid"):
         podman.create_hosts(cluster_name, ["UPPER"], image=host_image)
+
+
+def test_restart_keeps_address_and_data(host_image: str, cluster_name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    hosts = podman.create_hosts(
+        cluster_name, ["r0", "r1"], image=host_image, root_password="pw-restart",
+        labels={RUN_LABEL: RUN_ID},
+    )  # fmt: skip
+    h = hosts[0]
+    with Connection(h.ip, h.credentials, known_hosts=tmp_path / "kh") as c:
+        c.run(f"echo kept > {podman.DATA_MOUNT}/f; echo gone > /run/f; echo gone > /tmp/f")
+    # a restarted host keeps its address (a Clusterfile names it) and its volume
+    assert podman.restart_host(h) == h.ip
+    with Connection(h.ip, h.credentials, known_hosts=tmp_path / "kh") as c:
+        out = c.run(f"cat {podman.DATA_MOUNT}/f; cat /run/f /tmp/f 2>&1 || true").stdout
+    assert out.splitlines()[0] == "kept" and "gone" not in out
+    # a leftover volume of a host that no longer exists is not handed to a new one
+    subprocess.run(["podman", "rm", "-f", "-t", "0", h.container], check=True,
+                   capture_output=True)  # fmt: skip
+    assert podman.volume_name(h.container) in _names("volume", cluster_name)
+    [again] = podman.create_hosts(
+        cluster_name, ["r0"], image=host_image, root_password="pw-restart",
+        labels={RUN_LABEL: RUN_ID},
+    )  # fmt: skip
+    assert again.ip != hosts[1].ip
+    with Connection(again.ip, again.credentials, known_hosts=tmp_path / "kh2") as c:
+        assert c.run(f"ls -A {podman.DATA_MOUNT}").stdout == ""
+    # a host that exists is refused, its volume untouched
+    with pytest.raises(ClusterError, match="already exists"):
+        podman.create_hosts(cluster_name, ["r1"], image=host_image, labels={RUN_LABEL: RUN_ID})
+    assert sorted(_names("volume", cluster_name)) == sorted(
+        podman.volume_name(x.container) for x in hosts
+    )
 
 
 def test_wait_for_ssh_is_bounded(podman_hosts) -> None:  # type: ignore[no-untyped-def]
