@@ -9,10 +9,14 @@ One cluster bring-up (1 master + 1 node, a third host joined later) on an
   the Service (by its DNS name) to a pod on the other node;
 - the kubeconfig in the cluster's state dir (0600) works from this machine,
   and ``kbuild exec -- kubectl get nodes`` works on the master;
-- the Clusterfile is stored in the cluster, host labels are applied;
-- ``kbuild join --nodes`` → the third node Ready; ``kbuild delete --nodes`` →
+- the Clusterfile is stored in the cluster, host labels are applied, host
+  taints too (master0's control-plane taint removed by ``…:NoSchedule-``,
+  a ``PreferNoSchedule`` one on the node);
+- ``kbuild apply`` of the Clusterfile plus a third node with a ``NoSchedule``
+  taint → the node Ready with exactly that taint; ``kbuild delete --nodes`` →
   it is gone from the cluster and its host is clean; the same host joined
-  as a second master (2 etcd members) and deleted again (1 member, clean);
+  as a second master with ``kbuild join --masters`` (kubeadm's default
+  control-plane taint, 2 etcd members) and deleted again (1 member, clean);
 - ``kbuild delete --all`` → both hosts clean (no kube processes, mounts,
   units, CNI interfaces, iptables rules of the cluster, or files).
 
@@ -52,6 +56,7 @@ STORE = CACHE / "store"
 KUBECTL = CACHE / K8S / "bin" / "kubectl"
 DATA_ROOT = "/tmp/kbuild-k8s"  # tmpfs in the podman hosts (not overlayfs)
 CLUSTER = "k8s-e2e"
+CP_TAINT = "node-role.kubernetes.io/control-plane"
 HERE = Path(__file__).parent
 
 # what a host may keep of a cluster after delete: nothing
@@ -160,6 +165,12 @@ def _ready_nodes(m0: Connection) -> dict[str, bool]:
     return ready
 
 
+def _node_taints(m0: Connection, node: str) -> list[tuple[str, str, str]]:
+    """``(key, value, effect)`` of a node's taints, sorted."""
+    spec = json.loads(_kubectl(m0, f"get node {node} -o json"))["spec"]
+    return sorted((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints", []))
+
+
 def _etcd_members(m0: Connection) -> list[str]:
     return _kubectl(
         m0, "-n kube-system exec etcd-h0 -- etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt "
@@ -198,8 +209,9 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         f"  dataRoot: {DATA_ROOT}\n"
         "  env: [PodCIDR=10.244.0.0/16]\n"
         "  hosts:\n"
-        f"  - {{ips: [{h0.ip}], roles: [master]}}\n"
-        f"  - {{ips: [{h1.ip}], roles: [node], labels: {{kbuild.test/role: worker}}}}\n"
+        f"  - {{ips: [{h0.ip}], roles: [master], taints: [{CP_TAINT}:NoSchedule-]}}\n"
+        f"  - {{ips: [{h1.ip}], roles: [node], labels: {{kbuild.test/role: worker}},\n"
+        "     taints: ['kbuild.test/pref=yes:PreferNoSchedule']}\n"
     )
     started = time.monotonic()
     out = kbuild(env, "run", "-f", str(cf), "--progress", "plain", timeout=900)
@@ -260,11 +272,18 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
                                                 "-o jsonpath={.data.Clusterfile} | base64 -d")
     role = _kubectl(m0, "get node h1 -o jsonpath='{.metadata.labels.kbuild\\.test/role}'")
     assert role == "worker"
+    # taints: the removal made master0 schedulable, the node got its PreferNoSchedule
+    assert _node_taints(m0, "h0") == []
+    assert _node_taints(m0, "h1") == [("kbuild.test/pref", "yes", "PreferNoSchedule")]
 
-    # join a third node
-    kbuild(env, "join", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
-           timeout=600)  # fmt: skip
+    # join a third node through the Clusterfile (`kbuild apply`), with a taint of its own
+    cf2 = tmp_path / "Clusterfile2"
+    cf2.write_text(cf.read_text() + f"  - {{ips: [{h2.ip}], roles: [node], "
+                   "taints: ['kbuild.test/late=yes:NoSchedule']}\n")  # fmt: skip
+    kbuild(env, "apply", "-f", str(cf2), "--progress", "plain", timeout=600)
     _wait("the third node Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
+    assert _node_taints(m0, "h2") == [("kbuild.test/late", "yes", "NoSchedule")]
+    assert _node_taints(m0, "h0") == []
     assert h2.ip in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                                  "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
 
@@ -279,6 +298,8 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
            timeout=600)  # fmt: skip
     _wait("the second master Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
     assert "control-plane" in _kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
+    # no taints listed for it: kubeadm's default control-plane taint
+    assert _node_taints(m0, "h2") == [(CP_TAINT, "", "NoSchedule")]
     assert len(_etcd_members(m0)) == 2
     kbuild(env, "delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
            timeout=600)  # fmt: skip
