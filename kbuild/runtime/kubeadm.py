@@ -332,9 +332,13 @@ def default_documents(cluster: Cluster, settings: Settings) -> dict[str, dict[st
                     *(m.ip for m in masters),
                     *([settings.vip] if settings.vip else []), *settings.extra_sans])
     ignore = settings.ignore_preflight_errors
+    # kubeadm's 1-minute API call timeout fails `init` on a busy small host
+    # while the fresh apiserver is still slow (seen on 2 shared cores)
+    timeouts = {"kubernetesAPICall": "3m0s"}
     init = {
         "localAPIEndpoint": {"advertiseAddress": master0.ip, "bindPort": API_SERVER_PORT},
         "nodeRegistration": _node_registration(master0, settings.cri_socket, ignore),
+        "timeouts": {**timeouts, "controlPlaneComponentHealthCheck": "8m0s"},
     }
     cluster_doc = {
         "clusterName": cluster.name,
@@ -354,6 +358,7 @@ def default_documents(cluster: Cluster, settings: Settings) -> dict[str, dict[st
         "discovery": {"bootstrapToken": {"apiServerEndpoint": endpoint}},
         "nodeRegistration": {"criSocket": settings.cri_socket,
                              "imagePullPolicy": "IfNotPresent"},
+        "timeouts": dict(timeouts),
     }
     if ignore:
         join_common["nodeRegistration"]["ignorePreflightErrors"] = list(ignore)

@@ -224,8 +224,20 @@ apiVersion: kubeadm.k8s.io/v1beta3
 kind: ClusterConfiguration
 apiServer: {timeoutForControlPlane: 7m0s}
 """))
-    assert conf.init["timeouts"] == {"controlPlaneComponentHealthCheck": "7m0s"}
+    assert conf.init["timeouts"] == {
+        "controlPlaneComponentHealthCheck": "7m0s",  # the user's, over the default 8m0s
+        "kubernetesAPICall": "3m0s",
+    }
     assert "timeoutForControlPlane" not in conf.cluster["apiServer"]
+
+
+def test_default_timeouts_leave_room_for_a_slow_apiserver() -> None:
+    conf = _build(_cluster_text())
+    assert conf.init["timeouts"] == {
+        "controlPlaneComponentHealthCheck": "8m0s",
+        "kubernetesAPICall": "3m0s",
+    }
+    assert conf.join_node["timeouts"] == {"kubernetesAPICall": "3m0s"}
 
 
 @pytest.mark.parametrize(
