@@ -13,6 +13,7 @@ import ipaddress
 import json
 import shlex
 import stat
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -309,6 +310,11 @@ def test_podman_provider_run_and_delete_all(env: Env) -> None:
         recorded = (env.state / name / "Clusterfile").read_text()
         assert len(podman.list_clusters().get(name, [])) == 2
         spec = next(yaml.safe_load_all(recorded))["spec"]
+        # the hosts' data volume makes the default dataRoot usable (not tmpfs)
+        assert spec.get("dataRoot", "/var/lib/kbuild/data") == "/var/lib/kbuild/data"
+        vols = ["podman", "volume", "ls", "--filter", f"label={podman.CLUSTER_LABEL}={name}",
+                "--format", "{{.Name}}"]  # fmt: skip
+        assert len(subprocess.run(vols, capture_output=True, text=True).stdout.split()) == 2
         for group in spec["hosts"]:
             for ip in group["ips"]:
                 assert get(ip).startswith("hello from ")
@@ -318,5 +324,6 @@ def test_podman_provider_run_and_delete_all(env: Env) -> None:
         kbuild(env, "delete", "--all", "--cluster-name", name, "--progress", "plain")
         assert name not in podman.list_clusters()
         assert not (env.state / name).exists()
+        assert subprocess.run(vols, capture_output=True, text=True).stdout.split() == []
     finally:
         podman.delete_cluster(name)

@@ -210,7 +210,25 @@ def test_hosts_of_dead_test_runs_are_swept(host_image: str) -> None:
                  f"{fx.RUN_LABEL}={run}", "--label", f"{fx.PID_LABEL}={pid}", host_image,
                  "/sbin/init"], check=True, capture_output=True,
             )  # fmt: skip
+            subprocess.run(
+                ["podman", "volume", "create", "--label", f"{fx.RUN_LABEL}={run}",
+                 "--label", f"{fx.PID_LABEL}={pid}", f"kbuild-sweep-{run}-data"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        # a dead run that left only a volume (killed between volume and container)
+        orphan = f"orphan{uuid.uuid4().hex[:6]}"
+        runs["orphan"] = (orphan, str(child.pid))
+        subprocess.run(
+            ["podman", "volume", "create", "--label", f"{fx.RUN_LABEL}={orphan}",
+             "--label", f"{fx.PID_LABEL}={child.pid}", f"kbuild-sweep-{orphan}-data"],
+            check=True, capture_output=True,
+        )  # fmt: skip
         fx._sweep_dead_runs()
+        vols = ["podman", "volume", "ls", "--format", "{{.Name}}"]
+        left_vols = subprocess.run(vols, capture_output=True, text=True, check=True).stdout.split()
+        assert f"kbuild-sweep-{runs['dead'][0]}-data" not in left_vols
+        assert f"kbuild-sweep-{orphan}-data" not in left_vols
+        assert f"kbuild-sweep-{runs['live'][0]}-data" in left_vols
         ps = ["podman", "ps", "-a", "--format", "{{.Names}}"]
         left = subprocess.run(ps, capture_output=True, text=True, check=True).stdout.split()
         assert f"kbuild-sweep-{runs['dead'][0]}" not in left
