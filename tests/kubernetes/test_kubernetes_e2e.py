@@ -165,6 +165,15 @@ def _ready_nodes(m0: Connection) -> dict[str, bool]:
     return ready
 
 
+def _assert_taints(m0: Connection, node: str, expected: list[tuple[str, str, str]]) -> None:
+    """The node's taints become ``expected`` (the node lifecycle controller
+    removes ``node.kubernetes.io/not-ready`` a moment after Ready, so wait)."""
+    deadline = time.monotonic() + 90
+    while _node_taints(m0, node) != expected and time.monotonic() < deadline:
+        time.sleep(3)
+    assert _node_taints(m0, node) == expected
+
+
 def _node_taints(m0: Connection, node: str) -> list[tuple[str, str, str]]:
     """``(key, value, effect)`` of a node's taints, sorted."""
     spec = json.loads(_kubectl(m0, f"get node {node} -o json"))["spec"]
@@ -273,8 +282,8 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     role = _kubectl(m0, "get node h1 -o jsonpath='{.metadata.labels.kbuild\\.test/role}'")
     assert role == "worker"
     # taints: the removal made master0 schedulable, the node got its PreferNoSchedule
-    assert _node_taints(m0, "h0") == []
-    assert _node_taints(m0, "h1") == [("kbuild.test/pref", "yes", "PreferNoSchedule")]
+    _assert_taints(m0, "h0", [])
+    _assert_taints(m0, "h1", [("kbuild.test/pref", "yes", "PreferNoSchedule")])
 
     # join a third node through the Clusterfile (`kbuild apply`), with a taint of its own
     cf2 = tmp_path / "Clusterfile2"
@@ -282,7 +291,7 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
                    "taints: ['kbuild.test/late=yes:NoSchedule']}\n")  # fmt: skip
     kbuild(env, "apply", "-f", str(cf2), "--progress", "plain", timeout=600)
     _wait("the third node Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
-    assert _node_taints(m0, "h2") == [("kbuild.test/late", "yes", "NoSchedule")]
+    _assert_taints(m0, "h2", [("kbuild.test/late", "yes", "NoSchedule")])
     assert _node_taints(m0, "h0") == []
     assert h2.ip in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                                  "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
@@ -299,7 +308,7 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     _wait("the second master Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
     assert "control-plane" in _kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
     # no taints listed for it: kubeadm's default control-plane taint
-    assert _node_taints(m0, "h2") == [(CP_TAINT, "", "NoSchedule")]
+    _assert_taints(m0, "h2", [(CP_TAINT, "", "NoSchedule")])
     assert len(_etcd_members(m0)) == 2
     kbuild(env, "delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
            timeout=600)  # fmt: skip
