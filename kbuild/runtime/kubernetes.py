@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import re
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -349,12 +350,28 @@ def node_names(conn: Executor) -> dict[str, str]:
     return out
 
 
-def apply_labels(conn: Executor, hosts: Sequence[Host]) -> list[str]:
+def _wait_for_nodes(conn: Executor, ips: Sequence[str], timeout: float) -> dict[str, str]:
+    """Node names by InternalIP once every one of ``ips`` has registered.
+
+    ``kubeadm join`` returns when the kubelet has its certificate; the Node
+    object and its addresses follow a moment later.
+    """
+    deadline = time.monotonic() + timeout
+    names = node_names(conn)
+    while any(ip not in names for ip in ips) and time.monotonic() < deadline:
+        time.sleep(2)
+        names = node_names(conn)
+    return names
+
+
+def apply_labels(
+    conn: Executor, hosts: Sequence[Host], *, timeout: float = 120.0
+) -> list[str]:
     """Label the nodes of ``hosts`` from the Clusterfile (on master0); returns the nodes."""
     todo = [h for h in hosts if h.labels]
     if not todo:
         return []
-    names = node_names(conn)
+    names = _wait_for_nodes(conn, [h.ip for h in todo], timeout)
     done: list[str] = []
     for h in todo:
         node = names.get(h.ip)

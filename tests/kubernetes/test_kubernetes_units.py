@@ -19,6 +19,7 @@ from kbuild.errors import ClusterError
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import kubernetes as kube
 from kbuild.runtime import pki
+from kbuild.runtime.executor import Result
 from kbuild.runtime.image import ImageInfo
 
 K8S = "v1.37.2"
@@ -164,3 +165,49 @@ def test_real_kubeadm_accepts_the_files(tmp_path: Path) -> None:
     join.write_text(text)
     subprocess.run([str(KUBEADM), "config", "validate", "--config", str(join)],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
+
+
+class _LateNodes:
+    """master0 as seen right after ``kubeadm join``: the new Node object
+    registers a moment later (a race the real cluster shows only sometimes;
+    the e2e test covers the real path)."""
+
+    def __init__(self, late_ip: str, after_calls: int) -> None:
+        self.late_ip = late_ip
+        self.after_calls = after_calls
+        self.lists = 0
+        self.labelled: list[str] = []
+
+    def run(self, cmd: str, **_: object) -> Result:
+        if "get nodes" in cmd:
+            self.lists += 1
+            lines = ["h0 10.0.0.2"]
+            if self.lists > self.after_calls:
+                lines.append(f"h1 {self.late_ip}")
+            return Result(0, "\n".join(lines) + "\n", "")
+        self.labelled.append(cmd)
+        return Result(0, "", "")
+
+
+def _labelled_hosts() -> list[cfmod.Host]:
+    cf = cfmod.loads(
+        "apiVersion: sealer.io/v2\nkind: Cluster\nmetadata: {name: c}\n"
+        "spec:\n  image: kubernetes:v1.37.2\n  ssh: {passwd: x}\n  hosts:\n"
+        "  - {ips: [10.0.0.2], roles: [master]}\n"
+        "  - {ips: [10.0.0.3], roles: [node], labels: {disk: ssd}}\n"
+    )
+    return cf.cluster.all_hosts()
+
+
+def test_labels_wait_for_a_node_that_registers_late() -> None:
+    conn = _LateNodes("10.0.0.3", after_calls=2)
+    assert kube.apply_labels(conn, _labelled_hosts(), timeout=30) == ["h1"]  # type: ignore[arg-type]
+    assert conn.lists == 3
+    assert len(conn.labelled) == 1 and "label node h1 disk=ssd --overwrite" in conn.labelled[0]
+
+
+def test_labels_give_up_on_a_node_that_never_registers() -> None:
+    conn = _LateNodes("10.0.0.9", after_calls=0)
+    with pytest.raises(ClusterError, match=r"10\.0\.0\.3: no Kubernetes node with this InternalIP"):
+        kube.apply_labels(conn, _labelled_hosts(), timeout=3)  # type: ignore[arg-type]
+    assert conn.labelled == []
