@@ -41,6 +41,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sysinfo import cpu_model, memory_gib, tree_bytes
+
 BENCH_DIR = Path("/var/tmp/kbuild-bench")
 RESULTS = Path(__file__).resolve().parent / "results" / "build.md"
 VERSION = 1
@@ -100,25 +102,12 @@ def generate() -> Path:
     return ctx
 
 
-def context_bytes(ctx: Path) -> int:
-    """Bytes of the regular files of the context."""
-    return sum(os.lstat(os.path.join(dp, n)).st_size
-               for dp, _, names in os.walk(ctx) for n in names)
-
-
 def machine() -> str:
     """nproc, memory, kernel, CPU model."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kb = int(f.readline().split()[1])
+    cpu = cpu_model()
     disk = subprocess.run(["df", "-hT", str(BENCH_DIR)], capture_output=True, text=True).stdout
     fs = disk.splitlines()[-1].split()[1] if disk else "?"
-    return (f"{os.cpu_count()} CPUs ({cpu}), {mem_kb / 1024 / 1024:.1f} GiB RAM, "
+    return (f"{os.cpu_count()} CPUs ({cpu}), {memory_gib():.1f} GiB RAM, "
             f"kernel {platform.release()}, {fs} file system, Python {platform.python_version()}")
 
 
@@ -217,7 +206,7 @@ def main() -> None:
     t0 = time.perf_counter()
     ctx = generate()
     gen = time.perf_counter() - t0
-    size = context_bytes(ctx)
+    size = tree_bytes(ctx)
     subprocess.run(["bash", "-c", f"tar -C {ctx} -cf - . > /dev/null"], check=True)  # warm
     load_before = os.getloadavg()[0]
     rounds = []

@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import paramiko
+from _sysinfo import cpu_model, memory_gib
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -294,13 +295,9 @@ class Bench:
 
 
 def machine() -> str:
-    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines()
-               if line.startswith("MemTotal"))  # fmt: skip
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "?")  # fmt: skip
+    cpu = cpu_model()
     ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True).stderr.strip()
-    return (f"- nproc: {os.cpu_count()}\n- memory: {mem.split(':')[1].strip()}\n"
+    return (f"- nproc: {os.cpu_count()}\n- memory: {memory_gib():.1f} GiB\n"
             f"- kernel: {platform.release()}\n- CPU: {cpu}\n"
             f"- Python {platform.python_version()}, paramiko {paramiko.__version__}, {ssh_v}\n"
             f"- hosts: podman {podman.HostImage().tag} containers (systemd + sshd, plus this "

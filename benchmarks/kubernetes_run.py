@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sysinfo import cpu_model, memory_gib
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -45,15 +47,8 @@ PHASES = ("provision", "init-host", "init-cluster", "joins", "rest", "ready", "a
 
 
 def machine() -> str:
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = ""
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal"):
-            mem = f"{int(line.split()[1]) // 1024 // 1024} GiB"
+    cpu = cpu_model()
+    mem = f"{int(memory_gib())} GiB"
     return f"nproc {os.cpu_count()}, memory {mem}, kernel {platform.release()}, CPU {cpu}"
 
 

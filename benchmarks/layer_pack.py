@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sysinfo import cpu_model, memory_gib, tree_bytes
+
 BENCH_DIR = Path("/var/tmp/kbuild-bench")
 RESULTS = Path(__file__).resolve().parent / "results" / "layer_pack.md"
 SMALL_FILES = 10_000
@@ -157,23 +159,9 @@ def generate(root: Path, size_mb: int) -> Path:
     return tree
 
 
-def tree_bytes(tree: Path) -> int:
-    return sum(os.lstat(os.path.join(dp, n)).st_size
-               for dp, _, names in os.walk(tree) for n in names)
-
-
 def machine() -> str:
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem_kb = 0
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal"):
-                mem_kb = int(line.split()[1])
+    cpu = cpu_model()
+    mem_kb = int(memory_gib() * (1 << 20))
     zstd_v = subprocess.run(["zstd", "--version"], capture_output=True, text=True).stdout.strip()
     tar_v = subprocess.run(["tar", "--version"], capture_output=True, text=True).stdout
     import zstandard

@@ -31,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sysinfo import cpu_model, memory_gib
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -98,13 +100,8 @@ def fresh_registry(work: Path) -> RegistryServer:
 
 def machine() -> str:
     """nproc, memory, kernel and CPU model."""
-    cpu = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    cpu = cpu_model()
+    mem = memory_gib()
     load = os.getloadavg()[0]
     return (f"nproc {os.cpu_count()}, {mem:.0f} GiB RAM, kernel {platform.release()}, "
             f"CPU {cpu}, load average at start {load:.1f} (the machine is shared)")
