@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 TAIL_LINES = 20
+STDERR_KEEP = 5
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 OutputCallback = Callable[[str, str, str], None]
 """``on_output(host, stream, line)``: stream is ``"stdout"`` or ``"stderr"``,
@@ -80,14 +81,20 @@ def _short(cmd: str, limit: int = 400) -> str:
 
 class OutputCollector:
     """Splits a command's output into lines for ``on_output``, keeps all of it
-    and the last :data:`TAIL_LINES` lines of both streams interleaved."""
+    and the last :data:`TAIL_LINES` lines of both streams interleaved.
+
+    The two streams arrive over separate channels, so a burst of stdout can
+    land after the stderr line that explains a failure. The last
+    :data:`STDERR_KEEP` stderr lines therefore always stay in the tail."""
 
     def __init__(self, host: str, on_output: OutputCallback | None) -> None:
         self.host = host
         self.on_output = on_output
         self._data: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
         self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._seq = 0
+        self._tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=TAIL_LINES)
+        self._err_tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=STDERR_KEEP)
         self._lock = threading.Lock()
 
     def feed(self, stream: str, data: bytes) -> None:
@@ -102,7 +109,11 @@ class OutputCollector:
 
     def _line(self, stream: str, raw: bytes) -> None:
         line = raw.decode(errors="replace").rstrip("\r")
-        self.tail.append(line)
+        with self._lock:
+            self._seq += 1
+            self._tail.append((self._seq, line))
+            if stream == "stderr":
+                self._err_tail.append((self._seq, line))
         if self.on_output is not None:
             self.on_output(self.host, stream, line)
 
@@ -118,8 +129,12 @@ class OutputCollector:
         return bytes(self._data[stream]).decode(errors="replace")
 
     def tail_text(self) -> str:
-        """The last lines, newline-joined."""
-        return "\n".join(self.tail)
+        """The last lines in arrival order, newline-joined; the last stderr
+        lines are there even when more stdout came after them."""
+        with self._lock:
+            kept = dict(self._tail)
+            kept.update(self._err_tail)
+        return "\n".join(line for _, line in sorted(kept.items()))
 
 
 def wrap_command(

@@ -9,7 +9,7 @@ import paramiko
 import pytest
 
 from kbuild.errors import HostError, HostKeyError, HostsError, UsageError
-from kbuild.runtime.executor import Credentials, wrap_command
+from kbuild.runtime.executor import TAIL_LINES, Credentials, OutputCollector, wrap_command
 from kbuild.runtime.hostkeys import KnownHosts, fingerprint, host_entry_name
 from kbuild.runtime.ssh import is_local_address, run_on_hosts
 
@@ -131,3 +131,19 @@ def test_is_local_address() -> None:
     assert is_local_address("::1")
     assert not is_local_address("203.0.113.7")  # TEST-NET-3: never ours; binding only
     assert not is_local_address("not-an-ip.example")
+
+
+def test_output_tail_keeps_last_stderr_when_stdout_arrives_after_it() -> None:
+    seen: list[tuple[str, str, str]] = []
+    out = OutputCollector("m0", lambda h, st, line: seen.append((h, st, line)))
+    out.feed("stdout", b"".join(b"o%d\n" % i for i in range(5)))
+    out.feed("stderr", b"why it failed\n")
+    out.feed("stdout", b"".join(b"o%d\n" % i for i in range(5, 60)))
+    out.feed("stdout", b"no newline")
+    out.finish()
+    tail = out.tail_text().splitlines()
+    assert tail[0] == "why it failed"
+    assert tail[1:] == [f"o{i}" for i in range(41, 60)] + ["no newline"]
+    assert len(tail) == TAIL_LINES + 1
+    assert seen[5] == ("m0", "stderr", "why it failed") and len(seen) == 62
+    assert out.text("stderr") == "why it failed\n"
