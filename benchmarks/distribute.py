@@ -30,6 +30,7 @@ import platform
 import random
 import resource
 import stat
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -194,6 +195,73 @@ def shape(hosts: Sequence[podman.PodmanHost], on: bool) -> None:
                             "root"], check=False, capture_output=True)  # fmt: skip
 
 
+PLACES = {
+    "ext4": "a fresh ext4 file system (mkfs.ext4 defaults, so journaled, as on a server) on "
+    "a loop device backed by a file on the host's data volume, bind-mounted on the data "
+    "root and on /bench",
+    "volume": "the host's own podman volume (`/var/lib/kbuild`, this machine's filesystem; "
+    "where `kbuild run --provider podman` puts the data root), bind-mounted on the data "
+    "root and on /bench",
+    "overlay": "the container's own root filesystem (overlay on this machine's filesystem)",
+    "tmpfs": "a tmpfs mounted on the data root and on /bench",
+}
+
+
+def place_data(container: str, where: str) -> None:
+    """Put the host's data root and /bench (the SFTP and scp target) on ``where``."""
+    if where == "overlay":
+        return
+    if where == "tmpfs":
+        script = f"mount -t tmpfs tmpfs {DATA_ROOT} && mount -t tmpfs tmpfs /bench"
+    else:
+        vol = f"{podman.DATA_MOUNT}/bench"
+        if where == "ext4":
+            # Blocks allocated and inode tables written now, not during the
+            # first method timed on a host.
+            script = (f"fallocate -l 4G {vol}.img && mkfs.ext4 -q -F -E "
+                      f"lazy_itable_init=0,lazy_journal_init=0 {vol}.img && mkdir -p {vol} "
+                      f"&& mount -o loop {vol}.img {vol} && ")  # fmt: skip
+        else:
+            script = ""
+        script += (f"mkdir -p {vol}/data {vol}/tree && mount --bind {vol}/data {DATA_ROOT} "
+                   f"&& mount --bind {vol}/tree /bench")  # fmt: skip
+    subprocess.run(["podman", "exec", container, "sh", "-c",
+                    f"mkdir -p {DATA_ROOT} /bench && {script}"], check=True)  # fmt: skip
+
+
+def unplace_data(container: str) -> None:
+    """Undo :func:`place_data` (a loop device is the machine's, not the container's)."""
+    vol = f"{podman.DATA_MOUNT}/bench"
+    subprocess.run(["podman", "exec", container, "sh", "-c",
+                    f"umount /bench {DATA_ROOT} 2>/dev/null; umount {vol} 2>/dev/null; true"],
+                   check=False)  # fmt: skip
+
+
+LOAD_EVERY = 15
+
+
+class LoadSampler:
+    """The 1-minute load average every :data:`LOAD_EVERY` s, in a thread."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0 if not self.samples else LOAD_EVERY):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        s = sorted(self.samples) or [0.0]
+        return f"min {s[0]:.1f}, median {s[len(s) // 2]:.1f}, max {s[-1]:.1f}"
+
+
 # ---------------------------------------------------------------- methods
 
 
@@ -227,6 +295,30 @@ class Bench:
         took = time.monotonic() - start
         self.sent = res.results
         return took
+
+    def one_round(self, hs: Sequence[podman.PodmanHost], files: int, total: int,
+                  log: Callable[[str], None]) -> dict[str, float]:  # fmt: skip
+        """Every method once on ``hs``, each from an empty target."""
+        n = len(hs)
+        r: dict[str, float] = {"n": n}
+        self.clean(hs)
+        timed(lambda: self.kbuild(hs), "kbuild", log, r, "kbuild", hs)
+        r["sent_mb"] = sum(self.sent.values()) / n / MB
+        self.verify_kbuild(hs, files)
+        timed(lambda: self.kbuild(hs), "kbuild re-run", log, r, "rerun", hs)
+        assert sum(self.sent.values()) == 0
+        self.clean(hs)
+        timed(lambda: self.kbuild(hs, zstd=False), "kbuild, host without zstd", log, r,
+              "kbuild_nozstd", hs)  # fmt: skip
+        self.verify_kbuild(hs, files)
+        self.clean(hs)
+        timed(lambda: self.sftp(hs), "SFTP file by file", log, r, "sftp", hs)
+        self.verify_tree(hs, "sftp", files, total)
+        self.clean(hs)
+        timed(lambda: self.scp(hs), "scp -r", log, r, "scp", hs)
+        self.verify_tree(hs, "scp", files, total)
+        self.clean(hs)
+        return r
 
     def verify_kbuild(self, hosts: Sequence[podman.PodmanHost], files: int) -> None:
         hexes = " ".join(layer.hex for layer in self.image.layers)
@@ -348,9 +440,11 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=500)
     ap.add_argument("--work", default="/var/tmp/kbuild-bench-distribute")
     ap.add_argument("--no-shaped", action="store_true")
-    ap.add_argument("--data-on", choices=("overlay", "tmpfs"), default="overlay",
-                    help="where the hosts write: their container root (overlay, the default) "
-                         "or a tmpfs mounted on the data root and /bench")  # fmt: skip
+    ap.add_argument("--runs", type=int, default=3, help="rounds per host count (medians)")
+    ap.add_argument("--data-on", choices=tuple(PLACES), default="ext4",
+                    help="where the hosts write: a fresh journaled ext4 (the default), their "
+                         "data volume (where `kbuild run --provider podman` puts the data "
+                         "root), their container root (overlay) or a tmpfs")  # fmt: skip
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "distribute.md"))
     args = ap.parse_args()
     counts = [int(x) for x in args.hosts.split(",")]
@@ -361,6 +455,7 @@ def main() -> int:
         print(msg, file=sys.stderr, flush=True)
 
     load_before = os.getloadavg()
+    loads = LoadSampler()
     log("preparing trees and image ...")
     l1, l2, files, total = make_trees(work, args.size_mb)
     store = Store(work / "store")
@@ -376,6 +471,7 @@ def main() -> int:
     key = tmp / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     rows: dict[str, list[dict[str, float]]] = {}
+    hosts: list[podman.PodmanHost] = []
     try:
         log(f"starting {max(counts)} hosts ...")
         hosts = podman.create_hosts(
@@ -390,39 +486,34 @@ def main() -> int:
                 subprocess.run(["podman", "cp", f"/usr/bin/{tool}",
                                 f"{h.container}:/usr/local/bin/{tool}"], check=True)  # fmt: skip
         b = Bench(store, image, hosts, l1, l2, key, tmp / "known_hosts")
-        if args.data_on == "tmpfs":
-            for h in hosts:
-                subprocess.run(["podman", "exec", h.container, "sh", "-c",
-                                f"mkdir -p {DATA_ROOT} /bench && mount -t tmpfs tmpfs {DATA_ROOT}"
-                                " && mount -t tmpfs tmpfs /bench"], check=True)  # fmt: skip
+        for h in hosts:
+            place_data(h.container, args.data_on)
+        # Warm-up, not timed: every host receives the image once by each way,
+        # so the first method timed on a host pays no first-write costs.
+        log("warm-up ...")
+        for method in (b.kbuild, b.sftp):
+            b.clean(hosts)
+            method(hosts)
+        b.clean(hosts)
         modes = [("unshaped", False)] + ([] if args.no_shaped else [("200 Mbit/s", True)])
         for mode, shaped in modes:
             shape(hosts, shaped)
             rows[mode] = []
             for n in counts:
                 hs = hosts[:n]
-                log(f"[{mode}] {n} host(s)")
-                r: dict[str, float] = {"n": n}
-                b.clean(hs)
-                timed(lambda hs=hs: b.kbuild(hs), "kbuild", log, r, "kbuild", hs)  # type: ignore[misc]
-                r["sent_mb"] = sum(b.sent.values()) / n / MB
-                b.verify_kbuild(hs, files)
-                timed(lambda hs=hs: b.kbuild(hs), "kbuild re-run", log, r, "rerun", hs)  # type: ignore[misc]
-                assert sum(b.sent.values()) == 0
-                b.clean(hs)
-                timed(lambda hs=hs: b.kbuild(hs, zstd=False), "kbuild, host without zstd",  # type: ignore[misc]
-                      log, r, "kbuild_nozstd", hs)  # fmt: skip
-                b.verify_kbuild(hs, files)
-                b.clean(hs)
-                timed(lambda hs=hs: b.sftp(hs), "SFTP file by file", log, r, "sftp", hs)  # type: ignore[misc]
-                b.verify_tree(hs, "sftp", files, total)
-                b.clean(hs)
-                timed(lambda hs=hs: b.scp(hs), "scp -r", log, r, "scp", hs)  # type: ignore[misc]
-                b.verify_tree(hs, "scp", files, total)
-                b.clean(hs)
+                samples = []
+                for run in range(args.runs):
+                    log(f"[{mode}] {n} host(s), run {run + 1}/{args.runs}")
+                    samples.append(b.one_round(hs, files, total, log))
+                r = {k: statistics.median(x[k] for x in samples) for k in samples[0]}
+                ratios = [x["sftp"] / x["kbuild"] for x in samples]
+                r["ratio_min"], r["ratio_max"] = min(ratios), max(ratios)
                 rows[mode].append(r)
             shape(hosts, False)
     finally:
+        loads.stop()
+        for h in hosts:
+            unplace_data(h.container)
         podman.delete_cluster(cluster)
         subprocess.run(["rm", "-rf", str(tmp)], check=False)
 
@@ -446,29 +537,30 @@ def main() -> int:
         "- **re-run**: kbuild again with every layer present on every host (new "
         "connections, preflight, layer check; nothing sent).",
         "",
-        "Times in seconds (wall clock). Ratios: how many times faster kbuild is.",
+        f"Times in seconds (wall clock), each the median of {args.runs} rounds; in a round "
+        "every method runs once, one after the other. Ratios: how many times faster kbuild "
+        "is (of the medians, and the lowest–highest of the rounds). Before the "
+        "timings every host received the image once by kbuild and once by SFTP, untimed "
+        "(warm-up), and every timing starts from an empty target on the host.",
         "",
-        "Where the hosts write: "
-        + ("the container's own root filesystem (overlay on this machine's ext4), for every "
-           "method." if args.data_on == "overlay" else
-           "a tmpfs mounted on the data root and on /bench in every host, for every method "
-           "(`--data-on tmpfs`: file creation costs what it costs on a plain filesystem, "
-           "not on overlay)."),
+        f"Where the hosts write, for every method: {PLACES[args.data_on]}.",
         "",
     ]
     for mode, rs in rows.items():
         out += [f"## Links {mode}", ""]
         out += ["| hosts | kbuild | kbuild, no zstd on host | SFTP file by file | scp -r | "
-                "SFTP ÷ kbuild | scp ÷ kbuild | re-run (all present) | MB sent per host |",
-                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                "SFTP ÷ kbuild | SFTP ÷ kbuild, each round | scp ÷ kbuild | "
+                "re-run (all present) | MB sent per host |",
+                "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in rs:
             out.append(
                 f"| {int(r['n'])} | {r['kbuild']:.1f} | {r['kbuild_nozstd']:.1f} | "
                 f"{r['sftp']:.1f} | {r['scp']:.1f} | {r['sftp'] / r['kbuild']:.1f}× | "
+                f"{r['ratio_min']:.1f}–{r['ratio_max']:.1f}× | "
                 f"{r['scp'] / r['kbuild']:.1f}× | {r['rerun']:.2f} | {r['sent_mb']:.0f} |"
             )
-        out += ["", "CPU seconds spent by the sender (this process and its scp children) / "
-                "by all the hosts together:", "",
+        out += ["", "CPU seconds (medians) spent by the sender (this process and its scp "
+                "children) / by all the hosts together:", "",
                 "| hosts | kbuild | kbuild, no zstd on host | SFTP file by file | scp -r | "
                 "re-run |", "|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for r in rs:
@@ -490,9 +582,10 @@ def main() -> int:
         "",
         machine(),
         "",
-        f"Load average (1 min) at start {load_before[0]:.1f}, at end {os.getloadavg()[0]:.1f}: "
-        "other work ran on the machine at the same time, so absolute times are noisy; the "
-        "methods ran interleaved in the same run, so the ratios are comparable.",
+        f"Load average (1 min) at start {load_before[0]:.1f}, at end {os.getloadavg()[0]:.1f}; "
+        f"sampled every {LOAD_EVERY} s during the run: {loads.summary()}. The methods run "
+        "interleaved in the same run, so their ratios are comparable even when other work "
+        "shares the machine.",
         "",
         "Sender, hosts, sshd, zstd and tar on the hosts all share the same cores, so the "
         "unshaped numbers are CPU-bound (paramiko's AES-GCM and the Python GIL on the "
@@ -501,7 +594,8 @@ def main() -> int:
         "",
         f"Command: `python benchmarks/distribute.py --hosts {args.hosts} --size-mb "
         f"{args.size_mb}" + (" --no-shaped" if args.no_shaped else "")
-        + (f" --data-on {args.data_on}" if args.data_on != "overlay" else "") + "`",
+        + (f" --runs {args.runs}" if args.runs != 3 else "")
+        + (f" --data-on {args.data_on}" if args.data_on != "ext4" else "") + "`",
         "",
     ]
     text = "\n".join(out)
