@@ -23,7 +23,7 @@ from kbuild.runtime.distribute import (
     remote_script,
     send_missing,
 )
-from kbuild.runtime.image import ImageInfo, inspect_image
+from kbuild.runtime.image import ImageInfo, Layer, inspect_image
 from kbuild.runtime.layers import scan_image
 from kbuild.runtime.mount import ClusterPaths, is_mounted, mount_rootfs, unmount_rootfs
 from kbuild.runtime.preflight import gather_facts
@@ -242,6 +242,19 @@ def test_layer_escaping_the_rootfs_is_refused_before_sending(tmp_path: Path) -> 
         scan_layer(store, image.layers[0])
 
 
+def _other_blob_of_same_tar(store: Store, layer: Layer) -> tuple[bytes, bytes, str, str]:
+    """The layer's blob, another zstd blob of the same tar (same diffID), the
+    blob digest's hex and the receive command that expects that digest."""
+    blob = store.open_blob(layer.digest).read()
+    tar_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    assert hashlib.sha256(tar_bytes).hexdigest() == layer.hex
+    other = zstandard.ZstdCompressor(level=19).compress(tar_bytes)
+    assert other != blob
+    want = layer.digest.removeprefix("sha256:")
+    cmd = remote_script("receive-layer.sh", layer_store(DATA_ROOT), layer.hex, "zstd", want)
+    return blob, other, want, cmd
+
+
 def test_compressed_stream_is_checked_by_its_blob_digest(
     store: Store, hosts: tuple[HostSet, HostSet]
 ) -> None:
@@ -250,13 +263,7 @@ def test_compressed_stream_is_checked_by_its_blob_digest(
     image = _image(store)
     layer = image.layers[0]
     conn = _conn(hosts[1])
-    blob = store.open_blob(layer.digest).read()
-    tar_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-    assert hashlib.sha256(tar_bytes).hexdigest() == layer.hex
-    other = zstandard.ZstdCompressor(level=19).compress(tar_bytes)
-    assert other != blob
-    want = layer.digest.removeprefix("sha256:")
-    cmd = remote_script("receive-layer.sh", layer_store(DATA_ROOT), layer.hex, "zstd", want)
+    blob, other, want, cmd = _other_blob_of_same_tar(store, layer)
     try:
         with pytest.raises(HostError) as err:
             conn.run(cmd, stdin=other)
@@ -391,11 +398,7 @@ def test_openssl_hashes_the_stream_when_the_host_has_it(
         "printf '%s\\n' '#!/bin/sh' 'echo \"$*\" >>/tmp/kbuild-openssl.log' "
         f"'exec {real} \"$@\"' >/usr/local/bin/openssl && chmod 755 /usr/local/bin/openssl"
     )
-    blob = store.open_blob(layer.digest).read()
-    tar_bytes = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
-    other = zstandard.ZstdCompressor(level=19).compress(tar_bytes)
-    want = layer.digest.removeprefix("sha256:")
-    cmd = remote_script("receive-layer.sh", layer_store(DATA_ROOT), layer.hex, "zstd", want)
+    blob, other, want, cmd = _other_blob_of_same_tar(store, layer)
     try:
         with pytest.raises(HostError) as err:
             conn.run(cmd, stdin=other)
