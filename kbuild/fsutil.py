@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,6 +20,21 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def replacing(path: Path, *, tmp_dir: Path | None = None) -> Iterator[Path]:
+    """A temp path to write ``path``'s new content to (in ``tmp_dir``, default
+    next to ``path``; same file system). On a clean exit it replaces ``path``
+    in one rename; on any error it is removed, so no half-written file stays."""
+    tmp = (tmp_dir or path.parent) / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def atomic_write(
@@ -35,19 +51,13 @@ def atomic_write(
     a moment), in ``tmp_dir`` (default: next to ``path``; it must be on the
     same file system).
     """
-    tmp = (tmp_dir or path.parent) / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    try:
+    with replacing(path, tmp_dir=tmp_dir) as tmp:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), mode)  # O_CREAT's mode is cut by the umask
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
     if sync_dir:
         fsync_dir(path.parent)
 

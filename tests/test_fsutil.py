@@ -39,3 +39,19 @@ def test_failed_write_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
         fsutil.atomic_write(target, "not bytes", mode=0o644)  # type: ignore[arg-type]
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_replacing_renames_on_success_and_removes_temp_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "blob"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), fsutil.replacing(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("cut")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob"]
+    with fsutil.replacing(target) as tmp:
+        assert tmp.parent == tmp_path and tmp != target
+        tmp.write_bytes(b"new")
+        assert target.read_bytes() == b"old"
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blob"]

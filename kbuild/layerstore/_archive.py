@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import tarfile
 from dataclasses import dataclass, field
@@ -14,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kbuild.errors import BlobNotFound, StoreError, UsageError
-from kbuild.fsutil import fsync_dir
+from kbuild.fsutil import fsync_dir, replacing
 
 from . import _tarwriter as tw
 from ._blobs import canonical_json
@@ -74,40 +72,33 @@ def save_archive(store: Store, names: list[str], output: Path | str,
     total = sum(store.blob_size(d) for d in blobs)
     done = 0
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.parent / f".{output.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            def member(name: str, data: bytes) -> None:
-                f.write(tw.header(name, mode=0o644, size=len(data)))
-                f.write(data + b"\0" * tw.padding(len(data)))
+    with replacing(output) as tmp, open(tmp, "wb") as f:
+        def member(name: str, data: bytes) -> None:
+            f.write(tw.header(name, mode=0o644, size=len(data)))
+            f.write(data + b"\0" * tw.padding(len(data)))
 
-            member("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
-            member("index.json", canonical_json(index))
-            f.write(tw.header("blobs/", mode=0o755, typeflag=tw.DIRTYPE))
-            f.write(tw.header("blobs/sha256/", mode=0o755, typeflag=tw.DIRTYPE))
-            for digest in sorted(blobs):
-                with store.open_blob(digest) as src:
-                    size = os.fstat(src.fileno()).st_size
-                    f.write(tw.header(f"blobs/sha256/{digest[7:]}", mode=0o644, size=size))
-                    copied = 0
-                    while chunk := src.read(_CHUNK):
-                        f.write(chunk)
-                        copied += len(chunk)
-                    if copied != size:
-                        raise StoreError(f"blob {digest} changed while saving")
-                    f.write(b"\0" * tw.padding(size))
-                done += size
-                if progress is not None:
-                    progress(BytesDone("save", done, total))
-            f.write(tw.END_OF_ARCHIVE)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, output)
-        fsync_dir(output.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        member("oci-layout", canonical_json({"imageLayoutVersion": "1.0.0"}))
+        member("index.json", canonical_json(index))
+        f.write(tw.header("blobs/", mode=0o755, typeflag=tw.DIRTYPE))
+        f.write(tw.header("blobs/sha256/", mode=0o755, typeflag=tw.DIRTYPE))
+        for digest in sorted(blobs):
+            with store.open_blob(digest) as src:
+                size = os.fstat(src.fileno()).st_size
+                f.write(tw.header(f"blobs/sha256/{digest[7:]}", mode=0o644, size=size))
+                copied = 0
+                while chunk := src.read(_CHUNK):
+                    f.write(chunk)
+                    copied += len(chunk)
+                if copied != size:
+                    raise StoreError(f"blob {digest} changed while saving")
+                f.write(b"\0" * tw.padding(size))
+            done += size
+            if progress is not None:
+                progress(BytesDone("save", done, total))
+        f.write(tw.END_OF_ARCHIVE)
+        f.flush()
+        os.fsync(f.fileno())
+    fsync_dir(output.parent)
     return saved
 
 

@@ -34,7 +34,6 @@ import contextlib
 import errno
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kbuild.errors import BlobNotFound, StoreError, UsageError
-from kbuild.fsutil import atomic_write, fsync_dir
+from kbuild.fsutil import atomic_write, fsync_dir, replacing
 
 from ._blobs import check_digest
 from ._reference import Reference
@@ -208,8 +207,7 @@ class _Writer:
             self.report.blobs_present += 1
         else:
             target_dir.mkdir(parents=True, exist_ok=True)
-            tmp = target_dir / f".data.{secrets.token_hex(6)}.tmp"
-            try:
+            with replacing(target) as tmp:
                 try:
                     os.link(source, tmp)
                     linked = True
@@ -221,11 +219,6 @@ class _Writer:
                         shutil.copyfileobj(src, out, 1 << 20)
                         out.flush()
                         os.fsync(out.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
             fsync_dir(target_dir)
             if linked:
                 self.report.blobs_linked += 1
