@@ -45,12 +45,13 @@ from _sysinfo import cpu_model, memory_gib
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kbuild.layerstore import Store, pack_tree
-from kbuild.runtime import podman
 from kbuild.runtime.distribute import host_layers, send_missing
 from kbuild.runtime.image import ImageInfo, inspect_image
 from kbuild.runtime.layers import scan_image
+from kbuild.runtime.pool import ConnectionPool, run_on_hosts
 from kbuild.runtime.preflight import gather_facts
-from kbuild.runtime.ssh import Connection, ConnectionPool, run_on_hosts
+from kbuild.runtime.providers import podman
+from kbuild.runtime.ssh import Connection
 
 MB = 1_000_000
 DATA_ROOT = "/var/lib/kbuild-bench"

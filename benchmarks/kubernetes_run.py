@@ -40,7 +40,7 @@ from _sysinfo import cpu_model, memory_gib
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kbuild.runtime import podman  # noqa: E402
+from kbuild.runtime.providers import podman  # noqa: E402
 
 CACHE = Path(os.environ.get("KBUILD_K8S_CACHE", "/var/cache/kbuild/kubernetes"))
 PHASES = ("provision", "init-host", "init-cluster", "joins", "rest", "ready", "addons")

@@ -66,3 +66,38 @@ def test_the_checker_sees_a_forbidden_import(tmp_path: Path) -> None:
     assert targets == ["kbuild.builder.build", "kbuild.cli.main"]
     assert not _allowed("layerstore", targets[0])
     assert not _allowed("runtime", targets[1])
+
+
+RUNTIME = PACKAGE / "runtime"
+#: runtime sub-package -> the sub-packages it must not import
+RUNTIME_RULES: dict[str, tuple[str, ...]] = {
+    "generic": ("kbuild.runtime.drivers", "kbuild.runtime.providers"),
+    "drivers": ("kbuild.runtime.providers",),
+    "providers": ("kbuild.runtime.drivers",),
+}
+
+
+def _runtime_part(path: Path) -> str:
+    rel = path.relative_to(RUNTIME).parts
+    return rel[0] if rel[0] in ("drivers", "providers") else "generic"
+
+
+@pytest.mark.parametrize("part", sorted(RUNTIME_RULES))
+def test_generic_runtime_imports_no_driver_or_provider(part: str) -> None:
+    """The life cycle knows drivers and providers only through their protocols;
+    a driver knows no provider and a provider no driver."""
+    bad = [
+        f"{path.relative_to(PACKAGE.parent)}:{line}: imports {target}"
+        for path in sorted(RUNTIME.rglob("*.py"))
+        if _runtime_part(path) == part
+        for line, target in _kbuild_imports(path)
+        if any(target == f or target.startswith(f + ".") for f in RUNTIME_RULES[part])
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_runtime_checker_sees_a_driver_import(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text("from kbuild.runtime.drivers.kubernetes import KubernetesDriver\n")
+    (target,) = [t for _, t in _kbuild_imports(module)]
+    assert target.startswith(RUNTIME_RULES["generic"][0])

@@ -15,6 +15,8 @@ from kbuild.errors import ClusterError, UsageError
 from kbuild.layerstore import Store
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import lifecycle
+from kbuild.runtime.drivers import DRIVERS
+from kbuild.runtime.providers import PROVIDERS
 from kbuild.runtime.runevents import (
     BytesSent,
     Event,
@@ -54,7 +56,8 @@ class PlainRenderer:
             if event.total and event.done >= event.total:
                 line = f"[{event.host}] sent {event.layer[7:19]} {_human(event.done)}"
         elif isinstance(event, PhaseStarted):
-            line = f"==> {event.phase} on {', '.join(event.hosts)}"
+            if not event.quiet:
+                line = f"==> {event.phase} on {', '.join(event.hosts)}"
         elif isinstance(event, PhaseDone):
             if event.skipped:
                 line = f"[{event.host}] {event.phase}: nothing to run"
@@ -102,7 +105,7 @@ class RichRenderer:
                 self.console.print(
                     f"[dim]{event.host}[/dim] {event.line}", markup=True, highlight=False
                 )
-            elif isinstance(event, PhaseStarted):
+            elif isinstance(event, PhaseStarted) and not event.quiet:
                 self.console.print(f"[bold]==> {event.phase}[/bold] on {', '.join(event.hosts)}")
             elif isinstance(event, Message):
                 self.console.print(event.text, highlight=False)
@@ -126,6 +129,8 @@ def _options(
         store=Store(store_root(ctx)),
         progress=renderer,
         accept_changed_host_key=accept_changed,
+        drivers=DRIVERS,
+        providers=PROVIDERS,
     )
 
 
@@ -221,7 +226,7 @@ def _with_common(fn):  # type: ignore[no-untyped-def]
 @click.option(
     "--data-root", help=f"Where hosts keep layers and rootfs (default {cfmod.DEFAULT_DATA_ROOT})."
 )
-@click.option("--provider", type=click.Choice(["podman"]),
+@click.option("--provider", type=click.Choice(sorted(PROVIDERS)),
               help="Make local hosts (podman containers); --masters/--nodes are then counts. "
               "The default when no host is given.")
 @click.option("--dry-run", is_flag=True, help="Check the hosts (read-only) and print the plan.")
@@ -258,7 +263,7 @@ def run_command(
     if not clusterfile and not image:
         raise UsageError("give an IMAGE (with --masters) or -f Clusterfile")
     if image and (provider or not masters):
-        provider = "podman"
+        provider = provider or "podman"
         counts = (_count(masters, "--masters", 1), _count(nodes, "--nodes", 0))
         if dry_run and not StateDir(cluster_name or cfmod.DEFAULT_CLUSTER_NAME).exists():
             raise UsageError("--dry-run needs hosts; podman hosts are made by a real run")
@@ -268,7 +273,8 @@ def run_command(
         if clusterfile:
             cf = cfmod.load(clusterfile)
         elif provider:
-            cf = lifecycle.podman_clusterfile(
+            cf = lifecycle.provider_clusterfile(
+                provider,
                 image or "",
                 opts,
                 name=cluster_name or cfmod.DEFAULT_CLUSTER_NAME,
@@ -455,6 +461,8 @@ def exec_command(
         store=Store(store_root(ctx)),
         progress=on_event,
         accept_changed_host_key=accept_changed_host_key,
+        drivers=DRIVERS,
+        providers=PROVIDERS,
     )
     results = lifecycle.exec_on_hosts(name, " ".join(command), opts, roles=roles)
     failed = {ip: r.exit_status for ip, r in results.items() if r.exit_status != 0}

@@ -26,28 +26,16 @@ import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from kbuild.layerstore import Store
 from kbuild.runtime.executor import Executor
 from kbuild.runtime.image import ImageInfo, Layer
 from kbuild.runtime.layers import open_tar, scan_layer
+from kbuild.runtime.remote import remote_script
 from kbuild.runtime.runevents import BytesSent, HostStatus, Progress, emit
 
-SCRIPTS_DIR = Path(__file__).with_name("scripts")
 LAYER_STREAMS = 2
 """Layers one host receives at the same time."""
-
-
-def script_text(name: str) -> str:
-    """The text of one of the runtime's on-host scripts."""
-    return (SCRIPTS_DIR / name).read_text()
-
-
-def remote_script(name: str, *args: str) -> str:
-    """A shell command line running a packaged script with ``args``."""
-    quoted = " ".join(shlex.quote(a) for a in args)
-    return f"sh -c {shlex.quote(script_text(name))} kbuild-{name.removesuffix('.sh')} {quoted}"
 
 
 def layer_store(data_root: str) -> str:

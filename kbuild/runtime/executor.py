@@ -1,23 +1,30 @@
-"""What every host connection offers, and the connection to the local machine.
+"""What every host connection offers.
 
-:class:`Executor` is the one abstract base behind :class:`~kbuild.runtime.ssh.Connection`
-(SSH) and :class:`LocalConnection` (subprocess), so the rest of the runtime
-does not care which one a host has. Commands are shell strings. ``sudo=True``
-(the default) means "as root": root users run the command as is, other users
-through ``sudo -S`` with the password sent on stdin (never on a command line,
-never in an error message).
+:class:`Executor` is the one abstract base behind
+:class:`~kbuild.runtime.ssh.Connection` (SSH) and
+:class:`~kbuild.runtime.local.LocalConnection` (subprocess), so the rest of
+the runtime does not care which one a host has (pyinfra's connector shape):
+
+- ``run``/``open_exec``/``run_with_input``: shell commands, byte streams to
+  their stdin. ``sudo=True`` (the default) means "as root": root users run
+  the command as is, other users through ``sudo -S`` with the password sent
+  on stdin (never on a command line, never in an error message); the
+  command's environment travels on stdin too (:mod:`kbuild.runtime.cmdline`).
+- ``put_files``/``put_file``/``read_file``: the one way kbuild writes files
+  on hosts. Files are compared by sha256 and mode first, so unchanged files
+  are not sent; the changed ones travel as one tar stream and each lands by
+  rename (never half-written). Under a ``root`` (a cluster rootfs), no path
+  may pass through a symlink of the host (an image cannot redirect a write
+  out of its root filesystem).
 """
 
 from __future__ import annotations
 
 import abc
-import collections
-import contextlib
-import os
-import re
-import shlex
-import signal
-import subprocess
+import hashlib
+import io
+import posixpath
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -25,24 +32,20 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from kbuild.errors import HostError, UsageError
+from kbuild.runtime.cmdline import wrap_command
+from kbuild.runtime.output import OutputCallback, short
+from kbuild.runtime.remote import remote_script
 
 __all__ = [
-    "TAIL_LINES",
     "Credentials",
     "Executor",
-    "LocalConnection",
-    "OutputCallback",
+    "FileSpec",
     "Process",
     "Result",
+    "command_failed",
+    "command_timed_out",
     "finish",
 ]
-
-TAIL_LINES = 20
-STDERR_KEEP = 5
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-OutputCallback = Callable[[str, str, str], None]
-"""``on_output(host, stream, line)``: stream is ``"stdout"`` or ``"stderr"``,
-line without its newline."""
 
 
 @dataclass(frozen=True)
@@ -63,11 +66,13 @@ class Credentials:
 
 @dataclass(frozen=True)
 class Result:
-    """What a finished command gave: exit status and its decoded output."""
+    """What a finished command gave: exit status and its decoded output
+    (``data``: stdout as bytes)."""
 
     exit_status: int
     stdout: str
     stderr: str
+    data: bytes = field(default=b"", repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -75,88 +80,12 @@ class Result:
         return self.exit_status == 0
 
 
-def _short(cmd: str, limit: int = 400) -> str:
-    return cmd if len(cmd) <= limit else cmd[: limit - 3] + "..."
+@dataclass(frozen=True)
+class FileSpec:
+    """A file to write on a host: its bytes and mode."""
 
-
-class OutputCollector:
-    """Splits a command's output into lines for ``on_output``, keeps all of it
-    and the last :data:`TAIL_LINES` lines of both streams interleaved.
-
-    The two streams arrive over separate channels, so a burst of stdout can
-    land after the stderr line that explains a failure. The last
-    :data:`STDERR_KEEP` stderr lines therefore always stay in the tail."""
-
-    def __init__(self, host: str, on_output: OutputCallback | None) -> None:
-        self.host = host
-        self.on_output = on_output
-        self._data: dict[str, bytearray] = {"stdout": bytearray(), "stderr": bytearray()}
-        self._partial: dict[str, bytes] = {"stdout": b"", "stderr": b""}
-        self._seq = 0
-        self._tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=TAIL_LINES)
-        self._err_tail: collections.deque[tuple[int, str]] = collections.deque(maxlen=STDERR_KEEP)
-        self._lock = threading.Lock()
-
-    def feed(self, stream: str, data: bytes) -> None:
-        """Take a chunk of ``stream``'s bytes."""
-        with self._lock:
-            self._data[stream] += data
-            buf = self._partial[stream] + data
-            *lines, rest = buf.split(b"\n")
-            self._partial[stream] = rest
-        for raw in lines:
-            self._line(stream, raw)
-
-    def _line(self, stream: str, raw: bytes) -> None:
-        line = raw.decode(errors="replace").rstrip("\r")
-        with self._lock:
-            self._seq += 1
-            self._tail.append((self._seq, line))
-            if stream == "stderr":
-                self._err_tail.append((self._seq, line))
-        if self.on_output is not None:
-            self.on_output(self.host, stream, line)
-
-    def finish(self) -> None:
-        """Flush the unterminated last lines."""
-        for stream in ("stdout", "stderr"):
-            rest, self._partial[stream] = self._partial[stream], b""
-            if rest:
-                self._line(stream, rest)
-
-    def text(self, stream: str) -> str:
-        """All of ``stream`` so far, decoded."""
-        return bytes(self._data[stream]).decode(errors="replace")
-
-    def tail_text(self) -> str:
-        """The last lines in arrival order, newline-joined; the last stderr
-        lines are there even when more stdout came after them."""
-        with self._lock:
-            kept = dict(self._tail)
-            kept.update(self._err_tail)
-        return "\n".join(line for _, line in sorted(kept.items()))
-
-
-def wrap_command(
-    cmd: str, *, user: str, sudo: bool, sudo_password: bool, env: Mapping[str, str] | None
-) -> str:
-    """The shell line that runs ``cmd`` (with ``env``) as root or as ``user``.
-
-    With ``sudo_password`` the caller must send the password and a newline
-    first on stdin; ``-k`` makes sudo always read it, so it never reaches the
-    command.
-    """
-    if env:
-        for k in env:
-            if not _ENV_NAME.match(k):
-                raise UsageError(f"environment variable name {k!r} is not valid")
-        cmd = "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + "; " + cmd
-    if not sudo or user == "root":
-        return cmd
-    inner = shlex.quote(cmd)
-    if sudo_password:
-        return f"sudo -k -S -p '' -- sh -c {inner}"
-    return f"sudo -n -- sh -c {inner}"
+    data: bytes = field(repr=False)
+    mode: int = 0o644
 
 
 class Process(abc.ABC):
@@ -190,7 +119,7 @@ class Process(abc.ABC):
 
 
 class Executor(abc.ABC):
-    """A host's connection: run commands, stream bytes to them."""
+    """A host's connection: run commands, stream bytes to them, put and read files."""
 
     name: str
     credentials: Credentials
@@ -224,12 +153,13 @@ class Executor(abc.ABC):
         self, cmd: str, *, sudo: bool, env: Mapping[str, str] | None
     ) -> tuple[str, bytes]:
         """The shell line that runs ``cmd`` (through sudo when it must) and the
-        bytes to send before the command's own stdin (the sudo password)."""
+        bytes to send before the command's own stdin (sudo password, env)."""
         need_pw = sudo and not self.is_root and self._sudo_needs_password()
-        line = wrap_command(
-            cmd, user=self.credentials.user, sudo=sudo, sudo_password=need_pw, env=env
+        line, prefix = wrap_command(
+            cmd, is_root=self.is_root, sudo=sudo, sudo_password=need_pw, env=env
         )
-        prefix = (self.credentials.password or "").encode() + b"\n" if need_pw else b""
+        if need_pw:
+            prefix = (self.credentials.password or "").encode() + b"\n" + prefix
         return line, prefix
 
     @abc.abstractmethod
@@ -276,6 +206,60 @@ class Executor(abc.ABC):
             proc.close_stdin()
             return proc.wait(timeout=timeout, check=check)
 
+    # ------------------------------------------------------------ files
+
+    def read_file(self, path: str, *, root: str | None = None) -> bytes | None:
+        """A file of the host (as root), or None when it is not a regular file.
+
+        ``path`` is absolute, or relative to ``root`` (then it may not go
+        through a symlink on the host).
+        """
+        _check_path(path, root)
+        res = self.run(remote_script("files.sh", "read", root or "", path), check=False)
+        if res.exit_status == 3 and not res.stderr.strip():
+            return None
+        if res.exit_status != 0:
+            raise command_failed(self.name, f"read {path}", res.exit_status, res.stderr.strip())
+        return res.data
+
+    def put_file(self, path: str, data: bytes, mode: int = 0o644) -> bool:
+        """Write one file (absolute path) unless it already has these bytes and
+        mode; True when it was written."""
+        return bool(self.put_files({path: FileSpec(data, mode)}))
+
+    def put_files(
+        self, files: Mapping[str, FileSpec | bytes], *, root: str | None = None
+    ) -> list[str]:
+        """Write the files that differ (content or mode) from what the host has.
+
+        Paths are absolute, or relative to ``root`` when it is given (then no
+        path may go through a symlink on the host). Returns the paths written.
+        """
+        specs = {p: f if isinstance(f, FileSpec) else FileSpec(f) for p, f in files.items()}
+        for path in specs:
+            _check_path(path, root)
+        have = self._file_sums(list(specs), root)
+        changed = {p: s for p, s in sorted(specs.items()) if have.get(p) != _sum(s)}
+        if not changed:
+            return []
+        args: list[str] = ["put", root or ""]
+        for path, spec in changed.items():
+            args += [f"{spec.mode:o}", path]
+        self.run(remote_script("files.sh", *args), stdin=_tar_of(list(changed.values())))
+        return list(changed)
+
+    def _file_sums(self, paths: list[str], root: str | None) -> dict[str, str]:
+        if not paths:
+            return {}
+        res = self.run(remote_script("files.sh", "sums", root or "", *paths))
+        out: dict[str, str] = {}
+        for line in res.stdout.splitlines():
+            mode, _, rest = line.partition(" ")
+            digest, _, path = rest.partition(" ")
+            if path:
+                out[path] = f"{mode} {digest}"
+        return out
+
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release the connection (again is fine)."""
 
@@ -286,10 +270,40 @@ class Executor(abc.ABC):
         self.close()
 
 
+def _sum(spec: FileSpec) -> str:
+    return f"{spec.mode:o} {hashlib.sha256(spec.data).hexdigest()}"
+
+
+def _check_path(path: str, root: str | None) -> None:
+    bad = (
+        not path
+        or "\n" in path
+        or "\0" in path
+        or posixpath.normpath(path) != path
+        or path.startswith("..")
+        or (root is None) != path.startswith("/")
+    )
+    if bad:
+        where = f"under {root}" if root else "absolute"
+        raise UsageError(f"file path {path!r} is not a clean {where} path")
+
+
+def _tar_of(specs: list[FileSpec]) -> bytes:
+    """The files as tar members ``0``, ``1``, … in order (``files.sh put`` reads them)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for i, spec in enumerate(specs):
+            info = tarfile.TarInfo(str(i))
+            info.size = len(spec.data)
+            info.mode = 0o600
+            tar.addfile(info, io.BytesIO(spec.data))
+    return buf.getvalue()
+
+
 def command_failed(host: str, cmd: str, status: int, tail: str) -> HostError:
     """The error of a command that exited non-zero."""
     return HostError(
-        host, "command failed", command=_short(cmd), exit_status=status, output_tail=tail
+        host, "command failed", command=short(cmd), exit_status=status, output_tail=tail
     )
 
 
@@ -298,7 +312,7 @@ def command_timed_out(host: str, cmd: str, timeout: float, tail: str) -> HostErr
     return HostError(
         host,
         f"command did not finish within {timeout:.3g} s",
-        command=_short(cmd),
+        command=short(cmd),
         output_tail=tail,
     )
 
@@ -331,131 +345,8 @@ def finish(
         if writer.is_alive():
             proc.kill()
             writer.join(5)
-            raise command_timed_out(
-                proc.name, proc.display, timeout or 0, ""
-            )
+            raise command_timed_out(proc.name, proc.display, timeout or 0, "")
         # A command that exits without reading all of its input is judged by
         # its exit status alone (as in a shell pipeline).
         left = None if timeout is None else max(0.0, timeout - (time.monotonic() - start))
         return proc.wait(timeout=left, check=check)
-
-
-# ---------------------------------------------------------------- local
-
-
-class _LocalProcess(Process):
-    def __init__(
-        self,
-        name: str,
-        display: str,
-        argv: list[str],
-        prefix: bytes,
-        on_output: OutputCallback | None,
-    ) -> None:
-        self.name = name
-        self.display = display
-        self.out = OutputCollector(name, on_output)
-        self.popen = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self._threads = [
-            threading.Thread(target=self._pump, args=(self.popen.stdout, "stdout"), daemon=True),
-            threading.Thread(target=self._pump, args=(self.popen.stderr, "stderr"), daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        if prefix:
-            self.write(prefix)
-
-    def _pump(self, fh: BinaryIO | None, stream: str) -> None:
-        assert fh is not None
-        while True:
-            data = fh.read1(65536) if hasattr(fh, "read1") else fh.read(65536)
-            if not data:
-                return
-            self.out.feed(stream, data)
-
-    def write(self, data: bytes) -> None:
-        assert self.popen.stdin is not None
-        try:
-            self.popen.stdin.write(data)
-        except BrokenPipeError as exc:
-            self.popen.wait()
-            self.out.finish()
-            raise HostError(
-                self.name,
-                "command stopped reading its input",
-                command=_short(self.display),
-                exit_status=self.popen.returncode,
-                output_tail=self.out.tail_text(),
-            ) from exc
-
-    def close_stdin(self) -> None:
-        assert self.popen.stdin is not None
-        with contextlib.suppress(BrokenPipeError):
-            self.popen.stdin.close()
-
-    def wait(self, *, timeout: float | None = None, check: bool = True) -> Result:
-        self.close_stdin()
-        try:
-            status = self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            self.kill()
-            raise command_timed_out(
-                self.name, self.display, timeout or 0, self.out.tail_text()
-            ) from exc
-        for t in self._threads:
-            t.join()
-        self.out.finish()
-        if check and status != 0:
-            raise command_failed(self.name, self.display, status, self.out.tail_text())
-        return Result(status, self.out.text("stdout"), self.out.text("stderr"))
-
-    def kill(self) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-
-class LocalConnection(Executor):
-    """Runs commands on this machine with ``sh -c``, same API as SSH.
-
-    Used for a host whose address is this machine's. As root (or with
-    ``sudo=False``) commands run directly; otherwise through ``sudo -S`` with
-    ``credentials.password`` on stdin, or ``sudo -n`` without one.
-    """
-
-    def __init__(self, name: str = "localhost", credentials: Credentials | None = None) -> None:
-        self.name = name
-        user = "root" if os.geteuid() == 0 else (os.environ.get("USER") or "user")
-        self.credentials = credentials or Credentials(user=user)
-        if os.geteuid() == 0 and self.credentials.user != "root":
-            self.credentials = Credentials(user="root")
-        self._sudo_nopasswd: bool | None = None
-
-    def open_exec(
-        self,
-        cmd: str,
-        *,
-        sudo: bool = True,
-        env: Mapping[str, str] | None = None,
-        on_output: OutputCallback | None = None,
-    ) -> Process:
-        line, prefix = self._command_line(cmd, sudo=sudo, env=env)
-        return _LocalProcess(self.name, cmd, ["sh", "-c", line], prefix, on_output)
-
-    def _sudo_needs_password(self) -> bool:
-        # A NOPASSWD rule: sudo would not read the password, so never send it.
-        if self.credentials.password is None:
-            return False
-        if self._sudo_nopasswd is None:
-            probe = subprocess.run(
-                ["sudo", "-k", "-n", "--", "true"], capture_output=True, timeout=30, check=False
-            )
-            self._sudo_nopasswd = probe.returncode == 0
-        return not self._sudo_nopasswd

@@ -12,8 +12,9 @@ with :class:`kbuild.layerstore.Platform`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from kbuild.errors import ClusterError, StoreError
+from kbuild.errors import ClusterError, KbuildError, StoreError
 from kbuild.layerstore import ImageMeta, MediaType, Platform, Store, default_cmds, pick_manifest
 
 
@@ -98,35 +99,29 @@ class ImageInfo:
         return sum(layer.size for layer in self.layers)
 
 
-def inspect_image(
-    store: Store, ref: str, *, arch: str | None = None, os_name: str = "linux"
-) -> ImageInfo:
-    """Resolve ``ref`` in the local store to the runtime's view of it.
-
-    An image index is narrowed to the manifest of ``arch`` (required then);
-    a single manifest is returned whatever its architecture (the preflight
-    compares it with the hosts').
-    """
+def _platform_manifest(
+    store: Store, ref: str, arch: str | None, os_name: str
+) -> tuple[str, dict[str, Any]]:
+    """``(digest, manifest)`` of ``ref``, an index narrowed to ``os_name/arch``."""
     desc = store.resolve(ref)
     manifest = store.read_manifest(desc)
-    digest = desc.digest
-    if desc.media_type in MediaType.INDEXES or "manifests" in manifest:
-        choices = manifest.get("manifests") or []
-        if arch is None:
-            arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
-            raise ClusterError(
-                f"image {ref} is multi-platform ({', '.join(arches)}); "
-                "the host architecture decides"
-            )
-        entry = pick_manifest(manifest, Platform(os_name, arch))
-        if entry is None:
-            arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
-            raise ClusterError(
-                f"image {ref} has no {os_name}/{arch} variant (it has: {', '.join(arches)})"
-            )
-        digest = entry["digest"]
-        manifest = store.read_manifest(digest)
-    config = store.read_config(manifest)
+    if desc.media_type not in MediaType.INDEXES and "manifests" not in manifest:
+        return desc.digest, manifest
+    choices = manifest.get("manifests") or []
+    arches = sorted({str((m.get("platform") or {}).get("architecture")) for m in choices})
+    if arch is None:
+        raise ClusterError(
+            f"image {ref} is multi-platform ({', '.join(arches)}); the host architecture decides"
+        )
+    entry = pick_manifest(manifest, Platform(os_name, arch))
+    if entry is None:
+        raise ClusterError(
+            f"image {ref} has no {os_name}/{arch} variant (it has: {', '.join(arches)})"
+        )
+    return entry["digest"], store.read_manifest(entry["digest"])
+
+
+def _layers(ref: str, manifest: dict[str, Any], config: dict[str, Any]) -> list[Layer]:
     diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
     blobs = manifest.get("layers") or []
     if len(diff_ids) != len(blobs):
@@ -145,6 +140,20 @@ def inspect_image(
     for layer in layers:
         if not layer.diff_id.startswith("sha256:") or len(layer.diff_id) != 71:
             raise StoreError(f"image {ref}: unsupported diffID {layer.diff_id}")
+    return layers
+
+
+def inspect_image(
+    store: Store, ref: str, *, arch: str | None = None, os_name: str = "linux"
+) -> ImageInfo:
+    """Resolve ``ref`` in the local store to the runtime's view of it.
+
+    An image index is narrowed to the manifest of ``arch`` (required then);
+    a single manifest is returned whatever its architecture (the preflight
+    compares it with the hosts').
+    """
+    digest, manifest = _platform_manifest(store, ref, arch, os_name)
+    config = store.read_config(manifest)
     inner = config.get("config") or {}
     labels = {str(k): str(v) for k, v in (inner.get("Labels") or {}).items()}
     env: dict[str, str] = {}
@@ -156,7 +165,7 @@ def inspect_image(
         a.name: App(name=a.name, path=a.path, cmds=list(a.cmds) or default_cmds(a),
                     env=dict(a.env))
         for a in meta.apps.values()
-    }
+    }  # fmt: skip
     return ImageInfo(
         ref=ref,
         manifest_digest=digest,
@@ -164,7 +173,7 @@ def inspect_image(
         arch=str(config.get("architecture") or ""),
         env=env,
         labels=labels,
-        layers=layers,
+        layers=_layers(ref, manifest, config),
         apps=apps,
         launch=meta.launch,
         cmds=meta.cmds,
@@ -181,3 +190,19 @@ def image_arches(store: Store, ref: str) -> list[str]:
             {str((m.get("platform") or {}).get("architecture")) for m in manifest["manifests"]}
         )
     return [str(store.read_config(manifest).get("architecture") or "")]
+
+
+def image_labels(store: Store, ref: str) -> dict[str, str]:
+    """The config labels of an image (of its first platform for an index);
+    empty when the image cannot be read (the preflight then says why)."""
+    try:
+        manifest = store.read_manifest(store.resolve(ref))
+        if "manifests" in manifest:
+            entries = manifest.get("manifests") or []
+            if not entries:
+                return {}
+            manifest = store.read_manifest(entries[0]["digest"])
+        inner = store.read_config(manifest).get("config") or {}
+    except (KbuildError, KeyError, TypeError, AttributeError):
+        return {}
+    return {str(k): str(v) for k, v in (inner.get("Labels") or {}).items()}

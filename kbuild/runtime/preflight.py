@@ -4,22 +4,22 @@ One command per host (``scripts/preflight.sh``) reports the architecture,
 whether sudo gives root, systemd, the tools present, and the free space and
 file system type where ``dataRoot`` will be. The checks that need the image
 (architecture, disk space for the layers still to send) are made against it.
-All hosts are checked; all problems are reported together.
+All hosts are checked; all problems are reported together (the preflight
+phase, :mod:`kbuild.runtime.phases.preflight`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kbuild.errors import HostError, HostsError, KbuildError
+from kbuild.errors import HostError
 from kbuild.layerstore import oci_arch
-from kbuild.runtime.distribute import remote_script
 from kbuild.runtime.executor import Executor
+from kbuild.runtime.remote import remote_script
 
 REQUIRED_TOOLS = (
     "sh", "tar", "sha256sum", "systemctl", "mount", "umount", "mkfifo", "tee", "mktemp",
-    "find", "mknod", "grep", "cmp",
+    "find", "mknod", "grep", "cmp", "head", "stat", "mv",
 )  # fmt: skip
 """Commands a host must have (coreutils, tar, findutils, util-linux, systemd)."""
 
@@ -103,15 +103,3 @@ def problems(facts: HostFacts, *, image_arch: str, need_bytes: int, data_root: s
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.1f} MB"
-
-
-def raise_problems(found: Mapping[str, Sequence[str]], errors: Mapping[str, KbuildError]) -> None:
-    """Raise one error listing every host's problems (nothing when there are none)."""
-    all_errors: dict[str, KbuildError] = dict(errors)
-    for host, items in found.items():
-        if items:
-            all_errors[host] = HostError(host, "preflight failed: " + "; ".join(items))
-    if len(all_errors) == 1:
-        raise next(iter(all_errors.values()))
-    if all_errors:
-        raise HostsError(all_errors)

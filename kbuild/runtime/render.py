@@ -11,17 +11,14 @@
   YAML mappings (document by document, the Config's values win, lists are
   replaced) into the file the image has there.
 
-Only files whose content differs from what the host has are sent, as one tar
-stream, so a re-run writes nothing.
+The provision phase writes them with :meth:`Executor.put_files
+<kbuild.runtime.executor.Executor.put_files>`: only files that differ are
+sent, so a re-run writes nothing.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import re
-import shlex
-import tarfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -105,57 +102,17 @@ def render_files(templates: Mapping[str, str], env: Mapping[str, str]) -> dict[s
     }
 
 
-def remote_sums(conn: Executor, rootfs: str, paths: list[str]) -> dict[str, str]:
-    """sha256 of each path under the host's rootfs (absent files left out)."""
-    if not paths:
-        return {}
-    args = " ".join(shlex.quote(p) for p in paths)
-    cmd = (
-        f"cd {shlex.quote(rootfs)} && "
-        f'for f in {args}; do [ -f "$f" ] && sha256sum -- "$f"; done; exit 0'
-    )
-    out: dict[str, str] = {}
-    for line in conn.run(cmd).stdout.splitlines():
-        digest, _, path = line.partition("  ")
-        if path:
-            out[path] = digest
-    return out
-
-
-def read_remote(conn: Executor, rootfs: str, path: str) -> str | None:
-    """A file of the host's rootfs as text (None when absent)."""
-    res = conn.run(f"cat -- {shlex.quote(rootfs + '/' + path)}", check=False)
-    return res.stdout if res.exit_status == 0 else None
-
-
 def config_files(conn: Executor, rootfs: str, configs: list[ConfigDoc]) -> dict[str, bytes]:
     """The content each Config document gives its file on this host."""
     out: dict[str, bytes] = {}
     for cfg in configs:
         path = cfg.rootfs_path
         if cfg.strategy == "merge":
-            base = out[path].decode() if path in out else (read_remote(conn, rootfs, path) or "")
+            if path in out:
+                base = out[path].decode()
+            else:
+                base = (conn.read_file(path, root=rootfs) or b"").decode(errors="replace")
             out[path] = merge_documents(base, cfg.data, name=cfg.name).encode()
         else:
             out[path] = cfg.data.encode()
     return out
-
-
-def write_files(conn: Executor, rootfs: str, files: Mapping[str, bytes]) -> list[str]:
-    """Write the files that differ into the host's rootfs; returns the paths written."""
-    sums = remote_sums(conn, rootfs, list(files))
-    changed = {p: c for p, c in files.items() if sums.get(p) != hashlib.sha256(c).hexdigest()}
-    if not changed:
-        return []
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, content in sorted(changed.items()):
-            info = tarfile.TarInfo(path)
-            info.size = len(content)
-            info.mode = 0o644
-            tar.addfile(info, io.BytesIO(content))
-    conn.run(
-        f"tar -x -f - -C {shlex.quote(rootfs)} --no-same-owner --no-overwrite-dir",
-        stdin=buf.getvalue(),
-    )
-    return sorted(changed)

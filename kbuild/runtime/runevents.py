@@ -31,10 +31,12 @@ class BytesSent:
 
 @dataclass(frozen=True)
 class PhaseStarted:
-    """A life-cycle phase starts on some hosts."""
+    """A life-cycle phase starts on some hosts (``quiet``: a phase that reports
+    per host, such as preflight and provision, and is not announced)."""
 
     phase: str
     hosts: tuple[str, ...]
+    quiet: bool = False
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class ClusterState:
     cluster_steps: list[str] = field(default_factory=list)
     status: str = "new"
     provider: str = ""
+    driver: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -64,6 +65,7 @@ class ClusterState:
             "dataRoot": self.data_root,
             "status": self.status,
             "provider": self.provider,
+            "driver": self.driver,
             "clusterSteps": list(self.cluster_steps),
             "hosts": {ip: {"roles": r.roles, "steps": r.steps} for ip, r in self.hosts.items()},
         }
@@ -78,6 +80,7 @@ class ClusterState:
             data_root=data.get("dataRoot", cfmod.DEFAULT_DATA_ROOT),
             status=data.get("status", "new"),
             provider=data.get("provider", ""),
+            driver=data.get("driver", ""),
             cluster_steps=list(data.get("clusterSteps", [])),
             hosts={
                 ip: HostRecord(roles=list(h.get("roles", [])), steps=list(h.get("steps", [])))

@@ -299,7 +299,7 @@ def test_apply_joins_and_deletes(env: Env, two: HostSet, tmp_path: Path) -> None
 
 
 def test_podman_provider_run_and_delete_all(env: Env) -> None:
-    from kbuild.runtime import podman
+    from kbuild.runtime.providers import podman
     from tests.fixtures.hosts import RUN_ID
 
     name = f"pv{RUN_ID}"[:20]

@@ -14,10 +14,10 @@ import pytest
 from kbuild.errors import ClusterError
 from kbuild.layerstore import AppInfo, ImageMeta, Store, TarEntry, oci_arch, pack_layer
 from kbuild.runtime import render
+from kbuild.runtime.contract import exports
 from kbuild.runtime.image import inspect_image
 from kbuild.runtime.layers import LayerScan, final_templates
 from kbuild.runtime.mount import ClusterPaths, escape_path, unit_text
-from kbuild.runtime.phases import exports
 from kbuild.runtime.preflight import parse_facts, problems
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "kbuild" / "runtime" / "scripts"

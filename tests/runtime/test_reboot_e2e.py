@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from kbuild.runtime import podman
+from kbuild.runtime.providers import podman
 from tests.fixtures.hosts import HostSet
 from tests.runtime.e2e_helpers import IMAGE, Env, build_example, clusterfile, get, kbuild, snapshot
 

@@ -11,16 +11,11 @@ import time
 import pytest
 
 from kbuild.errors import HostError, HostKeyError, HostsError
-from kbuild.runtime import podman
-from kbuild.runtime.ssh import (
-    Connection,
-    ConnectionPool,
-    Credentials,
-    LocalConnection,
-    connect,
-    is_local_address,
-    run_on_hosts,
-)
+from kbuild.runtime.executor import Credentials
+from kbuild.runtime.local import LocalConnection
+from kbuild.runtime.pool import ConnectionPool, connect, is_local_address, run_on_hosts
+from kbuild.runtime.providers import podman
+from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import FLAVOURS, HostSet
 
 pytestmark = pytest.mark.integration

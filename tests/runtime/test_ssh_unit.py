@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
@@ -9,9 +10,11 @@ import paramiko
 import pytest
 
 from kbuild.errors import HostError, HostKeyError, HostsError, UsageError
-from kbuild.runtime.executor import TAIL_LINES, Credentials, OutputCollector, wrap_command
+from kbuild.runtime.cmdline import wrap_command
+from kbuild.runtime.executor import Credentials
 from kbuild.runtime.hostkeys import KnownHosts, fingerprint, host_entry_name
-from kbuild.runtime.ssh import is_local_address, run_on_hosts
+from kbuild.runtime.output import TAIL_LINES, OutputCollector
+from kbuild.runtime.pool import is_local_address, run_on_hosts
 
 
 def test_known_hosts_trust_on_first_use(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -70,18 +73,32 @@ def test_host_entry_name() -> None:
 
 
 def test_wrap_command() -> None:
-    assert wrap_command("ls /", user="root", sudo=True, sudo_password=False, env=None) == "ls /"
-    line = wrap_command("echo 'a b'", user="u", sudo=True, sudo_password=True, env=None)
-    assert line == "sudo -k -S -p '' -- sh -c 'echo '\"'\"'a b'\"'\"''"
-    assert wrap_command("id", user="u", sudo=True, sudo_password=False, env=None).startswith(
-        "sudo -n -- sh -c "
+    assert wrap_command("ls /", is_root=True, sudo=True, sudo_password=False, env=None) == (
+        "ls /", b""
     )
-    assert wrap_command("id", user="u", sudo=False, sudo_password=True, env=None) == "id"
-    env_line = wrap_command("run", user="root", sudo=True, sudo_password=False,
-                            env={"A": "x y", "B": "$(no)"})  # fmt: skip
-    assert env_line == "export A='x y' B='$(no)'; run"
+    line, prefix = wrap_command("echo 'a b'", is_root=False, sudo=True, sudo_password=True,
+                                env=None)  # fmt: skip
+    assert line == "sudo -k -S -p '' -- sh -c 'echo '\"'\"'a b'\"'\"''" and prefix == b""
+    line, _ = wrap_command("id", is_root=False, sudo=True, sudo_password=False, env=None)
+    assert line.startswith("sudo -n -- sh -c ")
+    assert wrap_command("id", is_root=False, sudo=False, sudo_password=True, env=None)[0] == "id"
     with pytest.raises(UsageError):
-        wrap_command("x", user="root", sudo=True, sudo_password=False, env={"A-B": "1"})
+        wrap_command("x", is_root=True, sudo=True, sudo_password=False, env={"A-B": "1"})
+
+
+def test_env_travels_on_stdin_never_on_the_command_line() -> None:
+    """Secrets in the environment are not in the command line (``/proc/*/cmdline``
+    is world-readable); the command still sees them, and its own stdin follows."""
+    env = {"TOKEN": "s3cr3t-'quoted' $(no) \n line2", "B": ""}
+    line, prefix = wrap_command(
+        'printf "%s|%s|" "$TOKEN" "$B"; cat', is_root=True, sudo=True, sudo_password=False,
+        env=env,
+    )  # fmt: skip
+    assert "s3cr3t" not in line
+    proc = subprocess.run(
+        ["sh", "-c", line], input=prefix + b"own stdin", capture_output=True, check=True
+    )
+    assert proc.stdout.decode() == env["TOKEN"] + "||own stdin"
 
 
 def test_credentials_repr_hides_secrets() -> None:

@@ -1,0 +1,100 @@
+"""Cluster drivers: what a kind of cluster image adds to the generic life cycle.
+
+The generic runtime knows layers, mounts, the image's scripts and plugins. A
+driver adds what one kind of cluster needs (Kubernetes: kubeadm and
+containerd files, a cluster CA, the kubeconfig, node labels) without the
+generic runtime knowing it: the image's kind selects the driver
+(:func:`select_driver`, over the drivers :class:`~kbuild.runtime.phases.context.Options`
+carries), and the driver
+
+- inserts phases of its own into a flow's phase list (:meth:`ClusterDriver.extend`),
+- renders files per host (:meth:`ClusterDriver.host_files`, inside the rootfs;
+  :meth:`ClusterDriver.private_files`, outside it),
+- names ``/etc/hosts`` aliases (:meth:`ClusterDriver.host_aliases`),
+- keeps and forgets client-side state (:meth:`ClusterDriver.prepare`,
+  :meth:`ClusterDriver.hosts_removed`, :meth:`ClusterDriver.forget`).
+
+:class:`NullDriver` serves images of no known kind. Drivers live in
+``kbuild/runtime/drivers/<kind>/``; the generic runtime imports none of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from kbuild.runtime.clusterfile import Host
+    from kbuild.runtime.executor import Executor, FileSpec
+    from kbuild.runtime.phases.context import Context
+    from kbuild.runtime.phases.manager import Manager
+
+__all__ = ["CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "ClusterDriver", "NullDriver",
+           "driver_by_kind", "select_driver"]  # fmt: skip
+
+CONVERGE = "converge"
+"""The flow of run, join and apply: bring hosts to the finished state."""
+DELETE_HOSTS = "delete-hosts"
+"""The flow of ``delete --masters/--nodes``."""
+DELETE_CLUSTER = "delete-cluster"
+"""The flow of ``delete --all`` on hosts that stay."""
+
+
+class ClusterDriver:
+    """The base of every driver; each hook does nothing unless a driver says so."""
+
+    kind: ClassVar[str] = "none"
+    isolated_network: ClassVar[bool] = False
+    """Hosts a provider makes for this kind get a network with no route out."""
+
+    @classmethod
+    def claims(cls, labels: Mapping[str, str]) -> bool:
+        """True when an image with these config labels is of this driver's kind."""
+        return False
+
+    def extend(self, flow: str, phases: Manager) -> None:
+        """Insert this driver's phases into the phase list of ``flow``."""
+
+    def prepare(self, ctx: Context) -> None:
+        """Client-side preparation once a converge starts changing hosts."""
+
+    def host_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, bytes]:
+        """Generated files for one host, by path relative to its rootfs."""
+        return {}
+
+    def private_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, FileSpec]:
+        """Generated files outside the rootfs (absolute paths, with modes)."""
+        return {}
+
+    def host_aliases(self, ctx: Context) -> list[str]:
+        """``/etc/hosts`` lines (``IP NAME…``) every host of the cluster gets."""
+        return []
+
+    def hosts_removed(self, ctx: Context) -> None:
+        """After hosts left the cluster (``ctx.cf`` no longer lists them)."""
+
+    def forget(self, ctx: Context) -> None:
+        """``delete --all``: remove what the driver keeps in the local state."""
+
+
+class NullDriver(ClusterDriver):
+    """Images of no known kind: the generic life cycle alone."""
+
+
+def select_driver(
+    labels: Mapping[str, str], drivers: Sequence[type[ClusterDriver]]
+) -> ClusterDriver:
+    """The driver of the first kind that claims an image with these labels
+    (else :class:`NullDriver`)."""
+    for cls in drivers:
+        if cls.claims(labels):
+            return cls()
+    return NullDriver()
+
+
+def driver_by_kind(kind: str, drivers: Sequence[type[ClusterDriver]]) -> ClusterDriver:
+    """The driver recorded for a cluster (when its image is no longer readable)."""
+    for cls in drivers:
+        if cls.kind == kind:
+            return cls()
+    return NullDriver()

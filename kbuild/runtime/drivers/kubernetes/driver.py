@@ -1,0 +1,92 @@
+"""The Kubernetes cluster driver: kubeadm, containerd, the cluster CA, the
+embedded registry, the kubeconfig, node labels.
+
+An image is a Kubernetes image when its config carries the label
+``org.kbuild.kubernetes`` (the Kubernetes version; images built ``FROM``
+the base image inherit it). The image's scripts (``scripts/*.sh`` of
+``images/kubernetes``) do the work on hosts; this driver generates what they
+read and keeps the client-side state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kbuild.runtime import titles
+from kbuild.runtime.clusterfile import Host
+from kbuild.runtime.driver import CONVERGE, ClusterDriver
+from kbuild.runtime.drivers.kubernetes import files, kubectl
+from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase, LabelsPhase
+from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
+from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.phases.context import Context
+from kbuild.runtime.phases.manager import Manager
+
+__all__ = ["KubernetesDriver"]
+
+
+class KubernetesDriver(ClusterDriver):
+    """Kubernetes cluster images (label ``org.kbuild.kubernetes``)."""
+
+    kind = "kubernetes"
+    isolated_network = True
+
+    def __init__(self) -> None:
+        self.pki: ClusterPki | None = None
+
+    @classmethod
+    def claims(cls, labels: Mapping[str, str]) -> bool:
+        """Images with the ``org.kbuild.kubernetes`` label."""
+        return files.LABEL in labels
+
+    def extend(self, flow: str, phases: Manager) -> None:
+        """kubeconfig after init-cluster, labels after join-host."""
+        if flow == CONVERGE:
+            phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
+            phases.insert_after(titles.JOIN_HOST, LabelsPhase())
+
+    def prepare(self, ctx: Context) -> None:
+        """The cluster CA and the registry certificate in the local state."""
+        domain, _ = files.registry_address(ctx.cf.cluster)
+        self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster, domain)
+
+    def _pki(self, ctx: Context) -> ClusterPki:
+        if self.pki is None:
+            self.prepare(ctx)
+        assert self.pki is not None
+        return self.pki
+
+    def host_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, bytes]:
+        """kube.env, containerd's configuration and certs.d, kubeadm configuration."""
+        assert ctx.image is not None
+        rootfs = ctx.paths.rootfs
+        image_yml = conn.read_file("etc/kubeadm.yml", root=rootfs)
+        config = files.kubeadm_config(
+            ctx.cf, ctx.image, image_yml.decode() if image_yml is not None else None
+        )
+        return files.host_files(
+            ctx.cf, host, ctx.image, self._pki(ctx).ca.cert_pem, rootfs=rootfs,
+            containerd_root=files.containerd_root(conn, ctx.paths.base), config=config,
+        )  # fmt: skip
+
+    def private_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, FileSpec]:
+        """The embedded registry's certificate, key and configuration on master0."""
+        if host.ip != ctx.master0.ip:
+            return {}
+        return files.master0_secret_files(
+            ctx.paths.base, self._pki(ctx).registry, ctx.paths.rootfs
+        )
+
+    def host_aliases(self, ctx: Context) -> list[str]:
+        """The registry domain and the API server name."""
+        return [files.host_alias_lines(ctx.cf.cluster).rstrip("\n")]
+
+    def hosts_removed(self, ctx: Context) -> None:
+        """The Clusterfile Secret follows the record."""
+        kubectl.store_clusterfile(ctx.conn(ctx.master0), ctx.cf)
+
+    def forget(self, ctx: Context) -> None:
+        """The kubeconfig and the cluster PKI leave the local state."""
+        kubectl.forget(ctx.sd.path)
+
+

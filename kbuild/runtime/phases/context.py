@@ -1,0 +1,203 @@
+"""What every phase of one life-cycle operation shares: the Clusterfile,
+connections, the local state, the image and its driver, the hosts worked on.
+
+A :class:`Context` is made per operation (run, join, apply, delete) and
+closed at its end. Phases read and extend it; the
+:class:`~kbuild.runtime.phases.manager.Manager` records in its state which
+phases finished.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kbuild.errors import ClusterError, KbuildError
+from kbuild.layerstore import Store
+from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime.clusterfile import Clusterfile, Host, PluginDoc
+from kbuild.runtime.contract import ClusterView, host_env
+from kbuild.runtime.driver import ClusterDriver, NullDriver, driver_by_kind, select_driver
+from kbuild.runtime.executor import Credentials, Executor
+from kbuild.runtime.image import ImageInfo, inspect_image
+from kbuild.runtime.layers import LayerScan, final_plugins, scan_image
+from kbuild.runtime.mount import ClusterPaths, is_mounted
+from kbuild.runtime.pool import ConnectionPool
+from kbuild.runtime.preflight import HostFacts
+from kbuild.runtime.provider import Provider
+from kbuild.runtime.runevents import HostStatus, Message, Progress, emit
+from kbuild.runtime.state import HostRecord, StateDir, state_root
+
+__all__ = ["Context", "Options", "credentials"]
+
+
+@dataclass
+class Options:
+    """How a life-cycle operation reaches hosts, reports, and which drivers and
+    providers it may use (the CLI passes kbuild's own)."""
+
+    store: Store
+    progress: Progress | None = None
+    accept_changed_host_key: bool = False
+    connect_timeout: float = 10.0
+    retries: int = 2
+    state_root: Path | None = None
+    max_workers: int = 16
+    drivers: Sequence[type[ClusterDriver]] = ()
+    providers: Mapping[str, Provider] = field(default_factory=dict)
+
+
+def credentials(host: Host) -> Credentials:
+    """The connection credentials of a Clusterfile host."""
+    ssh = host.ssh
+    return Credentials(
+        user=ssh.user or "root",
+        password=ssh.passwd,
+        key_file=ssh.pk,
+        passphrase=ssh.pk_passwd,
+        port=ssh.port or 22,
+    )
+
+
+class Context:
+    """Connections, image, driver and state of one life-cycle operation."""
+
+    def __init__(self, cf: Clusterfile, opts: Options) -> None:
+        self.cf = cf
+        self.opts = opts
+        self.progress = opts.progress
+        root = opts.state_root or state_root()
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.pool = ConnectionPool(
+            known_hosts=root / "known_hosts",
+            accept_changed_host_key=opts.accept_changed_host_key,
+            connect_timeout=opts.connect_timeout,
+            retries=opts.retries,
+            local="auto",
+        )
+        self.sd = StateDir(cf.cluster.name, root)
+        self.state = self.sd.load_state()
+        self.paths = ClusterPaths(cf.cluster.data_root, cf.cluster.name)
+        self.image: ImageInfo | None = None
+        self.scans: list[LayerScan] = []
+        self.image_plugins: list[PluginDoc] = []
+        self.driver: ClusterDriver = NullDriver()
+        self.facts: dict[str, HostFacts] = {}
+        self.targets: list[Host] = []
+        """The hosts this operation works on (converge: those not finished)."""
+        self.scaleup = False
+        """The converge adds hosts to a cluster that finished installing."""
+        self.failed: dict[str, KbuildError] = {}
+        """Hosts dropped from the rest of a keep-going list, with their error."""
+        self.join_env: dict[str, str] = {}
+        """What join-cluster handed to join-host (its exports and the joiners)."""
+        self._connected: set[str] = set()
+        self._mounted: dict[str, bool] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every connection."""
+        self.pool.close()
+
+    # ------------------------------------------------------------ hosts
+
+    @property
+    def master0(self) -> Host:
+        """The first master: cluster-level phases run there."""
+        return self.cf.cluster.master0()
+
+    def conn(self, host: Host) -> Executor:
+        """The host's connection (made on first use)."""
+        with self._lock:
+            first = host.ip not in self._connected
+            self._connected.add(host.ip)
+        if first:
+            emit(self.progress, HostStatus(host.ip, "connecting"))
+        return self.pool.get(host.ip, credentials(host), name=host.ip)
+
+    def mounted(self, host: Host) -> bool:
+        """True when the cluster's rootfs is mounted on the host (asked once)."""
+        if host.ip not in self._mounted:
+            self._mounted[host.ip] = is_mounted(self.conn(host), self.paths)
+        return self._mounted[host.ip]
+
+    def view(self) -> ClusterView:
+        """The cluster as every phase's environment describes it."""
+        c = self.cf.cluster
+        hosts = c.all_hosts()
+        return ClusterView(
+            name=c.name,
+            image=c.image,
+            data_root=c.data_root,
+            masters=tuple(h.ip for h in hosts if h.is_master),
+            nodes=tuple(h.ip for h in hosts if not h.is_master),
+        )
+
+    def env(self, host: Host, phase: str) -> dict[str, str]:
+        """A script's or plugin's environment on ``host`` at ``phase``."""
+        image_env = self.image.env if self.image is not None else {}
+        return host_env(image_env, host, self.view(), phase)
+
+    # ------------------------------------------------------------ state
+
+    def record(self, host: Host) -> HostRecord:
+        """The host's record in the cluster state (made on first use)."""
+        rec = self.state.hosts.get(host.ip)
+        if rec is None:
+            rec = self.state.hosts[host.ip] = HostRecord(roles=list(host.roles))
+        return rec
+
+    def save(self) -> None:
+        """Write the cluster state."""
+        with self._lock:
+            self.sd.save_state(self.state)
+
+    # ------------------------------------------------------------ image
+
+    def load_image(self, arch: str | None) -> ImageInfo:
+        """The image for hosts of ``arch``, its layer scans, plugins and driver."""
+        image = inspect_image(self.opts.store, self.cf.cluster.image, arch=arch)
+        if self.state.manifest and self.state.manifest != image.manifest_digest:
+            raise ClusterError(
+                f"cluster {self.cf.cluster.name} runs {self.state.image} "
+                f"({self.state.manifest[:19]}), "
+                f"and {self.cf.cluster.image} is now {image.manifest_digest[:19]}",
+                hint="changing the image of a running cluster (upgrade) is not supported; "
+                "delete the cluster first or use the image it was created with",
+            )
+        self._use_image(image)
+        return image
+
+    def try_load_image(self) -> None:
+        """The image when it is still in the local store (delete works without it;
+        the driver then comes from the cluster's state)."""
+        try:
+            self._use_image(inspect_image(self.opts.store, self.cf.cluster.image, arch=None))
+        except KbuildError as exc:
+            emit(
+                self.progress,
+                Message(
+                    f"image {self.cf.cluster.image} not readable ({exc}); cleaning without its env"
+                ),
+            )
+            self.image = None
+            self.driver = driver_by_kind(self.state.driver, self.opts.drivers)
+
+    def _use_image(self, image: ImageInfo) -> None:
+        self.image = image
+        self.scans = scan_image(self.opts.store, image)
+        self.image_plugins = [
+            plugin
+            for path, text in sorted(final_plugins(self.scans).items())
+            for plugin in cfmod.load_plugins(text, source=f"{self.cf.cluster.image}:{path}")
+        ]
+        self.driver = select_driver(image.labels, self.opts.drivers)
+
+    def plugins_for(self, action: str) -> list[PluginDoc]:
+        """The image's plugins (``plugins/*.yaml``), then the Clusterfile's; a
+        Clusterfile plugin replaces an image plugin of the same name."""
+        mine = {p.name for p in self.cf.plugins}
+        merged = [p for p in self.image_plugins if p.name not in mine] + self.cf.plugins
+        return [p for p in merged if p.action == action]

@@ -1,0 +1,103 @@
+"""preflight: read-only checks of every host before anything changes.
+
+Facts of every host first (architecture, root, systemd, tools, space), then
+the image for the hosts' architecture, then per host the layers it lacks and
+what keeps it from running the image. Every host is checked; the manager
+reports all problems together. Runs in ``--dry-run`` too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kbuild.errors import ClusterError, HostError, KbuildError
+from kbuild.runtime import titles
+from kbuild.runtime.clusterfile import Host
+from kbuild.runtime.distribute import host_layers
+from kbuild.runtime.image import Layer
+from kbuild.runtime.phases.base import Phase
+from kbuild.runtime.phases.context import Context
+from kbuild.runtime.pool import run_on_hosts
+from kbuild.runtime.preflight import gather_facts, problems
+from kbuild.runtime.runevents import HostStatus, emit
+
+__all__ = ["HostPlan", "PreflightPhase", "work_hosts"]
+
+
+@dataclass
+class HostPlan:
+    """One host in a plan: what it has and what it will receive."""
+
+    ip: str
+    roles: tuple[str, ...]
+    arch: str
+    missing: list[Layer]
+    present: int
+
+    @property
+    def bytes_to_send(self) -> int:
+        """Blob bytes this host will receive."""
+        return sum(layer.size for layer in self.missing)
+
+
+def work_hosts(ctx: Context) -> list[Host]:
+    """master0 (cluster phases run there) and the hosts being brought up."""
+    m0 = ctx.master0
+    return [m0] + [h for h in ctx.targets if h.ip != m0.ip]
+
+
+class PreflightPhase(Phase):
+    """Read-only checks; fills ``ctx.facts``, loads the image, plans each host."""
+
+    title = titles.PREFLIGHT
+    recorded = False
+    read_only = True
+    quiet = True
+
+    def __init__(self) -> None:
+        self.errors: dict[str, KbuildError] = {}
+        self.host_plans: dict[str, HostPlan] = {}
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        """master0 and the hosts being brought up."""
+        return work_hosts(ctx)
+
+    def begin(self, ctx: Context, hosts: list[Host]) -> None:
+        """Facts of every host, then the image of their architecture."""
+        ctx.opts.store.resolve(ctx.cf.cluster.image)  # a missing image fails before any host
+        data_root = ctx.cf.cluster.data_root
+
+        def facts_of(h: Host) -> None:
+            emit(ctx.progress, HostStatus(h.ip, "preflight"))
+            ctx.facts[h.ip] = gather_facts(ctx.conn(h), data_root)
+
+        res = run_on_hosts(
+            hosts, facts_of, max_workers=ctx.opts.max_workers, name=lambda h: h.ip, check=False
+        )
+        self.errors = dict(res.errors)
+        found = {ip: f for ip, f in ctx.facts.items() if ip in {h.ip for h in hosts}}
+        arches = sorted({f.arch for f in found.values()})
+        if len(arches) > 1:
+            raise ClusterError(
+                "hosts have different architectures: "
+                + ", ".join(f"{ip} {f.arch}" for ip, f in sorted(found.items()))
+            )
+        ctx.load_image(arches[0] if arches else None)
+
+    def run(self, ctx: Context, host: Host) -> None:
+        """The host's layers and problems (a HostError listing them)."""
+        if host.ip in self.errors:
+            raise self.errors[host.ip]
+        assert ctx.image is not None
+        image, facts = ctx.image, ctx.facts[host.ip]
+        data_root = ctx.cf.cluster.data_root
+        hl = host_layers(ctx.conn(host), data_root, image)
+        sizes = {layer.hex: scan.size for layer, scan in zip(image.layers, ctx.scans, strict=True)}
+        need = sum(sizes[layer.hex] for layer in hl.missing)
+        found = problems(facts, image_arch=image.arch, need_bytes=need, data_root=data_root)
+        if found:
+            raise HostError(host.ip, "preflight failed: " + "; ".join(found))
+        self.host_plans[host.ip] = HostPlan(
+            host.ip, host.roles, facts.arch, hl.missing, len(hl.present)
+        )
+        emit(ctx.progress, HostStatus(host.ip, "checked", f"{len(hl.missing)} layers to send"))

@@ -1,0 +1,95 @@
+"""provision: every host gets the data root, the image's layers it lacks, the
+mounted rootfs and the files rendered for it (idempotent; a re-run sends and
+writes nothing).
+
+Rendered files: the image's templates, the Clusterfile's Config documents
+and what the cluster driver generates, written into the rootfs through
+:meth:`~kbuild.runtime.executor.Executor.put_files` (only those that
+changed); the driver's files outside the rootfs; the ``/etc/hosts`` aliases;
+on master0 a copy of the Clusterfile (0600).
+"""
+
+from __future__ import annotations
+
+from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime import render, titles
+from kbuild.runtime.clusterfile import Host
+from kbuild.runtime.distribute import host_layers, send_missing
+from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.layers import final_templates
+from kbuild.runtime.mount import mount_rootfs
+from kbuild.runtime.phases.base import Phase
+from kbuild.runtime.phases.context import Context
+from kbuild.runtime.phases.preflight import work_hosts
+from kbuild.runtime.preflight import gather_facts
+from kbuild.runtime.remote import remote_script
+from kbuild.runtime.runevents import HostStatus, emit
+
+__all__ = ["ProvisionPhase", "set_host_aliases"]
+
+
+def set_host_aliases(ctx: Context, conn: Executor, *, remove: bool = False) -> None:
+    """The Clusterfile's hostAliases and the driver's in the host's /etc/hosts
+    (marked with the cluster's name; ``remove`` takes them out)."""
+    lines = [] if remove else [
+        f"{a['ip']} {' '.join(a['hostnames'])}" for a in ctx.cf.cluster.host_aliases
+    ] + ctx.driver.host_aliases(ctx)  # fmt: skip
+    text = "".join(line + "\n" for line in lines)
+    res = conn.run(remote_script("host-aliases.sh", ctx.cf.cluster.name), stdin=text)
+    if "changed" in res.stdout:
+        emit(ctx.progress, HostStatus(conn.name, "hosts", "/etc/hosts aliases updated"))
+
+
+class ProvisionPhase(Phase):
+    """Data root, layers, mount and rendered files on every host worked on."""
+
+    title = titles.PROVISION
+    recorded = False
+    quiet = True
+
+    def hosts(self, ctx: Context) -> list[Host]:
+        """master0 and the hosts being brought up."""
+        return work_hosts(ctx)
+
+    def begin(self, ctx: Context, hosts: list[Host]) -> None:
+        """The converge starts changing hosts: record it, then the driver prepares."""
+        assert ctx.image is not None
+        c = ctx.cf.cluster
+        ctx.state.image = c.image
+        ctx.state.manifest = ctx.image.manifest_digest
+        ctx.state.data_root = c.data_root
+        ctx.state.driver = ctx.driver.kind
+        ctx.state.status = "running"
+        for h in c.all_hosts():
+            ctx.record(h)
+        ctx.sd.save_clusterfile(ctx.cf)
+        ctx.save()
+        ctx.driver.prepare(ctx)
+
+    def detail(self, ctx: Context, hosts: list[Host]) -> str:
+        """Layers to send, mount, render."""
+        return "layers, rootfs mount, rendered files"
+
+    def run(self, ctx: Context, host: Host) -> None:
+        """Bring one host's rootfs to the image and its rendered files."""
+        assert ctx.image is not None
+        conn, paths, data_root = ctx.conn(host), ctx.paths, ctx.cf.cluster.data_root
+        facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
+        conn.run(remote_script("prepare-data-root.sh", data_root))
+        todo = host_layers(conn, data_root, ctx.image)
+        send_missing(
+            conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
+        )
+        if mount_rootfs(conn, paths, ctx.image.layers):
+            emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
+        files = render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
+        files.update(render.config_files(conn, paths.rootfs, ctx.cf.configs))
+        files.update(ctx.driver.host_files(ctx, conn, host))
+        written = conn.put_files(files, root=paths.rootfs)
+        if written:
+            emit(ctx.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
+        private = dict(ctx.driver.private_files(ctx, conn, host))
+        if host.ip == ctx.master0.ip:
+            private[f"{paths.base}/Clusterfile"] = FileSpec(cfmod.dumps(ctx.cf).encode(), 0o600)
+        conn.put_files(private)
+        set_host_aliases(ctx, conn)
