@@ -30,7 +30,15 @@ from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
 from ._statcache import StatCache
 from ._store import Store
-from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
+from ._streams import open_layer_stream
+from ._types import (
+    REF_NAME_ANNOTATION,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    Descriptor,
+    LayerInfo,
+    MediaType,
+)
 from ._unpack import check_layer, unpack_layer
 from .events import BytesDone
 from .registry_layout import LayoutReport, write_registry_storage
@@ -44,6 +52,8 @@ __all__ = [
     "LABEL_LAUNCH",
     "META_KEY",
     "REF_NAME_ANNOTATION",
+    "WHITEOUT_OPAQUE",
+    "WHITEOUT_PREFIX",
     "AppInfo",
     "BlobWriter",
     "BytesDone",
@@ -67,6 +77,7 @@ __all__ = [
     "index_platforms",
     "load_archive",
     "oci_arch",
+    "open_layer_stream",
     "pack_layer",
     "pack_tree",
     "pick_manifest",

@@ -16,7 +16,6 @@ from kbuild.fsutil import fsync_dir, replacing
 
 from . import _tarwriter as tw
 from ._blobs import canonical_json
-from ._gc import _children
 from ._reference import Reference
 from ._types import CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION, Descriptor
 from .events import BytesDone, Progress
@@ -37,7 +36,7 @@ def _closure(store: Store, digest: str, out: dict[str, None]) -> None:
     if not store.has_blob(digest):
         raise BlobNotFound(f"blob {digest} is missing from the store (run `kbuild fsck`)")
     out[digest] = None
-    for child in _children(store, digest):
+    for child in store.children(digest):
         _closure(store, child, out)
 
 

@@ -12,87 +12,21 @@ or kept in overlayfs form (``whiteouts="overlay"``: 0/0 char devices and the
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import os
 import shutil
 import stat
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
-import zstandard
+from kbuild.errors import DigestMismatch, StoreError, UnsafeLayerError
 
-from kbuild.errors import StoreError, UnsafeLayerError
-
-from ._pack import OPAQUE_NAME, WHITEOUT_PREFIX
-from ._types import layer_compression
+from ._streams import open_hashed_tar
+from ._types import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 
 _CHUNK = 1 << 20
 _MAX_LINKS = 40
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-class _HashReader:
-    """A read-only stream that hashes what passes through it."""
-
-    def __init__(self, raw: IO[bytes], prefix: bytes = b"") -> None:
-        self._raw = raw
-        self._prefix = prefix
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self._prefix:
-            if n < 0 or n >= len(self._prefix):
-                data = self._prefix + self._raw.read(-1 if n < 0 else n - len(self._prefix))
-            else:
-                data = self._prefix[:n]
-            self._prefix = self._prefix[len(data):] if len(data) < len(self._prefix) else b""
-        else:
-            data = self._raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-def _sniff(stream: BinaryIO) -> tuple[str, bytes]:
-    head = b""
-    while len(head) < 4:
-        chunk = stream.read(4 - len(head))
-        if not chunk:
-            break
-        head += chunk
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd", head
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip", head
-    return "none", head
-
-
-def open_tar_stream(stream: BinaryIO, media_type: str | None) -> tuple[_HashReader, _HashReader]:
-    """``(blob reader, tar reader)``: both hash what they pass (blob digest, diffID)."""
-    if media_type is None:
-        compression, head = _sniff(stream)
-    else:
-        compression, head = layer_compression(media_type), b""
-    blob = _HashReader(stream, head)
-    if compression == "zstd":
-        dctx = zstandard.ZstdDecompressor()
-        tar: IO[bytes] = dctx.stream_reader(blob, read_size=_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
-    elif compression == "gzip":
-        tar = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]
-    elif compression == "none":
-        tar = blob  # type: ignore[assignment]
-    else:
-        raise StoreError(f"unsupported layer media type {media_type!r}")
-    return blob, _HashReader(tar)
 
 
 def _components(name: str, what: str) -> list[str]:
@@ -217,7 +151,7 @@ class _Applier:
             return  # the root directory itself
         parent = resolve_in_root(parts[:-1], self.lookup, what)
         base = parts[-1]
-        if base == OPAQUE_NAME:
+        if base == WHITEOUT_OPAQUE:
             self._opaque(parent, what)
             return
         if base.startswith(WHITEOUT_PREFIX):
@@ -354,7 +288,7 @@ def _run(
     stream: BinaryIO, target: Path | None, media_type: str | None, *, allow_devices: bool,
     whiteouts: str,
 ) -> tuple[str, str]:
-    blob, tar = open_tar_stream(stream, media_type)
+    blob, tar = open_hashed_tar(stream, media_type)
     applier = _Applier(target, allow_devices=allow_devices, whiteouts=whiteouts)
     try:
         with tarfile.open(fileobj=tar, mode="r|", errorlevel=2) as tf:  # type: ignore[call-overload]
@@ -362,8 +296,6 @@ def _run(
                 applier.apply(tf, member)
     except tarfile.TarError as exc:
         raise StoreError(f"layer is not a valid tar stream: {exc}") from None
-    except (zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
-        raise StoreError(f"layer stream is corrupt: {exc}") from None
     except OSError as exc:
         if exc.errno is None:
             raise StoreError(f"layer stream is corrupt: {exc}") from None
@@ -404,8 +336,6 @@ def unpack_verified(
     allow_devices: bool = False, whiteouts: str = "apply",
 ) -> None:
     """:func:`unpack_layer`, raising :class:`DigestMismatch` if a digest does not match."""
-    from kbuild.errors import DigestMismatch
-
     target.mkdir(parents=True, exist_ok=True)
     got_diff, got_digest = _run(stream, target, media_type, allow_devices=allow_devices,
                                 whiteouts=whiteouts)
