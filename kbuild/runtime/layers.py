@@ -82,8 +82,8 @@ class LayerScan:
 
 
 def _norm(name: str) -> str:
-    path = posixpath.normpath("/" + name.lstrip("./"))
-    return path.lstrip("/")
+    """A member name as a rootfs path: ``./.env.tmpl`` -> ``.env.tmpl``, ``./`` -> ``""``."""
+    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def _scan(store: Store, layer: Layer) -> LayerScan:
