@@ -16,7 +16,7 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -41,11 +41,23 @@ def _components(name: str, what: str) -> list[str]:
 LinkLookup = Callable[[str], "str | None"]
 
 
-def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str]:
-    """Resolve directory components inside the root, following relative symlinks.
+class _Stop(Exception):
+    """Why a path walk inside the root stopped: ``outside``, ``loop`` or ``absolute``."""
 
-    Raises :class:`UnsafeLayerError` if a symlink on the way is absolute or
-    climbs above the root.
+    def __init__(self, reason: str, link: str = "", target: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.link = link
+        self.target = target
+
+
+def _walk(parts: list[str], lookup: LinkLookup, *, absolute_ends: bool) -> list[str] | None:
+    """Resolve ``parts`` from the root the way the kernel would from the target directory.
+
+    Every symlink met is followed (at most ``_MAX_LINKS``); ``..`` above the
+    root raises ``_Stop("outside")``. An absolute symlink raises
+    ``_Stop("absolute")``, or with ``absolute_ends`` returns None: from there
+    on the path is one the image's user resolves against the image root.
     """
     out: list[str] = []
     todo = list(reversed(parts))
@@ -56,7 +68,7 @@ def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str
             continue
         if comp == "..":
             if not out:
-                raise UnsafeLayerError(f"layer entry {what!r} leads outside the target")
+                raise _Stop("outside")
             out.pop()
             continue
         rel = "/".join([*out, comp])
@@ -66,32 +78,53 @@ def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str
             continue
         hops += 1
         if hops > _MAX_LINKS:
-            raise UnsafeLayerError(f"layer entry {what!r}: too many levels of symlinks")
+            raise _Stop("loop")
         if target.startswith("/"):
-            raise UnsafeLayerError(
-                f"layer entry {what!r} is written through symlink {rel!r} -> {target!r}, "
-                "which points outside the target"
-            )
+            if absolute_ends:
+                return None
+            raise _Stop("absolute", rel, target)
         todo.extend(reversed(target.split("/")))
     return out
 
 
-def _check_symlink_target(parent: list[str], linkname: str, what: str) -> None:
+def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str]:
+    """Resolve directory components inside the root, following relative symlinks.
+
+    Raises :class:`UnsafeLayerError` if a symlink on the way is absolute or
+    climbs above the root.
+    """
+    try:
+        out = _walk(parts, lookup, absolute_ends=False)
+    except _Stop as stop:
+        if stop.reason == "outside":
+            raise UnsafeLayerError(f"layer entry {what!r} leads outside the target") from None
+        if stop.reason == "loop":
+            raise UnsafeLayerError(
+                f"layer entry {what!r}: too many levels of symlinks") from None
+        raise UnsafeLayerError(
+            f"layer entry {what!r} is written through symlink {stop.link!r} -> "
+            f"{stop.target!r}, which points outside the target") from None
+    assert out is not None
+    return out
+
+
+def check_symlink(rel: str, linkname: str, lookup: LinkLookup) -> None:
+    """Refuse a relative symlink at ``rel`` whose target, resolved through the
+    symlinks ``lookup`` knows (chains included), climbs above the root.
+
+    Absolute targets are allowed: whoever uses the image resolves them
+    against its root.
+    """
     if linkname.startswith("/"):
-        return  # absolute: resolved against the image root by whoever uses it
-    depth = len(parent)
-    for comp in linkname.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            depth -= 1
-            if depth < 0:
-                raise UnsafeLayerError(
-                    f"layer entry {what!r} is a symlink to {linkname!r}, which leads outside "
-                    "the target"
-                )
-        else:
-            depth += 1
+        return
+    parent = rel.split("/")[:-1]
+    try:
+        _walk([*parent, *linkname.split("/")], lookup, absolute_ends=True)
+    except _Stop as stop:
+        why = (", which leads outside the target" if stop.reason == "outside"
+               else ": too many levels of symlinks")
+        raise UnsafeLayerError(
+            f"layer entry {rel!r} is a symlink to {linkname!r}{why}") from None
 
 
 class _Applier:
@@ -106,6 +139,7 @@ class _Applier:
         self.links: dict[str, str] = {}
         self.created: set[str] = set()
         self.dirs: list[tuple[str, int]] = []
+        self.new_links = False
         self.as_root = os.geteuid() == 0
 
     # -- the view of the tree -------------------------------------------
@@ -163,7 +197,8 @@ class _Applier:
         rel_list = [*parent, base]
         rel = "/".join(rel_list)
         if m.issym():
-            _check_symlink_target(parent, m.linkname, what)
+            check_symlink(rel, m.linkname, self.lookup)
+            self.new_links = True
         elif m.islnk():
             if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
                 why = "an absolute path" if m.linkname.startswith("/") else "'..'"
@@ -277,12 +312,30 @@ class _Applier:
                     self._clear(Path(de.path))
 
     def finish(self) -> None:
+        """Check every symlink again (a later link can change where an earlier one
+        leads), then set the directories' mtimes."""
         if self.target is None:
+            for rel, linkname in list(self.links.items()):
+                check_symlink(rel, linkname, self.lookup)
             return
+        if self.new_links:
+            for rel, linkname in self._links_on_disk():
+                check_symlink(rel, linkname, self.lookup)
         for rel, mtime in reversed(self.dirs):
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self.target / rel, (mtime, mtime), follow_symlinks=False)
 
+    def _links_on_disk(self) -> Iterator[tuple[str, str]]:
+        """``(rel, linkname)`` of every symlink under the target (earlier layers' too)."""
+        assert self.target is not None
+        for dirpath, dirnames, filenames in os.walk(self.target):
+            dirnames.sort()
+            base = os.path.relpath(dirpath, self.target)
+            for name in sorted(dirnames + filenames):
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    rel = name if base == "." else f"{base}/{name}"
+                    yield rel, os.readlink(path)
 
 def _run(
     stream: BinaryIO, target: Path | None, media_type: str | None, *, allow_devices: bool,
