@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kbuild.errors import BuildError
+from kbuild.errors import BuildError, UnsafeLayerError
 from kbuild.kubefile import expand
 from kbuild.kubefile import instructions as ins
 from kbuild.layerstore import (
@@ -217,7 +217,10 @@ class StageRunner:
         key_parts = [source_state.key, srcs, raw_dest, self.state.workdir, inst.chmod]
 
         def make() -> LayerInfo:
-            rootfs, cleanup = session.rootfs(source_state)
+            try:
+                rootfs, cleanup = session.rootfs(source_state)
+            except UnsafeLayerError as exc:  # the layers do not make one safe tree
+                raise BuildError(f"{where(inst)}: {exc}") from None
             try:
                 tree = SourceTree(rootfs, what=f"stage {ref!r}")
                 resolved: list[Source] = []
