@@ -195,7 +195,7 @@ class Session:
             desc = self.pull(self.store, str(ref), platform=str(platform),
                              progress=self._pull_progress(step))
         if desc.media_type in MediaType.INDEXES:
-            index = self.store.read_json(desc.digest)
+            index = self.store.read_manifest(desc)
             entry = pick_manifest(index, platform)
             if entry is None:
                 raise BuildError(f"{where(inst)}: image {image} has no manifest for {platform}",

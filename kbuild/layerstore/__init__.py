@@ -28,6 +28,7 @@ from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
 from ._paths import default_root
 from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
+from ._schema import check_document, is_index, load_json, parse_document
 from ._statcache import StatCache
 from ._store import Store
 from ._streams import open_layer_stream
@@ -71,15 +72,19 @@ __all__ = [
     "TarEntry",
     "app_relpath",
     "canonical_json",
+    "check_document",
     "check_layer",
     "default_cmds",
     "default_root",
     "index_platforms",
+    "is_index",
     "load_archive",
+    "load_json",
     "oci_arch",
     "open_layer_stream",
     "pack_layer",
     "pack_tree",
+    "parse_document",
     "pick_manifest",
     "save_archive",
     "tree_entries",

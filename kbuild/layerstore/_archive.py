@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +17,7 @@ from kbuild.fsutil import fsync_dir, replacing
 from . import _tarwriter as tw
 from ._blobs import canonical_json
 from ._reference import Reference
+from ._schema import is_index, parse_document
 from ._types import CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION, Descriptor
 from .events import BytesDone, Progress
 
@@ -31,13 +32,43 @@ _CHUNK = 1 << 20
 
 
 def _closure(store: Store, digest: str, out: dict[str, None]) -> None:
-    if digest in out:
-        return
-    if not store.has_blob(digest):
-        raise BlobNotFound(f"blob {digest} is missing from the store (run `kbuild fsck`)")
-    out[digest] = None
-    for child in store.children(digest):
-        _closure(store, child, out)
+    missing = store.missing_blobs(digest)
+    if missing:
+        raise BlobNotFound(f"blob {missing[0]} is missing from the store (run `kbuild fsck`)")
+    todo = [digest]
+    while todo:
+        d = todo.pop()
+        if d not in out:
+            out[d] = None
+            todo += store.children(d)
+
+
+def _check_tree(store: Store, desc: Descriptor, where: str) -> None:
+    """Every manifest, index and config under ``desc`` is in the store and well-formed."""
+    todo = [desc.digest]
+    seen: set[str] = set()
+    while todo:
+        digest = todo.pop()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        if not store.has_blob(digest):
+            raise StoreError(f"{where}: archive is incomplete: blob {digest} is missing")
+        try:
+            doc = store.read_manifest(digest)
+            if is_index(doc):
+                todo += [m["digest"] for m in doc["manifests"]]
+                continue
+            config = doc["config"]["digest"]
+            if not store.has_blob(config):
+                raise StoreError(f"archive is incomplete: config {config} is missing")
+            store.read_config(doc)
+        except StoreError as exc:
+            raise StoreError(f"{where}: {exc}") from None
+        for layer in doc["layers"]:
+            if not store.has_blob(layer["digest"]):
+                raise StoreError(f"{where}: archive is incomplete: "
+                                 f"layer {layer['digest']} is missing")
 
 
 def save_archive(store: Store, names: list[str], output: Path | str,
@@ -148,14 +179,12 @@ def load_archive(store: Store, path: Path | str, progress: Progress | None = Non
                         raise StoreError(f"{path}: {name} is too large")
                     src = tf.extractfile(m)
                     data = src.read() if src is not None else b""
-                    try:
-                        obj = json.loads(data)
-                    except ValueError:
-                        raise StoreError(f"{path}: {name} is not valid JSON") from None
+                    kind = "index" if name == "index.json" else "layout"
+                    obj = parse_document(data, kind, what=f"{path}: {name}")
                     if name == "index.json":
                         index = obj
                     else:
-                        layout_ok = obj.get("imageLayoutVersion") == "1.0.0"
+                        layout_ok = obj["imageLayoutVersion"] == "1.0.0"
                     continue
                 match = _BLOB_RE.match(name)
                 if not match:
@@ -171,23 +200,19 @@ def load_archive(store: Store, path: Path | str, progress: Progress | None = Non
                 done += m.size
                 if progress is not None:
                     progress(BytesDone("load", done, total))
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise StoreError(f"{path}: not a valid tar archive: {exc}") from None
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
     if index is None or not layout_ok:
         raise StoreError(f"{path}: not an OCI archive (no index.json / oci-layout)",
                          hint="create one with `kbuild save` or `skopeo copy ... oci-archive:FILE`")
-    manifests = index.get("manifests")
-    if not isinstance(manifests, list) or not manifests:
+    if not index["manifests"]:
         raise StoreError(f"{path}: index.json lists no images")
-    for m in manifests:
-        desc = Descriptor.from_dict(m)
-        seen: dict[str, None] = {}
-        try:
-            _closure(store, desc.digest, seen)
-        except BlobNotFound as exc:
-            raise StoreError(f"{path}: archive is incomplete: {exc}") from None
+    entries = [(m, Descriptor.from_dict(m)) for m in index["manifests"]]
+    for _, desc in entries:  # all checked before any is tagged
+        _check_tree(store, desc, str(path))
+    for m, desc in entries:
         ref = _entry_name(m, result.warnings)
         plain = desc.with_annotations({k: v for k, v in (desc.annotations or {}).items()
                                        if k not in (REF_NAME_ANNOTATION,

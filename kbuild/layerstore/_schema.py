@@ -212,9 +212,9 @@ _CHECKS: dict[str, Callable[[_Checker, dict[str, Any]], None]] = {
 def is_index(doc: dict[str, Any]) -> bool:
     """Whether a manifest-or-index document is an index (by media type, else by fields)."""
     media = doc.get("mediaType")
-    if media in MediaType.INDEXES:
+    if isinstance(media, str) and media in MediaType.INDEXES:
         return True
-    if media in MediaType.MANIFESTS:
+    if isinstance(media, str) and media in MediaType.MANIFESTS:
         return False
     return "manifests" in doc and "layers" not in doc and "config" not in doc
 
@@ -242,7 +242,7 @@ def load_json(data: bytes | str, *, what: str, error: ErrorClass = StoreError) -
     except RecursionError:
         raise error(f"{what}: JSON nested too deeply") from None
     except ValueError as exc:
-        raise error(f"{what}: not valid JSON ({exc})") from None
+        raise error(f"{what}: not JSON ({exc})") from None
     if _too_deep(value):
         raise error(f"{what}: JSON nested more than {MAX_DEPTH} levels deep")
     return value
