@@ -29,14 +29,16 @@ class Store(Layout):
     # -- names -----------------------------------------------------------
 
     def tag(self, name: str | Reference, desc: Descriptor) -> Reference:
-        """Point ``name`` at ``desc`` (replacing what it pointed at)."""
+        """Point ``name`` at ``desc`` (replacing what it pointed at).
+
+        Raises :class:`BlobNotFound` unless every blob ``desc`` reaches is present.
+        """
         ref = name if isinstance(name, Reference) else Reference.parse(name)
-        if not self.has_blob(desc.digest):
-            raise BlobNotFound(f"cannot tag {ref.familiar}: {desc.digest} is not in the store")
         annotations = dict(desc.annotations or {})
         annotations[REF_NAME_ANNOTATION] = str(ref)
         entry = desc.with_annotations(annotations).to_dict()
         with self.lock():
+            self._check_complete(desc, ref.familiar)
             manifests = [
                 m for m in self._read_index_file()["manifests"]
                 if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION) != str(ref)
@@ -47,9 +49,8 @@ class Store(Layout):
 
     def add_untagged(self, desc: Descriptor) -> None:
         """Keep ``desc`` in index.json without a name (a GC root shown as ``<none>``)."""
-        if not self.has_blob(desc.digest):
-            raise BlobNotFound(f"{desc.digest} is not in the store")
         with self.lock():
+            self._check_complete(desc, desc.digest)
             manifests = self._read_index_file()["manifests"]
             if any(m.get("digest") == desc.digest for m in manifests):
                 return
@@ -58,6 +59,12 @@ class Store(Layout):
             }
             manifests.append(desc.with_annotations(annotations or None).to_dict())
             self._write_index_file(manifests)
+
+    def _check_complete(self, desc: Descriptor, what: str) -> None:
+        """Under the lock: every blob of the tree is present (GC cannot remove one now)."""
+        missing = self.missing_blobs(desc.digest)
+        if missing:
+            raise BlobNotFound(f"cannot tag {what}: blob {missing[0]} is not in the store")
 
     def untag(self, name: str | Reference) -> Descriptor:
         """Remove the name; returns what it pointed at."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 ACCEPT = (MediaType.OCI_INDEX, MediaType.OCI_MANIFEST, MediaType.DOCKER_LIST,
           MediaType.DOCKER_MANIFEST)
 INDEX_RECORD = "registry-index"
+_COMMIT_ROUNDS = 3
 
 
 def _parallel(jobs: int, tasks: list[Callable[[], BlobDone]]) -> list[BlobDone]:
@@ -154,6 +156,71 @@ def select_manifest(index: dict[str, Any], wanted: Platform, what: str) -> dict[
     return entry
 
 
+@dataclass
+class _Pulled:
+    """The manifest a pull resolved to (and the index it came from, if any)."""
+
+    ref: Reference
+    data: bytes
+    doc: dict[str, Any]
+    media_type: str
+    digest: str
+    platform: dict[str, Any] | None = None
+    index: tuple[bytes, str] | None = None
+
+
+def _resolve(client: RegistryClient, ref: Reference, wanted: Platform) -> _Pulled:
+    """Fetch the manifest of ``ref``, going through an index to ``wanted``'s entry."""
+    data, doc, mtype, digest = _fetch_manifest(client, ref, ref.digest or ref.tag or "latest",
+                                               ref.digest)
+    pulled = _Pulled(ref, data, doc, mtype, digest)
+    if is_index(doc):
+        entry = select_manifest(doc, wanted, f"{ref.familiar}")
+        data, doc, mtype, digest = _fetch_manifest(client, ref, entry["digest"], entry["digest"])
+        pulled = _Pulled(ref, data, doc, _media_type(doc, entry.get("mediaType") or mtype),
+                         digest, entry.get("platform"), (pulled.data, pulled.digest))
+    if is_index(pulled.doc) or pulled.media_type not in MediaType.MANIFESTS:
+        raise RegistryError(f"{ref.familiar}: unsupported manifest type {pulled.media_type!r}")
+    return pulled
+
+
+def _fetch_blobs(client: RegistryClient, store: Store, pulled: _Pulled, jobs: int) -> None:
+    blobs = {b["digest"]: b["size"] for b in [pulled.doc["config"], *pulled.doc["layers"]]}
+    try:
+        _parallel(jobs, [partial(pull_blob, client, store, pulled.ref.repository, d, s)
+                         for d, s in blobs.items()])
+    except DigestMismatch as exc:
+        raise DigestMismatch(exc.expected, exc.actual,
+                             what=f"{pulled.ref.familiar}: blob") from None
+
+
+def _commit(store: Store, pulled: _Pulled, wanted: Platform) -> Descriptor:
+    """Store the manifest, check the config, tag. ``BlobNotFound`` if a blob went missing."""
+    ref = pulled.ref
+    if store.put_bytes(pulled.data) != pulled.digest:
+        raise DigestMismatch(pulled.digest, _sha256(pulled.data), what=f"{ref.familiar}: manifest")
+    try:
+        config = store.read_config(pulled.doc)
+    except BlobNotFound:
+        raise
+    except StoreError as exc:
+        raise RegistryError(f"{ref.familiar}: {exc}") from None
+    plat = pulled.platform
+    if plat is None and config.get("os") and config.get("architecture"):
+        plat = {"os": config["os"], "architecture": config["architecture"]}
+        if config.get("variant"):
+            plat["variant"] = config["variant"]
+    desc = Descriptor(pulled.media_type, pulled.digest, len(pulled.data), platform=plat)
+    with store.lock():  # GC holds it too: what is checked here stays until tagged
+        if pulled.index is not None:
+            store.put_bytes(pulled.index[0])
+            store.put_record(INDEX_RECORD, str(ref), {
+                "blobs": [pulled.index[1], pulled.digest], "index": pulled.index[1],
+                "manifest": pulled.digest, "platform": str(wanted)})
+        store.tag(ref, desc)
+    return desc
+
+
 def pull_image(store: Store, ref: str | Reference, *, platform: str | Platform | None = None,
                progress: Progress | None = None,
                options: ClientOptions | None = None) -> Descriptor:
@@ -163,50 +230,28 @@ def pull_image(store: Store, ref: str | Reference, *, platform: str | Platform |
     ``platform`` (default: this machine); the index blob is stored too and
     kept alive by a ``registry-index`` record. Returns the tagged manifest
     descriptor (with its platform).
+
+    A blob already in the store is refreshed (GC's grace period starts
+    again) instead of downloaded. The tag is written under the store lock
+    only when every blob is present; if a concurrent ``prune`` removed one
+    meanwhile, it is fetched again (at most ``_COMMIT_ROUNDS`` times).
     """
     ref = _ref(ref)
     wanted = platform if isinstance(platform, Platform) else Platform.parse(platform)
     options = options or ClientOptions()
     with RegistryClient(ref.registry, options, api_host=ref.api_host,
                         progress=progress) as client:
-        reference = ref.digest or ref.tag or "latest"
-        data, doc, mtype, digest = _fetch_manifest(client, ref, reference, ref.digest)
-        index: tuple[bytes, str] | None = None
-        plat: dict[str, Any] | None = None
-        if is_index(doc):
-            entry = select_manifest(doc, wanted, f"{ref.familiar}")
-            index = (data, digest)
-            plat = entry.get("platform")
-            data, doc, mtype, digest = _fetch_manifest(client, ref, entry["digest"],
-                                                       entry["digest"])
-            mtype = _media_type(doc, entry.get("mediaType") or mtype)
-        if is_index(doc) or mtype not in MediaType.MANIFESTS:
-            raise RegistryError(f"{ref.familiar}: unsupported manifest type {mtype!r}")
-        blobs = {b["digest"]: b["size"] for b in [doc["config"], *doc["layers"]]}
-        try:
-            _parallel(options.jobs, [
-                partial(pull_blob, client, store, ref.repository, d, s)
-                for d, s in blobs.items()
-            ])
-        except DigestMismatch as exc:
-            raise DigestMismatch(exc.expected, exc.actual,
-                                 what=f"{ref.familiar}: blob") from None
-        if store.put_bytes(data) != digest:
-            raise DigestMismatch(digest, _sha256(data), what=f"{ref.familiar}: manifest")
-        try:
-            config = store.read_config(doc)
-        except StoreError as exc:
-            raise RegistryError(f"{ref.familiar}: {exc}") from None
-        if plat is None and config.get("os") and config.get("architecture"):
-            plat = {"os": config["os"], "architecture": config["architecture"]}
-            if config.get("variant"):
-                plat["variant"] = config["variant"]
-        desc = Descriptor(mtype, digest, len(data), platform=plat)
-        if index is not None:
-            store.put_bytes(index[0])
-            store.put_record(INDEX_RECORD, str(ref), {
-                "blobs": [index[1], digest], "index": index[1], "manifest": digest,
-                "platform": str(wanted)})
-        store.tag(ref, desc)
-        client.emit(ManifestDone(str(ref), digest, mtype))
+        pulled = _resolve(client, ref, wanted)
+        for round_ in range(1, _COMMIT_ROUNDS + 1):
+            _fetch_blobs(client, store, pulled, options.jobs)
+            try:
+                desc = _commit(store, pulled, wanted)
+                break
+            except BlobNotFound as exc:
+                if round_ == _COMMIT_ROUNDS:
+                    raise RegistryError(
+                        f"{ref.familiar}: blobs were removed from the store while pulling "
+                        f"({exc})", hint="is a `kbuild prune --grace 0` running? "
+                                         "pull again when it is done") from None
+        client.emit(ManifestDone(str(ref), pulled.digest, pulled.media_type))
     return desc
