@@ -35,30 +35,19 @@ def _closure(store: Store, digest: str, out: dict[str, None]) -> None:
     missing = store.missing_blobs(digest)
     if missing:
         raise BlobNotFound(f"blob {missing[0]} is missing from the store (run `kbuild fsck`)")
-    todo = [digest]
-    while todo:
-        d = todo.pop()
-        if d not in out:
-            out[d] = None
-            todo += store.children(d)
+    out.update(dict.fromkeys(store.walk(digest)))
 
 
 def _check_tree(store: Store, desc: Descriptor, where: str) -> None:
     """Every manifest, index and config under ``desc`` is in the store and well-formed."""
-    todo = [desc.digest]
-    seen: set[str] = set()
-    while todo:
-        digest = todo.pop()
-        if digest in seen:
-            continue
-        seen.add(digest)
+
+    def checked_children(digest: str) -> list[str]:
         if not store.has_blob(digest):
             raise StoreError(f"{where}: archive is incomplete: blob {digest} is missing")
         try:
             doc = store.read_manifest(digest)
             if is_index(doc):
-                todo += [m["digest"] for m in doc["manifests"]]
-                continue
+                return [m["digest"] for m in doc["manifests"]]
             config = doc["config"]["digest"]
             if not store.has_blob(config):
                 raise StoreError(f"archive is incomplete: config {config} is missing")
@@ -69,6 +58,10 @@ def _check_tree(store: Store, desc: Descriptor, where: str) -> None:
             if not store.has_blob(layer["digest"]):
                 raise StoreError(f"{where}: archive is incomplete: "
                                  f"layer {layer['digest']} is missing")
+        return []
+
+    for _ in store.walk(desc.digest, children=checked_children):
+        pass
 
 
 def save_archive(store: Store, names: list[str], output: Path | str,

@@ -40,16 +40,7 @@ def reachable(store: Layout) -> set[str]:
     roots = [desc.digest for _, desc in store.entries()]
     for _, _, data in store.records():
         roots += [d for d in data.get("blobs", []) if isinstance(d, str)]
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        d = todo.pop()
-        if d in seen or not d.startswith("sha256:"):
-            continue
-        seen.add(d)
-        if store.has_blob(d):
-            todo += store.children(d)
-    return seen
+    return set(store.walk(*(d for d in roots if d.startswith("sha256:"))))
 
 
 def _older_than(path: os.DirEntry[str], seconds: float, now: float) -> bool:

@@ -23,7 +23,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -196,21 +196,26 @@ class Layout:
         except StoreError:
             return []
 
+    def walk(self, *roots: str,
+             children: Callable[[str], list[str]] | None = None) -> Iterator[str]:
+        """Each digest of the trees under ``roots`` once (roots first, then what they reach).
+
+        ``children`` gives a digest's children (default :meth:`children`, which
+        gives none for a missing or non-JSON blob).
+        """
+        expand = children or self.children
+        seen: set[str] = set()
+        todo = list(reversed(roots))
+        while todo:
+            digest = todo.pop()
+            if digest not in seen:
+                seen.add(digest)
+                yield digest
+                todo += reversed(expand(digest))
+
     def missing_blobs(self, digest: str) -> list[str]:
         """Blobs of the tree under ``digest`` (itself, children, theirs) not in the store."""
-        missing: list[str] = []
-        seen: set[str] = set()
-        todo = [digest]
-        while todo:
-            d = todo.pop()
-            if d in seen:
-                continue
-            seen.add(d)
-            if not self.has_blob(d):
-                missing.append(d)
-                continue
-            todo += self.children(d)
-        return missing
+        return [d for d in self.walk(digest) if not self.has_blob(d)]
 
     def write_image(
         self,

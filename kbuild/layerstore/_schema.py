@@ -269,7 +269,7 @@ def parse_document(data: bytes | str, kind: str, *, what: str,
 
 
 def child_digests(doc: Any) -> list[str]:
-    """The digests a manifest or index points at; lenient (for GC: garbage gives none)."""
+    """The sha256 digests a manifest or index points at; lenient (garbage gives none)."""
     if not isinstance(doc, dict):
         return []
     out: list[str] = []
@@ -280,6 +280,7 @@ def child_digests(doc: Any) -> list[str]:
         entries.append(doc.get("config"))
         entries += doc["layers"] if isinstance(doc.get("layers"), list) else []
     for entry in entries:
-        if isinstance(entry, dict) and isinstance(entry.get("digest"), str):
-            out.append(entry["digest"])
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        if isinstance(digest, str) and DIGEST_RE.match(digest):
+            out.append(digest)
     return out

@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from kbuild.cli.main import main
 from kbuild.layerstore import Store
-
-
-def _archive(path: Path, files: dict[str, bytes]) -> Path:
-    with tarfile.open(path, "w") as tf:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
-    return path
+from tests.layerstore.test_documents import archive_of
 
 
 @pytest.mark.parametrize(("index", "message"), [
@@ -30,7 +20,7 @@ def _archive(path: Path, files: dict[str, bytes]) -> Path:
 ])
 def test_load_of_a_malformed_archive(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                                      index: bytes, message: str) -> None:
-    path = _archive(tmp_path / "bad.tar", {"oci-layout": json.dumps(
+    path = archive_of(tmp_path / "bad.tar", {"oci-layout": json.dumps(
         {"imageLayoutVersion": "1.0.0"}).encode(), "index.json": index})
     root = tmp_path / "root"
     with pytest.raises(SystemExit) as info:

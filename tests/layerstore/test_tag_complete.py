@@ -64,3 +64,16 @@ def test_a_prune_waiting_for_the_lock_sees_the_tag(store: Store) -> None:
     pruner.join(10)
     assert removed == [[]] and store.fsck() == []
     assert all(store.has_blob(b) for b in blobs)
+
+
+def test_gc_and_fsck_survive_manifests_pointing_at_odd_digests(store: Store) -> None:
+    import json
+
+    from kbuild.layerstore import Descriptor, MediaType
+
+    odd = json.dumps({"schemaVersion": 2, "manifests": [{"digest": "sha512:" + "a" * 128},
+                                                         {"digest": ["x"]}]}).encode()
+    store.put_record("build", "odd", {"blobs": [store.put_bytes(odd)]})
+    store.add_untagged(Descriptor(MediaType.OCI_INDEX, store.put_bytes(odd), len(odd)))
+    assert store.gc(blob_grace=0).blobs_removed == []
+    assert store.fsck() == []

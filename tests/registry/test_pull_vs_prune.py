@@ -22,7 +22,7 @@ from kbuild.layerstore import Store
 from kbuild.registry import BlobDone, ClientOptions, pull_image, push_image
 from tests.fixtures.registry import CutProxy, RegistryServer
 
-from .images import make_image, random_bytes
+from .images import make_image, pushed_and_pulled, random_bytes
 
 pytestmark = pytest.mark.integration
 MB = 1 << 20
@@ -36,12 +36,7 @@ def _age(store: Store, seconds: float = 3600) -> None:
 
 def _pulled_then_removed(reg: RegistryServer, tmp_path: Path) -> tuple[Store, str]:
     """A store that pulled ``ref`` and untagged it long ago: its blobs are present but old."""
-    src = Store(tmp_path / "src")
-    make_image(src, "app:1", [{"f": random_bytes(64 << 10)}])
-    ref = f"{reg.host}/race/app:1"
-    push_image(src, "app:1", ref)
-    dst = Store(tmp_path / "dst")
-    pull_image(dst, ref)
+    dst, ref = pushed_and_pulled(reg.host, tmp_path, 64 << 10)
     dst.untag(ref)
     _age(dst)
     return dst, ref
