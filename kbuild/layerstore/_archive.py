@@ -150,12 +150,10 @@ def _entry_name(m: dict[str, Any], warnings: list[str]) -> Reference | None:
         return None
 
 
-def load_archive(store: Store, path: Path | str, progress: Progress | None = None) -> LoadResult:
-    """Import an OCI archive (tar of an OCI layout, optionally compressed)."""
-    path = Path(path)
-    result = LoadResult()
-    index: dict[str, Any] | None = None
-    layout_ok = False
+def _read_archive(store: Store, path: Path, result: LoadResult,
+                  progress: Progress | None) -> dict[str, Any]:
+    """Stream the tar: blobs into the store (verified); returns the checked index.json."""
+    docs: dict[str, dict[str, Any]] = {}
     done = 0
     try:
         total: int | None = path.stat().st_size
@@ -171,39 +169,42 @@ def load_archive(store: Store, path: Path | str, progress: Progress | None = Non
                     if m.size > _JSON_LIMIT:
                         raise StoreError(f"{path}: {name} is too large")
                     src = tf.extractfile(m)
-                    data = src.read() if src is not None else b""
-                    kind = "index" if name == "index.json" else "layout"
-                    obj = parse_document(data, kind, what=f"{path}: {name}")
-                    if name == "index.json":
-                        index = obj
-                    else:
-                        layout_ok = obj["imageLayoutVersion"] == "1.0.0"
+                    docs[name] = parse_document(src.read() if src is not None else b"",
+                                                "index" if name == "index.json" else "layout",
+                                                what=f"{path}: {name}")
                     continue
                 match = _BLOB_RE.match(name)
-                if not match:
-                    continue
-                digest = "sha256:" + match.group(1)
-                if not store.has_blob(digest):
-                    src = tf.extractfile(m)
-                    if src is None:
-                        continue
-                    with store.blob_writer(digest) as w:
+                src = tf.extractfile(m) if match else None
+                if match and src is not None and not store.has_blob("sha256:" + match[1]):
+                    with store.blob_writer("sha256:" + match[1]) as w:
                         shutil.copyfileobj(src, w, _CHUNK)
                     result.blobs_written += 1
-                done += m.size
-                if progress is not None:
+                done += m.size if match else 0
+                if match and progress is not None:
                     progress(BytesDone("load", done, total))
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise StoreError(f"{path}: not a valid tar archive: {exc}") from None
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
-    if index is None or not layout_ok:
+    layout = docs.get("oci-layout")
+    if "index.json" not in docs or layout is None or layout["imageLayoutVersion"] != "1.0.0":
         raise StoreError(f"{path}: not an OCI archive (no index.json / oci-layout)",
                          hint="create one with `kbuild save` or `skopeo copy ... oci-archive:FILE`")
+    return docs["index.json"]
+
+
+def load_archive(store: Store, path: Path | str, progress: Progress | None = None) -> LoadResult:
+    """Import an OCI archive (tar of an OCI layout, optionally compressed).
+
+    Every image is checked (documents well-formed, blobs present) before any is tagged.
+    """
+    path = Path(path)
+    result = LoadResult()
+    index = _read_archive(store, path, result, progress)
     if not index["manifests"]:
         raise StoreError(f"{path}: index.json lists no images")
     entries = [(m, Descriptor.from_dict(m)) for m in index["manifests"]]
-    for _, desc in entries:  # all checked before any is tagged
+    for _, desc in entries:
         _check_tree(store, desc, str(path))
     for m, desc in entries:
         ref = _entry_name(m, result.warnings)

@@ -16,115 +16,17 @@ import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from kbuild.errors import DigestMismatch, StoreError, UnsafeLayerError
 
+from ._inroot import check_symlink, components, resolve_in_root
 from ._streams import open_hashed_tar
 from ._types import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 
 _CHUNK = 1 << 20
-_MAX_LINKS = 40
-
-
-def _components(name: str, what: str) -> list[str]:
-    if name.startswith("/"):
-        raise UnsafeLayerError(f"layer entry {what!r} has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeLayerError(f"layer entry {what!r} contains '..'")
-    return parts
-
-
-LinkLookup = Callable[[str], "str | None"]
-
-
-class _Stop(Exception):
-    """Why a path walk inside the root stopped: ``outside``, ``loop`` or ``absolute``."""
-
-    def __init__(self, reason: str, link: str = "", target: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.link = link
-        self.target = target
-
-
-def _walk(parts: list[str], lookup: LinkLookup, *, absolute_ends: bool) -> list[str] | None:
-    """Resolve ``parts`` from the root the way the kernel would from the target directory.
-
-    Every symlink met is followed (at most ``_MAX_LINKS``); ``..`` above the
-    root raises ``_Stop("outside")``. An absolute symlink raises
-    ``_Stop("absolute")``, or with ``absolute_ends`` returns None: from there
-    on the path is one the image's user resolves against the image root.
-    """
-    out: list[str] = []
-    todo = list(reversed(parts))
-    hops = 0
-    while todo:
-        comp = todo.pop()
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not out:
-                raise _Stop("outside")
-            out.pop()
-            continue
-        rel = "/".join([*out, comp])
-        target = lookup(rel)
-        if target is None:
-            out.append(comp)
-            continue
-        hops += 1
-        if hops > _MAX_LINKS:
-            raise _Stop("loop")
-        if target.startswith("/"):
-            if absolute_ends:
-                return None
-            raise _Stop("absolute", rel, target)
-        todo.extend(reversed(target.split("/")))
-    return out
-
-
-def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str]:
-    """Resolve directory components inside the root, following relative symlinks.
-
-    Raises :class:`UnsafeLayerError` if a symlink on the way is absolute or
-    climbs above the root.
-    """
-    try:
-        out = _walk(parts, lookup, absolute_ends=False)
-    except _Stop as stop:
-        if stop.reason == "outside":
-            raise UnsafeLayerError(f"layer entry {what!r} leads outside the target") from None
-        if stop.reason == "loop":
-            raise UnsafeLayerError(
-                f"layer entry {what!r}: too many levels of symlinks") from None
-        raise UnsafeLayerError(
-            f"layer entry {what!r} is written through symlink {stop.link!r} -> "
-            f"{stop.target!r}, which points outside the target") from None
-    assert out is not None
-    return out
-
-
-def check_symlink(rel: str, linkname: str, lookup: LinkLookup) -> None:
-    """Refuse a relative symlink at ``rel`` whose target, resolved through the
-    symlinks ``lookup`` knows (chains included), climbs above the root.
-
-    Absolute targets are allowed: whoever uses the image resolves them
-    against its root.
-    """
-    if linkname.startswith("/"):
-        return
-    parent = rel.split("/")[:-1]
-    try:
-        _walk([*parent, *linkname.split("/")], lookup, absolute_ends=True)
-    except _Stop as stop:
-        why = (", which leads outside the target" if stop.reason == "outside"
-               else ": too many levels of symlinks")
-        raise UnsafeLayerError(
-            f"layer entry {rel!r} is a symlink to {linkname!r}{why}") from None
 
 
 class _Applier:
@@ -180,7 +82,7 @@ class _Applier:
 
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         what = m.name
-        parts = _components(m.name, what)
+        parts = components(m.name, what)
         if not parts:
             return  # the root directory itself
         parent = resolve_in_root(parts[:-1], self.lookup, what)
@@ -196,6 +98,19 @@ class _Applier:
             return
         rel_list = [*parent, base]
         rel = "/".join(rel_list)
+        link_rel = self._check(m, rel)
+        if m.issym():
+            self.links[rel] = m.linkname
+        else:
+            self.links.pop(rel, None)
+        self.created.add(rel)
+        if self.target is not None:
+            self._ensure_parent(parent, what)
+            self._write(tf, m, rel_list, link_rel)
+
+    def _check(self, m: tarfile.TarInfo, rel: str) -> list[str]:
+        """Refuse an entry that leads out or is not allowed; a hard link's resolved target."""
+        what = m.name
         if m.issym():
             check_symlink(rel, m.linkname, self.lookup)
             self.new_links = True
@@ -206,10 +121,10 @@ class _Applier:
                     f"layer entry {what!r} is a hard link to {m.linkname!r} ({why}), "
                     "which leads outside the target"
                 )
-            link_parts = _components(m.linkname, what)
+            link_parts = components(m.linkname, what)
             if not link_parts:
                 raise UnsafeLayerError(f"layer entry {what!r} is a hard link to the root")
-            link_rel = [*resolve_in_root(link_parts[:-1], self.lookup, what), link_parts[-1]]
+            return [*resolve_in_root(link_parts[:-1], self.lookup, what), link_parts[-1]]
         elif m.ischr() or m.isblk():
             if not self.allow_devices:
                 raise UnsafeLayerError(
@@ -217,20 +132,17 @@ class _Applier:
                 )
         elif not (m.isreg() or m.isdir() or m.isfifo()):
             raise UnsafeLayerError(f"layer entry {what!r} has an unsupported type {m.type!r}")
-        if m.issym():
-            self.links[rel] = m.linkname
-        else:
-            self.links.pop(rel, None)
-        self.created.add(rel)
-        if self.target is None:
-            return
+        return []
+
+    def _write(self, tf: tarfile.TarFile, m: tarfile.TarInfo, rel_list: list[str],
+               link_rel: list[str]) -> None:
+        what = m.name
         path = self.full(rel_list)
-        self._ensure_parent(parent, what)
         if m.isdir():
             if not path.is_dir() or path.is_symlink():
                 self._clear(path)
                 path.mkdir()
-            self.dirs.append((rel, int(m.mtime)))
+            self.dirs.append(("/".join(rel_list), int(m.mtime)))
         else:
             self._clear(path)
             if m.isreg():
