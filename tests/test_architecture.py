@@ -101,3 +101,102 @@ def test_the_runtime_checker_sees_a_driver_import(tmp_path: Path) -> None:
     module.write_text("from kbuild.runtime.drivers.kubernetes import KubernetesDriver\n")
     (target,) = [t for _, t in _kbuild_imports(module)]
     assert target.startswith(RUNTIME_RULES["generic"][0])
+# --------------------------------------------------------------------------- import cycles
+#
+# Inside a package, modules import each other one way only: no cycle, not even one that
+# an import inside a function body or under ``if TYPE_CHECKING:`` hides from the
+# interpreter (both still tie the two modules together).
+
+
+def _module_names(root: Path) -> dict[str, Path]:
+    """``kbuild.x.y`` -> file, for every module and package ``__init__`` under ``root``."""
+    top = root
+    while (top.parent / "__init__.py").exists():
+        top = top.parent
+    out: dict[str, Path] = {}
+    for path in sorted(root.rglob("*.py")):
+        parts = list(path.relative_to(top.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def _import_targets(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The modules of ``modules`` that ``name`` imports anywhere in its source."""
+    is_package = path.name == "__init__.py"
+    here = name if is_package else name.rpartition(".")[0]
+    targets: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            targets |= {a.name for a in node.names}
+            continue
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        if node.level:
+            base = here.split(".")[: len(here.split(".")) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        for alias in node.names:
+            sub = f"{module}.{alias.name}"
+            targets.add(sub if sub in modules else module)
+    return {t for t in targets if t in modules and t != name}
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Every cycle of the module import graph under the package directory ``root``."""
+    modules = _module_names(root)
+    graph = {name: sorted(_import_targets(name, path, modules))
+             for name, path in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's strongly connected components
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph[node]:
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component: list[str] = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    return sorted(cycles)
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    cycles = import_cycles(PACKAGE / package)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_checker_sees_hidden_cycles(tmp_path: Path) -> None:
+    pkg = tmp_path / "kbuild" / "demo"
+    (pkg / "sub").mkdir(parents=True)
+    (tmp_path / "kbuild" / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("from .a import A\n")
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                              "    from .b import B\nA = 1\n")
+    (pkg / "b.py").write_text("def f():\n    from kbuild.demo import a\n")
+    (pkg / "c.py").write_text("from . import a\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "d.py").write_text("from ..c import x\nfrom .. import sub\n")
+    assert import_cycles(pkg) == [["kbuild.demo.a", "kbuild.demo.b"]]
+    (pkg / "c.py").write_text("from .sub import d\n")
+    assert import_cycles(pkg) == [["kbuild.demo.a", "kbuild.demo.b"],
+                                  ["kbuild.demo.c", "kbuild.demo.sub.d"]]

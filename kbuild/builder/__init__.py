@@ -13,7 +13,8 @@ them too; ``kbuild.builder.meta`` keeps only the build's app-type detection.
 """
 
 from .events import BuildFinished, BytesDone, Event, Progress, StepDone, StepLog, StepStarted
-from .solver import BuildOptions, BuildResult, build
+from .session import BuildOptions
+from .solver import BuildResult, build
 
 __all__ = [
     "BuildFinished",

@@ -7,7 +7,6 @@ checksum) and packs them.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import os
 import posixpath
@@ -20,19 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import xxhash
-import zstandard
 
-from kbuild.errors import BuildError, KbuildError
+from kbuild.errors import BuildError, KbuildError, StoreError
+from kbuild.layerstore import open_layer_stream, unpack_layer
 
 from .context import FileDigest, Item, Source, SourceTree
 from .fetch import fetch_url, is_url, url_basename
 
 RACY_NS = 2_000_000_000  # a file changed this recently may change again within its mtime tick
-ARCHIVE_MEDIA = {
-    "none": "application/vnd.oci.image.layer.v1.tar",
-    "gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-}
 
 
 @dataclass(slots=True)
@@ -51,7 +45,6 @@ class Planned:
     mode: int | None = None
     url: str = ""
     digest: str = ""  # content digest when known (url, archive)
-    compression: str = ""  # archive compression
     download: Path | None = None  # where a URL was already downloaded
 
 
@@ -74,34 +67,24 @@ def parse_chmod(text: str | None, where: str) -> int | None:
     return value
 
 
-def archive_compression(path: Path) -> str | None:
-    """``none``/``gzip``/``zstd`` when ``path`` is a (compressed) tar archive, else None."""
+def is_tar_archive(path: Path) -> bool:
+    """Whether ``path`` is a tar archive, plain or compressed (zstd, gzip), by content."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
-            f.seek(0)
-            if head[:2] == b"\x1f\x8b":
-                with gzip.GzipFile(fileobj=f) as g:
-                    block = g.read(512)
-                comp = "gzip"
-            elif head == b"\x28\xb5\x2f\xfd":
-                with zstandard.ZstdDecompressor().stream_reader(f) as z:
-                    block = z.read(512)
-                comp = "zstd"
-            else:
-                block = f.read(512)
-                comp = "none"
-    except (OSError, EOFError, zstandard.ZstdError):
-        return None
+        with open(path, "rb") as f, open_layer_stream(f, None) as tar:
+            block = b""
+            while len(block) < 512 and (chunk := tar.read(512 - len(block))):
+                block += chunk
+    except (OSError, StoreError):
+        return False
     if len(block) < 512:
-        return None
+        return False
     if block[257:262] == b"ustar":
-        return comp
+        return True
     try:
         tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
     except tarfile.TarError:
-        return None
-    return comp
+        return False
+    return True
 
 
 class CopyPlanner:
@@ -132,11 +115,9 @@ class CopyPlanner:
                 continue
             target = posixpath.join(dest, src.basename) if dest_is_dir else dest
             item = Item("", str(src.path), src.st)
-            if extract and item.kind == "file":
-                comp = archive_compression(src.path)
-                if comp is not None:
-                    self.entries.append(Planned("archive", dest, item=item, compression=comp))
-                    continue
+            if extract and item.kind == "file" and is_tar_archive(src.path):
+                self.entries.append(Planned("archive", dest, item=item))
+                continue
             self._add_item(target, item)
 
     def _add_item(self, path: str, item: Item) -> None:
@@ -233,8 +214,6 @@ def iter_tar_entries(planner: CopyPlanner, tmp_dir: Path) -> Iterator[EntryTuple
 
     Extracts archives and downloads URLs (with their checksum) into ``tmp_dir``.
     """
-    from kbuild.layerstore import unpack_layer
-
     for n, e in enumerate(planner.entries):
         if e.kind == "dir":
             yield (e.dest, "dir", e.mode or 0o755, None, None, 0, 0)
@@ -262,7 +241,7 @@ def iter_tar_entries(planner: CopyPlanner, tmp_dir: Path) -> Iterator[EntryTuple
             target.mkdir()
             with open(e.item.path, "rb") as f:
                 try:
-                    unpack_layer(f, target, media_type=ARCHIVE_MEDIA[e.compression])
+                    unpack_layer(f, target, media_type=None)
                 except KbuildError:
                     raise
                 except Exception as exc:

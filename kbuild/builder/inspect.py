@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
-from typing import Any, BinaryIO
-
-import zstandard
+from typing import Any
 
 from kbuild.errors import StoreError
 from kbuild.layerstore import (
@@ -15,6 +12,7 @@ from kbuild.layerstore import (
     MediaType,
     Platform,
     Store,
+    open_layer_stream,
     pick_manifest,
 )
 
@@ -23,21 +21,10 @@ def _uncompressed_size(store: Store, layer: dict[str, Any], known: dict[str, int
     digest = str(layer["digest"])
     if digest in known:
         return known[digest]
-    media = str(layer.get("mediaType", ""))
-    comp = "zstd" if media.endswith("zstd") else "gzip" if media.endswith("gzip") else "none"
+    media = layer.get("mediaType") or None
     total = 0
-    with store.open_blob(digest) as raw:
-        stream: BinaryIO
-        if comp == "zstd":
-            stream = zstandard.ZstdDecompressor().stream_reader(raw)
-        elif comp == "gzip":
-            stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
-        else:
-            stream = raw
-        while True:
-            chunk = stream.read(1 << 20)
-            if not chunk:
-                break
+    with store.open_blob(digest) as raw, open_layer_stream(raw, media) as stream:
+        while chunk := stream.read(1 << 20):
             total += len(chunk)
     return total
 
@@ -54,7 +41,7 @@ def _known_sizes(store: Store) -> dict[str, int]:
 def _manifest_of(store: Store, name: str) -> tuple[Descriptor, dict[str, Any]]:
     desc = store.resolve(name)
     if desc.media_type in MediaType.INDEXES:
-        index = store.read_json(desc.digest)
+        index = store.read_manifest(desc)
         entries = index.get("manifests") or []
         chosen = pick_manifest(index, Platform.host()) or (entries[0] if entries else None)
         if chosen is None:

@@ -7,6 +7,12 @@ whose upper dir is fresh; the overlay is mounted inside a private mount
 namespace (``unshare --mount``), so it disappears with the process whatever
 happens. What the command changed is the upper dir, packed by the caller with
 ``overlay_upper=True`` (deletions become whiteouts).
+
+The image is untrusted: a symlink of a base layer (``etc -> /etc``) would
+lead the command's writes out of the rootfs. So in that namespace
+(``_confine.py``) every mount is made read-only and ``nodev``, except the
+rootfs, a private ``/tmp`` and ``/var/tmp`` and a minimal ``/dev``: the build
+machine can be read (host tools), not written.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import collections
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -23,12 +30,8 @@ from kbuild.errors import BuildError
 
 TAIL_LINES = 20
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_MOUNT_SCRIPT = (
-    'mount -t overlay kbuild-run -o "$1" "$2" || exit 125\n'
-    'mkdir -p "$3" && cd "$3" || exit 125\n'
-    "shift 3\n"
-    'exec "$@"\n'
-)
+_CONFINE = Path(__file__).with_name("_confine.py")
+_SETUP_FAILED = 125
 
 
 def needs_root(where: str) -> None:
@@ -65,8 +68,9 @@ class RunInOverlay:
         self.upper = self.dir / "upper"
         self.work = self.dir / "work"
         self.merged = self.dir / "merged"
+        self.private = self.dir / "private"
         empty = self.dir / "empty"
-        for d in (self.upper, self.work, self.merged, empty):
+        for d in (self.upper, self.work, self.merged, self.private, empty):
             d.mkdir()
         self.lowers = [str(p) for p in lowers] or [str(empty)]
 
@@ -81,9 +85,8 @@ class RunInOverlay:
         )
         cmd = [
             "unshare", "--mount", "--propagation", "private",
-            "sh", "-c", _MOUNT_SCRIPT, "kbuild-run", options, str(self.merged),
-            str(self.merged / workdir.lstrip("/")) if workdir.strip("/") else str(self.merged),
-            *argv,
+            sys.executable, "-I", str(_CONFINE), options, str(self.merged), workdir,
+            str(self.private), "--", *argv,
         ]
         tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
         try:
@@ -103,8 +106,8 @@ class RunInOverlay:
         code = proc.wait()
         if code != 0:
             text = f"{where}: RUN failed: {display}\n  exit code: {code}"
-            if code == 125 and tail and "mount" in "\n".join(tail):
-                text += "\n  (the overlay of the image layers could not be mounted)"
+            if code == _SETUP_FAILED and any(t.startswith("kbuild-run:") for t in tail):
+                text += "\n  (the RUN environment could not be set up; see the last output)"
             if tail:
                 text += "\n  last output:\n" + "\n".join("    " + t for t in tail)
             raise BuildError(text)

@@ -15,9 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kbuild.errors import BuildError
+from kbuild.errors import BuildError, UnsafeLayerError
 from kbuild.kubefile import expand
 from kbuild.kubefile import instructions as ins
 from kbuild.layerstore import (
@@ -36,31 +36,10 @@ from .copy import CopyPlanner, Planned, iter_tar_entries, layer_path, parse_chmo
 from .events import BytesDone, StepDone, StepLog, StepStarted
 from .fetch import is_url, parse_checksum
 from .meta import detect_type
+from .session import CREATED_PLACEHOLDER, Cancelled, Session, step_id, where
 from .state import BaseLayer, ImageState, digest_of
 
-if TYPE_CHECKING:
-    from .solver import Session
-
-CREATED_PLACEHOLDER = "\x00created\x00"
-
 _LAYER_KINDS = (ins.Copy, ins.App, ins.Run)
-
-
-def where(inst: ins.Instruction) -> str:
-    """``Kubefile:LINE`` of an instruction, for error messages."""
-    return f"{inst.pos.filename}:{inst.pos.line}"
-
-
-def step_id(stage: ins.Stage, n: int, single: bool) -> str:
-    """How a step is named in progress output: ``2/5``, ``build 2/5`` or ``#1 2/5``."""
-    total = len(stage.instructions) + 1
-    if stage.base.alias:
-        return f"{stage.base.alias} {n}/{total}"
-    return f"{n}/{total}" if single else f"#{stage.index} {n}/{total}"
-
-
-class Cancelled(Exception):
-    """Another stage failed; this one stops between steps."""
 
 
 class StageRunner:
@@ -238,7 +217,10 @@ class StageRunner:
         key_parts = [source_state.key, srcs, raw_dest, self.state.workdir, inst.chmod]
 
         def make() -> LayerInfo:
-            rootfs, cleanup = session.rootfs(source_state)
+            try:
+                rootfs, cleanup = session.rootfs(source_state)
+            except UnsafeLayerError as exc:  # the layers do not make one safe tree
+                raise BuildError(f"{where(inst)}: {exc}") from None
             try:
                 tree = SourceTree(rootfs, what=f"stage {ref!r}")
                 resolved: list[Source] = []

@@ -28,9 +28,18 @@ from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
 from ._paths import default_root
 from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
+from ._schema import check_document, is_index, load_json, parse_document
 from ._statcache import StatCache
 from ._store import Store
-from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
+from ._streams import open_layer_stream
+from ._types import (
+    REF_NAME_ANNOTATION,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    Descriptor,
+    LayerInfo,
+    MediaType,
+)
 from ._unpack import check_layer, unpack_layer
 from .events import BytesDone
 from .registry_layout import LayoutReport, write_registry_storage
@@ -44,6 +53,8 @@ __all__ = [
     "LABEL_LAUNCH",
     "META_KEY",
     "REF_NAME_ANNOTATION",
+    "WHITEOUT_OPAQUE",
+    "WHITEOUT_PREFIX",
     "AppInfo",
     "BlobWriter",
     "BytesDone",
@@ -61,14 +72,19 @@ __all__ = [
     "TarEntry",
     "app_relpath",
     "canonical_json",
+    "check_document",
     "check_layer",
     "default_cmds",
     "default_root",
     "index_platforms",
+    "is_index",
     "load_archive",
+    "load_json",
     "oci_arch",
+    "open_layer_stream",
     "pack_layer",
     "pack_tree",
+    "parse_document",
     "pick_manifest",
     "save_archive",
     "tree_entries",

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +16,8 @@ from kbuild.fsutil import fsync_dir, replacing
 
 from . import _tarwriter as tw
 from ._blobs import canonical_json
-from ._gc import _children
 from ._reference import Reference
+from ._schema import is_index, parse_document
 from ._types import CONTAINERD_NAME_ANNOTATION, REF_NAME_ANNOTATION, Descriptor
 from .events import BytesDone, Progress
 
@@ -32,13 +32,36 @@ _CHUNK = 1 << 20
 
 
 def _closure(store: Store, digest: str, out: dict[str, None]) -> None:
-    if digest in out:
-        return
-    if not store.has_blob(digest):
-        raise BlobNotFound(f"blob {digest} is missing from the store (run `kbuild fsck`)")
-    out[digest] = None
-    for child in _children(store, digest):
-        _closure(store, child, out)
+    missing = store.missing_blobs(digest)
+    if missing:
+        raise BlobNotFound(f"blob {missing[0]} is missing from the store (run `kbuild fsck`)")
+    out.update(dict.fromkeys(store.walk(digest)))
+
+
+def _check_tree(store: Store, desc: Descriptor, where: str) -> None:
+    """Every manifest, index and config under ``desc`` is in the store and well-formed."""
+
+    def checked_children(digest: str) -> list[str]:
+        if not store.has_blob(digest):
+            raise StoreError(f"{where}: archive is incomplete: blob {digest} is missing")
+        try:
+            doc = store.read_manifest(digest)
+            if is_index(doc):
+                return [m["digest"] for m in doc["manifests"]]
+            config = doc["config"]["digest"]
+            if not store.has_blob(config):
+                raise StoreError(f"archive is incomplete: config {config} is missing")
+            store.read_config(doc)
+        except StoreError as exc:
+            raise StoreError(f"{where}: {exc}") from None
+        for layer in doc["layers"]:
+            if not store.has_blob(layer["digest"]):
+                raise StoreError(f"{where}: archive is incomplete: "
+                                 f"layer {layer['digest']} is missing")
+        return []
+
+    for _ in store.walk(desc.digest, children=checked_children):
+        pass
 
 
 def save_archive(store: Store, names: list[str], output: Path | str,
@@ -127,12 +150,10 @@ def _entry_name(m: dict[str, Any], warnings: list[str]) -> Reference | None:
         return None
 
 
-def load_archive(store: Store, path: Path | str, progress: Progress | None = None) -> LoadResult:
-    """Import an OCI archive (tar of an OCI layout, optionally compressed)."""
-    path = Path(path)
-    result = LoadResult()
-    index: dict[str, Any] | None = None
-    layout_ok = False
+def _read_archive(store: Store, path: Path, result: LoadResult,
+                  progress: Progress | None) -> dict[str, Any]:
+    """Stream the tar: blobs into the store (verified); returns the checked index.json."""
+    docs: dict[str, dict[str, Any]] = {}
     done = 0
     try:
         total: int | None = path.stat().st_size
@@ -148,47 +169,44 @@ def load_archive(store: Store, path: Path | str, progress: Progress | None = Non
                     if m.size > _JSON_LIMIT:
                         raise StoreError(f"{path}: {name} is too large")
                     src = tf.extractfile(m)
-                    data = src.read() if src is not None else b""
-                    try:
-                        obj = json.loads(data)
-                    except ValueError:
-                        raise StoreError(f"{path}: {name} is not valid JSON") from None
-                    if name == "index.json":
-                        index = obj
-                    else:
-                        layout_ok = obj.get("imageLayoutVersion") == "1.0.0"
+                    docs[name] = parse_document(src.read() if src is not None else b"",
+                                                "index" if name == "index.json" else "layout",
+                                                what=f"{path}: {name}")
                     continue
                 match = _BLOB_RE.match(name)
-                if not match:
-                    continue
-                digest = "sha256:" + match.group(1)
-                if not store.has_blob(digest):
-                    src = tf.extractfile(m)
-                    if src is None:
-                        continue
-                    with store.blob_writer(digest) as w:
+                src = tf.extractfile(m) if match else None
+                if match and src is not None and not store.has_blob("sha256:" + match[1]):
+                    with store.blob_writer("sha256:" + match[1]) as w:
                         shutil.copyfileobj(src, w, _CHUNK)
                     result.blobs_written += 1
-                done += m.size
-                if progress is not None:
+                done += m.size if match else 0
+                if match and progress is not None:
                     progress(BytesDone("load", done, total))
-    except tarfile.TarError as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise StoreError(f"{path}: not a valid tar archive: {exc}") from None
     except FileNotFoundError:
         raise StoreError(f"{path}: no such file") from None
-    if index is None or not layout_ok:
+    layout = docs.get("oci-layout")
+    if "index.json" not in docs or layout is None or layout["imageLayoutVersion"] != "1.0.0":
         raise StoreError(f"{path}: not an OCI archive (no index.json / oci-layout)",
                          hint="create one with `kbuild save` or `skopeo copy ... oci-archive:FILE`")
-    manifests = index.get("manifests")
-    if not isinstance(manifests, list) or not manifests:
+    return docs["index.json"]
+
+
+def load_archive(store: Store, path: Path | str, progress: Progress | None = None) -> LoadResult:
+    """Import an OCI archive (tar of an OCI layout, optionally compressed).
+
+    Every image is checked (documents well-formed, blobs present) before any is tagged.
+    """
+    path = Path(path)
+    result = LoadResult()
+    index = _read_archive(store, path, result, progress)
+    if not index["manifests"]:
         raise StoreError(f"{path}: index.json lists no images")
-    for m in manifests:
-        desc = Descriptor.from_dict(m)
-        seen: dict[str, None] = {}
-        try:
-            _closure(store, desc.digest, seen)
-        except BlobNotFound as exc:
-            raise StoreError(f"{path}: archive is incomplete: {exc}") from None
+    entries = [(m, Descriptor.from_dict(m)) for m in index["manifests"]]
+    for _, desc in entries:
+        _check_tree(store, desc, str(path))
+    for m, desc in entries:
         ref = _entry_name(m, result.warnings)
         plain = desc.with_annotations({k: v for k, v in (desc.annotations or {}).items()
                                        if k not in (REF_NAME_ANNOTATION,

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import re
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kbuild.errors import StoreError
 
-from ._types import MediaType
+from ._schema import parse_document
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._layout import Layout
 
 BUILD_RECORDS = "build"
 """The record kind of the build cache (what ``gc(records=True)`` drops)."""
 _HEX_RE = re.compile(r"^[a-f0-9]{64}$")
-_JSON_LIMIT = 8 << 20
 
 
 @dataclass
@@ -37,50 +35,12 @@ class GcReport:
     blobs_kept: int = 0
 
 
-def _children(store: Store, digest: str) -> list[str]:
-    """Digests a manifest or index blob points at (nothing for other blobs)."""
-    path = store.blob_path(digest)
-    try:
-        if path.stat().st_size > _JSON_LIMIT:
-            return []
-        with open(path, "rb") as f:
-            if f.read(1) != b"{":
-                return []
-            f.seek(0)
-            obj: Any = json.load(f)
-    except (OSError, ValueError):
-        return []
-    if not isinstance(obj, dict):
-        return []
-    out: list[str] = []
-    media = obj.get("mediaType", "")
-    if media in MediaType.INDEXES or isinstance(obj.get("manifests"), list):
-        out += [m["digest"] for m in obj.get("manifests", []) if isinstance(m, dict)
-                and isinstance(m.get("digest"), str)]
-    if media in MediaType.MANIFESTS or "layers" in obj:
-        cfg = obj.get("config")
-        if isinstance(cfg, dict) and isinstance(cfg.get("digest"), str):
-            out.append(cfg["digest"])
-        out += [m["digest"] for m in obj.get("layers", []) if isinstance(m, dict)
-                and isinstance(m.get("digest"), str)]
-    return out
-
-
-def reachable(store: Store) -> set[str]:
+def reachable(store: Layout) -> set[str]:
     """Every blob digest an image (index.json) or a record reaches."""
     roots = [desc.digest for _, desc in store.entries()]
     for _, _, data in store.records():
         roots += [d for d in data.get("blobs", []) if isinstance(d, str)]
-    seen: set[str] = set()
-    todo = list(roots)
-    while todo:
-        d = todo.pop()
-        if d in seen or not d.startswith("sha256:"):
-            continue
-        seen.add(d)
-        if store.has_blob(d):
-            todo += _children(store, d)
-    return seen
+    return set(store.walk(*(d for d in roots if d.startswith("sha256:"))))
 
 
 def _older_than(path: os.DirEntry[str], seconds: float, now: float) -> bool:
@@ -90,7 +50,7 @@ def _older_than(path: os.DirEntry[str], seconds: float, now: float) -> bool:
         return False
 
 
-def gc(store: Store, *, records: bool = False, temp_grace: float = 3600.0,
+def gc(store: Layout, *, records: bool = False, temp_grace: float = 3600.0,
        blob_grace: float = 60.0) -> GcReport:
     """Remove what no image or record reaches.
 
@@ -133,7 +93,7 @@ def gc(store: Store, *, records: bool = False, temp_grace: float = 3600.0,
     return report
 
 
-def _gc_snapshots(store: Store, now: float, temp_grace: float, blob_grace: float) -> int:
+def _gc_snapshots(store: Layout, now: float, temp_grace: float, blob_grace: float) -> int:
     removed = 0
     with os.scandir(store.snapshots_dir) as it:
         entries = list(it)
@@ -162,15 +122,18 @@ def _gc_snapshots(store: Store, now: float, temp_grace: float, blob_grace: float
     return removed
 
 
-def fsck(store: Store) -> list[str]:
+def fsck(store: Layout) -> list[str]:
     """Re-hash every blob and check that every image and record is complete."""
     problems: list[str] = []
     layout = store.oci_dir / "oci-layout"
     try:
-        if json.loads(layout.read_bytes()).get("imageLayoutVersion") != "1.0.0":
+        doc = parse_document(layout.read_bytes(), "layout", what=str(layout))
+        if doc["imageLayoutVersion"] != "1.0.0":
             problems.append(f"{layout}: unexpected imageLayoutVersion")
-    except (OSError, ValueError) as exc:
-        problems.append(f"{layout}: {exc}")
+    except OSError as exc:
+        problems.append(f"{layout}: {exc.strerror}")
+    except StoreError as exc:
+        problems.append(str(exc))
     with os.scandir(store.blob_dir) as it:
         names = sorted(de.name for de in it)
     for name in names:
@@ -195,20 +158,10 @@ def fsck(store: Store) -> list[str]:
         return [*problems, str(exc)]
     for ref, desc in entries:
         what = ref.familiar if ref is not None else desc.digest[7:19]
-        _check_tree(store, desc.digest, f"image {what}", problems, set())
+        problems += [f"image {what}: blob {d} is missing" for d in store.missing_blobs(desc.digest)]
     for kind, key, data in store.records():
         for d in data.get("blobs", []):
             if isinstance(d, str) and d.startswith("sha256:") and not store.has_blob(d):
                 problems.append(f"{kind} record {key[:40]!r}: blob {d} is missing")
     return problems
 
-
-def _check_tree(store: Store, digest: str, what: str, problems: list[str], seen: set[str]) -> None:
-    if digest in seen:
-        return
-    seen.add(digest)
-    if not store.has_blob(digest):
-        problems.append(f"{what}: blob {digest} is missing")
-        return
-    for child in _children(store, digest):
-        _check_tree(store, child, what, problems, seen)

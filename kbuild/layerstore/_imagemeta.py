@@ -51,6 +51,8 @@ from typing import Any
 
 from kbuild.errors import StoreError
 
+from ._schema import load_json
+
 META_KEY = "io.kbuild.image.v1"
 LABEL_APPS = "io.kbuild.apps"
 LABEL_LAUNCH = "io.kbuild.launch"
@@ -206,10 +208,7 @@ class ImageMeta:
             source, text = "manifest annotation", (annotations or {}).get(META_KEY)
         if not text:
             return cls()
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise StoreError(f"{what}: {source} {META_KEY} is not JSON") from None
+        data = load_json(text, what=f"{what}: {source} {META_KEY}")
         if not isinstance(data, dict):
             raise StoreError(f"{what}: {source} {META_KEY} is not a JSON object")
         try:

@@ -19,16 +19,14 @@ from kbuild.errors import StoreError
 
 from . import _tarwriter as tw
 from ._pipeline import TarConsumer, WriterThread
-from ._types import LayerInfo, MediaType
+from ._types import WHITEOUT_OPAQUE, WHITEOUT_PREFIX, LayerInfo, MediaType
 from .events import BytesDone, Progress
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._layout import Layout
 
 KINDS = frozenset({"file", "dir", "symlink", "hardlink", "whiteout", "opaque", "char", "block",
                    "fifo"})
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_NAME = ".wh..wh..opq"
 _BUF = 2 << 20
 _FLUSH_AT = 2 << 20
 _POOL = 4
@@ -76,7 +74,7 @@ def tar_name(entry: TarEntry) -> str:
         head, _, base = path.rpartition("/")
         return (head + "/" if head else "") + WHITEOUT_PREFIX + base
     if entry.kind == "opaque":
-        return path + "/" + OPAQUE_NAME
+        return path + "/" + WHITEOUT_OPAQUE
     return path
 
 
@@ -353,7 +351,7 @@ def write_entries(stream: TarStream, named: list[tuple[str, TarEntry]], clamp: i
 
 
 def pack_layer(
-    store: Store,
+    store: Layout,
     entries: Iterable[TarEntry],
     *,
     compression: str = "zstd",
@@ -454,7 +452,7 @@ def tree_entries(root_dir: Path | str, *, overlay_upper: bool = False) -> list[T
 
 
 def pack_tree(
-    store: Store,
+    store: Layout,
     root_dir: Path | str,
     *,
     overlay_upper: bool = False,

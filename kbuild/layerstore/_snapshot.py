@@ -15,10 +15,10 @@ from ._blobs import check_digest
 from ._unpack import unpack_verified
 
 if TYPE_CHECKING:
-    from ._store import Store
+    from ._layout import Layout
 
 
-def snapshot(store: Store, diff_id: str, blob_digest: str) -> Path:
+def snapshot(store: Layout, diff_id: str, blob_digest: str) -> Path:
     """Unpack the layer (verifying digest and diffID) unless already there.
 
     Whiteouts are kept in overlayfs form. The directory appears atomically

@@ -24,6 +24,11 @@ class MediaType:
     INDEXES = frozenset({OCI_INDEX, DOCKER_LIST})
 
 
+WHITEOUT_PREFIX = ".wh."
+"""A layer entry ``dir/.wh.NAME`` deletes ``dir/NAME`` of the layers below (OCI whiteout)."""
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+"""A layer entry ``dir/.wh..wh..opq`` hides everything the layers below hold in ``dir``."""
+
 REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME_ANNOTATION = "io.containerd.image.name"
 

@@ -12,152 +12,21 @@ or kept in overlayfs form (``whiteouts="overlay"``: 0/0 char devices and the
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
 import os
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import BinaryIO
 
-import zstandard
+from kbuild.errors import DigestMismatch, StoreError, UnsafeLayerError
 
-from kbuild.errors import StoreError, UnsafeLayerError
-
-from ._pack import OPAQUE_NAME, WHITEOUT_PREFIX
-from ._types import layer_compression
+from ._inroot import check_symlink, components, resolve_in_root
+from ._streams import open_hashed_tar
+from ._types import WHITEOUT_OPAQUE, WHITEOUT_PREFIX
 
 _CHUNK = 1 << 20
-_MAX_LINKS = 40
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-class _HashReader:
-    """A read-only stream that hashes what passes through it."""
-
-    def __init__(self, raw: IO[bytes], prefix: bytes = b"") -> None:
-        self._raw = raw
-        self._prefix = prefix
-        self.hash = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        if self._prefix:
-            if n < 0 or n >= len(self._prefix):
-                data = self._prefix + self._raw.read(-1 if n < 0 else n - len(self._prefix))
-            else:
-                data = self._prefix[:n]
-            self._prefix = self._prefix[len(data):] if len(data) < len(self._prefix) else b""
-        else:
-            data = self._raw.read(n)
-        self.hash.update(data)
-        self.size += len(data)
-        return data
-
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-def _sniff(stream: BinaryIO) -> tuple[str, bytes]:
-    head = b""
-    while len(head) < 4:
-        chunk = stream.read(4 - len(head))
-        if not chunk:
-            break
-        head += chunk
-    if head.startswith(_ZSTD_MAGIC):
-        return "zstd", head
-    if head.startswith(_GZIP_MAGIC):
-        return "gzip", head
-    return "none", head
-
-
-def open_tar_stream(stream: BinaryIO, media_type: str | None) -> tuple[_HashReader, _HashReader]:
-    """``(blob reader, tar reader)``: both hash what they pass (blob digest, diffID)."""
-    if media_type is None:
-        compression, head = _sniff(stream)
-    else:
-        compression, head = layer_compression(media_type), b""
-    blob = _HashReader(stream, head)
-    if compression == "zstd":
-        dctx = zstandard.ZstdDecompressor()
-        tar: IO[bytes] = dctx.stream_reader(blob, read_size=_CHUNK, read_across_frames=True)  # type: ignore[arg-type]
-    elif compression == "gzip":
-        tar = gzip.GzipFile(fileobj=blob, mode="rb")  # type: ignore[call-overload]
-    elif compression == "none":
-        tar = blob  # type: ignore[assignment]
-    else:
-        raise StoreError(f"unsupported layer media type {media_type!r}")
-    return blob, _HashReader(tar)
-
-
-def _components(name: str, what: str) -> list[str]:
-    if name.startswith("/"):
-        raise UnsafeLayerError(f"layer entry {what!r} has an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeLayerError(f"layer entry {what!r} contains '..'")
-    return parts
-
-
-LinkLookup = Callable[[str], "str | None"]
-
-
-def resolve_in_root(parts: list[str], lookup: LinkLookup, what: str) -> list[str]:
-    """Resolve directory components inside the root, following relative symlinks.
-
-    Raises :class:`UnsafeLayerError` if a symlink on the way is absolute or
-    climbs above the root.
-    """
-    out: list[str] = []
-    todo = list(reversed(parts))
-    hops = 0
-    while todo:
-        comp = todo.pop()
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            if not out:
-                raise UnsafeLayerError(f"layer entry {what!r} leads outside the target")
-            out.pop()
-            continue
-        rel = "/".join([*out, comp])
-        target = lookup(rel)
-        if target is None:
-            out.append(comp)
-            continue
-        hops += 1
-        if hops > _MAX_LINKS:
-            raise UnsafeLayerError(f"layer entry {what!r}: too many levels of symlinks")
-        if target.startswith("/"):
-            raise UnsafeLayerError(
-                f"layer entry {what!r} is written through symlink {rel!r} -> {target!r}, "
-                "which points outside the target"
-            )
-        todo.extend(reversed(target.split("/")))
-    return out
-
-
-def _check_symlink_target(parent: list[str], linkname: str, what: str) -> None:
-    if linkname.startswith("/"):
-        return  # absolute: resolved against the image root by whoever uses it
-    depth = len(parent)
-    for comp in linkname.split("/"):
-        if comp in ("", "."):
-            continue
-        if comp == "..":
-            depth -= 1
-            if depth < 0:
-                raise UnsafeLayerError(
-                    f"layer entry {what!r} is a symlink to {linkname!r}, which leads outside "
-                    "the target"
-                )
-        else:
-            depth += 1
 
 
 class _Applier:
@@ -172,6 +41,7 @@ class _Applier:
         self.links: dict[str, str] = {}
         self.created: set[str] = set()
         self.dirs: list[tuple[str, int]] = []
+        self.new_links = False
         self.as_root = os.geteuid() == 0
 
     # -- the view of the tree -------------------------------------------
@@ -212,12 +82,12 @@ class _Applier:
 
     def apply(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         what = m.name
-        parts = _components(m.name, what)
+        parts = components(m.name, what)
         if not parts:
             return  # the root directory itself
         parent = resolve_in_root(parts[:-1], self.lookup, what)
         base = parts[-1]
-        if base == OPAQUE_NAME:
+        if base == WHITEOUT_OPAQUE:
             self._opaque(parent, what)
             return
         if base.startswith(WHITEOUT_PREFIX):
@@ -228,8 +98,22 @@ class _Applier:
             return
         rel_list = [*parent, base]
         rel = "/".join(rel_list)
+        link_rel = self._check(m, rel)
         if m.issym():
-            _check_symlink_target(parent, m.linkname, what)
+            self.links[rel] = m.linkname
+        else:
+            self.links.pop(rel, None)
+        self.created.add(rel)
+        if self.target is not None:
+            self._ensure_parent(parent, what)
+            self._write(tf, m, rel_list, link_rel)
+
+    def _check(self, m: tarfile.TarInfo, rel: str) -> list[str]:
+        """Refuse an entry that leads out or is not allowed; a hard link's resolved target."""
+        what = m.name
+        if m.issym():
+            check_symlink(rel, m.linkname, self.lookup)
+            self.new_links = True
         elif m.islnk():
             if m.linkname.startswith("/") or ".." in m.linkname.split("/"):
                 why = "an absolute path" if m.linkname.startswith("/") else "'..'"
@@ -237,10 +121,10 @@ class _Applier:
                     f"layer entry {what!r} is a hard link to {m.linkname!r} ({why}), "
                     "which leads outside the target"
                 )
-            link_parts = _components(m.linkname, what)
+            link_parts = components(m.linkname, what)
             if not link_parts:
                 raise UnsafeLayerError(f"layer entry {what!r} is a hard link to the root")
-            link_rel = [*resolve_in_root(link_parts[:-1], self.lookup, what), link_parts[-1]]
+            return [*resolve_in_root(link_parts[:-1], self.lookup, what), link_parts[-1]]
         elif m.ischr() or m.isblk():
             if not self.allow_devices:
                 raise UnsafeLayerError(
@@ -248,20 +132,17 @@ class _Applier:
                 )
         elif not (m.isreg() or m.isdir() or m.isfifo()):
             raise UnsafeLayerError(f"layer entry {what!r} has an unsupported type {m.type!r}")
-        if m.issym():
-            self.links[rel] = m.linkname
-        else:
-            self.links.pop(rel, None)
-        self.created.add(rel)
-        if self.target is None:
-            return
+        return []
+
+    def _write(self, tf: tarfile.TarFile, m: tarfile.TarInfo, rel_list: list[str],
+               link_rel: list[str]) -> None:
+        what = m.name
         path = self.full(rel_list)
-        self._ensure_parent(parent, what)
         if m.isdir():
             if not path.is_dir() or path.is_symlink():
                 self._clear(path)
                 path.mkdir()
-            self.dirs.append((rel, int(m.mtime)))
+            self.dirs.append(("/".join(rel_list), int(m.mtime)))
         else:
             self._clear(path)
             if m.isreg():
@@ -343,18 +224,36 @@ class _Applier:
                     self._clear(Path(de.path))
 
     def finish(self) -> None:
+        """Check every symlink again (a later link can change where an earlier one
+        leads), then set the directories' mtimes."""
         if self.target is None:
+            for rel, linkname in list(self.links.items()):
+                check_symlink(rel, linkname, self.lookup)
             return
+        if self.new_links:
+            for rel, linkname in self._links_on_disk():
+                check_symlink(rel, linkname, self.lookup)
         for rel, mtime in reversed(self.dirs):
             with contextlib.suppress(FileNotFoundError):
                 os.utime(self.target / rel, (mtime, mtime), follow_symlinks=False)
 
+    def _links_on_disk(self) -> Iterator[tuple[str, str]]:
+        """``(rel, linkname)`` of every symlink under the target (earlier layers' too)."""
+        assert self.target is not None
+        for dirpath, dirnames, filenames in os.walk(self.target):
+            dirnames.sort()
+            base = os.path.relpath(dirpath, self.target)
+            for name in sorted(dirnames + filenames):
+                path = os.path.join(dirpath, name)
+                if os.path.islink(path):
+                    rel = name if base == "." else f"{base}/{name}"
+                    yield rel, os.readlink(path)
 
 def _run(
     stream: BinaryIO, target: Path | None, media_type: str | None, *, allow_devices: bool,
     whiteouts: str,
 ) -> tuple[str, str]:
-    blob, tar = open_tar_stream(stream, media_type)
+    blob, tar = open_hashed_tar(stream, media_type)
     applier = _Applier(target, allow_devices=allow_devices, whiteouts=whiteouts)
     try:
         with tarfile.open(fileobj=tar, mode="r|", errorlevel=2) as tf:  # type: ignore[call-overload]
@@ -362,8 +261,6 @@ def _run(
                 applier.apply(tf, member)
     except tarfile.TarError as exc:
         raise StoreError(f"layer is not a valid tar stream: {exc}") from None
-    except (zstandard.ZstdError, EOFError, gzip.BadGzipFile) as exc:
-        raise StoreError(f"layer stream is corrupt: {exc}") from None
     except OSError as exc:
         if exc.errno is None:
             raise StoreError(f"layer stream is corrupt: {exc}") from None
@@ -404,8 +301,6 @@ def unpack_verified(
     allow_devices: bool = False, whiteouts: str = "apply",
 ) -> None:
     """:func:`unpack_layer`, raising :class:`DigestMismatch` if a digest does not match."""
-    from kbuild.errors import DigestMismatch
-
     target.mkdir(parents=True, exist_ok=True)
     got_diff, got_digest = _run(stream, target, media_type, allow_devices=allow_devices,
                                 whiteouts=whiteouts)

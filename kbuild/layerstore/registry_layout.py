@@ -180,7 +180,7 @@ class _Writer:
 
     def _read_json(self, ref: str, digest: str, what: str) -> dict[str, Any]:
         try:
-            return self.store.read_json(digest)
+            return self.store.read_manifest(digest)
         except BlobNotFound:
             raise BlobNotFound(
                 f"{ref}: {what} {digest} is not in the store at {self.store.root}"

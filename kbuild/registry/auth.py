@@ -22,9 +22,12 @@ import httpx
 from kbuild.errors import AuthError, RegistryError
 
 from .credentials import Credentials
+from .realms import credentials_refusal, registries_file
 from .transport import describe_transport_error, make_http_client
 
 CLIENT_ID = "kbuild"
+TRUST_HINT = ('if you trust that token server, name it in {path}: '
+              '{{"{registry}": {{"tokenHosts": ["{host}"]}}}} (it must be https)')
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DEFAULT_EXPIRES = 60
 
@@ -141,8 +144,13 @@ class Authenticator:
     """Turns challenges and scopes into ``Authorization`` headers for one registry."""
 
     def __init__(self, registry: str, credentials: Credentials | None, *,
-                 tls_verify: bool = True, cache: TokenCache | None = None) -> None:
+                 tls_verify: bool = True, cache: TokenCache | None = None,
+                 api_host: str | None = None, token_hosts: set[str] | None = None) -> None:
         self.registry = registry
+        self.api_host = api_host or registry
+        self.registry_scheme: str | None = None  # https or http, once the client pinged
+        self.token_hosts = token_hosts if token_hosts is not None else set()
+        self.withheld: str | None = None  # why the credentials were not sent to the realm
         self.credentials = credentials
         self.tls_verify = tls_verify
         self.cache = cache or TokenCache()
@@ -194,6 +202,17 @@ class Authenticator:
             self.cache.put(key, token, expires_in)
         return "Bearer " + token
 
+    def withheld_error(self, what: str) -> AuthError:
+        """The error for a request refused because the credentials were kept back."""
+        return AuthError(f"{what}: authentication required; the credentials were not sent: "
+                         f"{self.withheld}",
+                         hint=TRUST_HINT.format(registry=self.registry,
+                                                host=self._realm_host(), path=registries_file()))
+
+    def _realm_host(self) -> str:
+        realm = self.challenge.params.get("realm", "") if self.challenge else ""
+        return urlsplit(realm).netloc or "TOKEN-HOST"
+
     def _client(self, realm: str) -> httpx.Client:
         host = urlsplit(realm).netloc
         with self._lock:
@@ -203,10 +222,34 @@ class Authenticator:
                 self._clients[host] = client
             return client
 
+    def _credentials_for(self, realm: str, *, required: bool) -> Credentials | None:
+        """The credentials to send to ``realm``: None when there are none or it is not trusted.
+
+        With ``required`` (login) an untrusted realm is an ``AuthError`` instead.
+        """
+        creds = self.credentials
+        if creds is None or creds.empty:
+            return None
+        refusal = credentials_refusal(realm, self.api_host, self.registry_scheme,
+                                      self.token_hosts)
+        if refusal is None:
+            return creds
+        if required:
+            raise AuthError(f"{self.registry}: not sending credentials: {refusal}",
+                            hint=TRUST_HINT.format(registry=self.registry,
+                                                   host=urlsplit(realm).netloc,
+                                                   path=registries_file()))
+        self.withheld = refusal
+        return None
+
     def fetch_token(self, realm: str, service: str, scopes: list[str], *,
                     offline: bool = False) -> tuple[str, int]:
-        """Ask the token server for a token; returns (token, expires_in)."""
-        creds = self.credentials
+        """Ask the token server for a token; returns (token, expires_in).
+
+        ``offline`` (login) asks for a refresh token, and refuses a realm the
+        credentials may not go to instead of asking anonymously.
+        """
+        creds = self._credentials_for(realm, required=offline)
         client = self._client(realm)
         self.token_requests += 1
         try:
@@ -232,6 +275,8 @@ class Authenticator:
                 f"{self.registry}: token server {urlsplit(realm).netloc} unreachable: "
                 f"{describe_transport_error(exc)}") from None
         if resp.status_code in (401, 403):
+            if creds is None and self.withheld:
+                raise self.withheld_error(self.registry)
             if creds is None or creds.empty:
                 raise AuthError(f"{self.registry}: the registry requires authentication",
                                 hint=f"run: kbuild login {self.registry}")

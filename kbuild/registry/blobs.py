@@ -227,9 +227,14 @@ def _range_end(header: str | None, default: int) -> int:
 
 def pull_blob(client: RegistryClient, store: Store, repository: str, digest: str,
               size: int) -> BlobDone:
-    """Download ``digest`` into the store (verified), unless it is there already."""
+    """Download ``digest`` into the store (verified), unless it is there already.
+
+    A blob already there gets a fresh mtime, so a concurrent ``prune`` keeps it
+    for its grace period; ``pull_image`` checks again under the store lock
+    before it tags.
+    """
     meter = Meter(client, digest, size)
-    if store.has_blob(digest):
+    if store.touch_blob(digest):  # refreshed: a prune's grace period starts again
         client.emit(BlobStarted(digest, size, "pull"))
         return meter.finish("present")
     what = f"{client.registry}/{repository}: blob {digest[:19]}"

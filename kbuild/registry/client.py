@@ -24,6 +24,7 @@ from . import credentials as creds_mod
 from .auth import Authenticator, repository_scope
 from .credentials import Credentials
 from .events import Progress, Retrying
+from .realms import trusted_token_hosts
 from .transport import (
     DEFAULT_TIMEOUT,
     RetryPolicy,
@@ -50,6 +51,9 @@ class ClientOptions:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: httpx.Timeout = field(default_factory=lambda: DEFAULT_TIMEOUT)
     credentials: Credentials | None = None
+    token_hosts: tuple[str, ...] = ()
+    """Token servers (``host`` or ``host:port``) trusted with the credentials besides the
+    registry's own host and those of ``registries.json`` (see ``kbuild.registry.realms``)."""
 
 
 class TransientError(RegistryError):
@@ -81,7 +85,9 @@ class RegistryClient:
         creds = self.options.credentials
         if creds is None:
             creds = creds_mod.lookup(registry)
-        self.auth = Authenticator(registry, creds, tls_verify=self.options.tls_verify)
+        self.auth = Authenticator(
+            registry, creds, tls_verify=self.options.tls_verify, api_host=self.host,
+            token_hosts=trusted_token_hosts(registry, self.host, self.options.token_hosts))
         self.http = make_http_client(self.host, tls_verify=self.options.tls_verify,
                                      timeout=self.options.timeout, pool=self.options.jobs)
         self.base_url: str | None = None
@@ -138,6 +144,7 @@ class RegistryClient:
                 finally:
                     resp.close()
                 self.base_url = base
+                self.auth.registry_scheme = scheme
                 return
             raise RegistryError(f"{self.registry}: cannot reach the registry: {last}",
                                 hint="check the address, or --tls-verify=false for "
@@ -251,6 +258,8 @@ class RegistryClient:
         status = resp.status_code
         message = _registry_message(resp)
         creds = self.auth.credentials
+        if status in (401, 403) and self.auth.withheld:
+            raise self.auth.withheld_error(what)
         if status == 401:
             if creds is None or creds.empty:
                 raise AuthError(f"{what}: authentication required",

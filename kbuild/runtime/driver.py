@@ -21,16 +21,16 @@ carries), and the driver
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import Any, ClassVar, Protocol
 
-if TYPE_CHECKING:
-    from kbuild.runtime.clusterfile import Host
-    from kbuild.runtime.executor import Executor, FileSpec
-    from kbuild.runtime.phases.context import Context
-    from kbuild.runtime.phases.manager import Manager
+from kbuild.runtime.clusterfile import Clusterfile, Host
+from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.image import ImageInfo
+from kbuild.runtime.mount import ClusterPaths
+from kbuild.runtime.state import StateDir
 
-__all__ = ["CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "ClusterDriver", "NullDriver",
-           "driver_by_kind", "select_driver"]  # fmt: skip
+__all__ = ["CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "ClusterDriver", "DriverContext",
+           "NullDriver", "PhaseList", "driver_by_kind", "select_driver"]  # fmt: skip
 
 CONVERGE = "converge"
 """The flow of run, join and apply: bring hosts to the finished state."""
@@ -38,6 +38,39 @@ DELETE_HOSTS = "delete-hosts"
 """The flow of ``delete --masters/--nodes``."""
 DELETE_CLUSTER = "delete-cluster"
 """The flow of ``delete --all`` on hosts that stay."""
+
+
+class DriverContext(Protocol):
+    """What a driver's hooks may use of an operation (its
+    :class:`~kbuild.runtime.phases.context.Context`)."""
+
+    cf: Clusterfile
+    sd: StateDir
+    paths: ClusterPaths
+    image: ImageInfo | None
+    targets: list[Host]
+
+    @property
+    def master0(self) -> Host:
+        """The first master."""
+        ...
+
+    def conn(self, host: Host) -> Executor:
+        """The host's connection."""
+        ...
+
+
+class PhaseList(Protocol):
+    """What a driver may do to a flow's list (the
+    :class:`~kbuild.runtime.phases.manager.Manager`)."""
+
+    def insert_after(self, title: str, *phases: Any) -> None:
+        """Insert phases after the phase ``title``."""
+        ...
+
+    def insert_before(self, title: str, *phases: Any) -> None:
+        """Insert phases before the phase ``title``."""
+        ...
 
 
 class ClusterDriver:
@@ -52,28 +85,28 @@ class ClusterDriver:
         """True when an image with these config labels is of this driver's kind."""
         return False
 
-    def extend(self, flow: str, phases: Manager) -> None:
+    def extend(self, flow: str, phases: PhaseList) -> None:
         """Insert this driver's phases into the phase list of ``flow``."""
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, ctx: DriverContext) -> None:
         """Client-side preparation once a converge starts changing hosts."""
 
-    def host_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, bytes]:
+    def host_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, bytes]:
         """Generated files for one host, by path relative to its rootfs."""
         return {}
 
-    def private_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, FileSpec]:
+    def private_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, FileSpec]:
         """Generated files outside the rootfs (absolute paths, with modes)."""
         return {}
 
-    def host_aliases(self, ctx: Context) -> list[str]:
+    def host_aliases(self, ctx: DriverContext) -> list[str]:
         """``/etc/hosts`` lines (``IP NAME…``) every host of the cluster gets."""
         return []
 
-    def hosts_removed(self, ctx: Context) -> None:
+    def hosts_removed(self, ctx: DriverContext) -> None:
         """After hosts left the cluster (``ctx.cf`` no longer lists them)."""
 
-    def forget(self, ctx: Context) -> None:
+    def forget(self, ctx: DriverContext) -> None:
         """``delete --all``: remove what the driver keeps in the local state."""
 
 

@@ -11,7 +11,6 @@ keyed by the layer digest, so a re-run reads no layer again.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import posixpath
 import tarfile
 from collections.abc import Iterator
@@ -19,10 +18,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-import zstandard
-
 from kbuild.errors import DigestMismatch, UnsafeLayerError
-from kbuild.layerstore import Store, check_layer
+from kbuild.layerstore import (
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    MediaType,
+    Store,
+    check_layer,
+    open_layer_stream,
+)
 from kbuild.runtime.image import ImageInfo, Layer
 
 RECORD_KIND = "runtime-layer-scan"
@@ -50,21 +54,8 @@ class _Counter:
 @contextmanager
 def open_tar(store: Store, layer: Layer) -> Iterator[BinaryIO]:
     """The layer's uncompressed tar stream."""
-    blob = store.open_blob(layer.digest)
-    try:
-        if layer.compression == "zstd":
-            reader = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)
-            try:
-                yield reader
-            finally:
-                reader.close()
-        elif layer.compression == "gzip":
-            with gzip.GzipFile(fileobj=blob, mode="rb") as gz:
-                yield gz  # type: ignore[misc]
-        else:
-            yield blob
-    finally:
-        blob.close()
+    with store.open_blob(layer.digest) as blob, open_layer_stream(blob, layer.media_type) as tar:
+        yield tar
 
 
 @dataclass
@@ -91,8 +82,8 @@ class LayerScan:
 
 
 def _norm(name: str) -> str:
-    path = posixpath.normpath("/" + name.lstrip("./"))
-    return path.lstrip("/")
+    """A member name as a rootfs path: ``./.env.tmpl`` -> ``.env.tmpl``, ``./`` -> ``""``."""
+    return posixpath.normpath("/" + name).lstrip("/")
 
 
 def _scan(store: Store, layer: Layer) -> LayerScan:
@@ -104,10 +95,10 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
                 path = _norm(member.name)
                 base = posixpath.basename(path)
                 parent = posixpath.dirname(path)
-                if base == ".wh..wh..opq":
+                if base == WHITEOUT_OPAQUE:
                     scan.opaque.append(parent)
-                elif base.startswith(".wh."):
-                    scan.deleted.append(posixpath.join(parent, base[4:]))
+                elif base.startswith(WHITEOUT_PREFIX):
+                    scan.deleted.append(posixpath.join(parent, base[len(WHITEOUT_PREFIX):]))
                 elif member.isfile() and member.size <= MAX_TEMPLATE:
                     if path.endswith(TEMPLATE_SUFFIX):
                         into = scan.templates
@@ -142,7 +133,7 @@ def scan_layer(store: Store, layer: Layer) -> LayerScan:
         )
     with open_tar(store, layer) as stream:
         try:
-            diff_id = check_layer(stream, "application/vnd.oci.image.layer.v1.tar")
+            diff_id = check_layer(stream, MediaType.OCI_LAYER)
         except UnsafeLayerError as exc:
             raise UnsafeLayerError(f"layer {layer.digest}: {exc}") from None
     if diff_id != layer.diff_id:

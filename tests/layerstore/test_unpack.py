@@ -43,7 +43,7 @@ HOSTILE = [
      "leads outside", "a/l"),
     ("write through symlinks that together lead out",
      [("a", "d", ""), ("a/m", "s", "."), ("a/l", "s", "m/../.."), ("a/l/evil", "f", "x")],
-     "leads outside", "a/l/evil"),
+     "leads outside", "a/l"),  # the link itself is refused: its chain leads out
     ("write through absolute symlink",
      [("l", "s", "/tmp"), ("l/evil", "f", "x")], "points outside", "l/evil"),
     ("hard link out", [("h", "h", "../../etc/passwd")], "'..'", "h"),
@@ -58,6 +58,16 @@ HOSTILE = [
      "points outside", "l/.wh..wh..opq"),
     ("symlink loop", [("a", "s", "b"), ("b", "s", "a"), ("a/x", "f", "x")],
      "too many levels", "a/x"),
+    ("symlink chain out", [("s", "s", "."), ("t", "s", "s/..")], "leads outside", "t"),
+    ("symlink chain out, the link it goes through comes later",
+     [("t", "s", "s/.."), ("s", "s", ".")], "leads outside", "t"),
+    ("symlink chain out from a subdir",
+     [("a", "d", ""), ("a/s", "s", ".."), ("a/t", "s", "s/..")], "leads outside", "a/t"),
+    ("symlink chain out through a directory link",
+     [("a", "d", ""), ("a/b", "d", ""), ("up", "s", "a/b/../.."), ("a/b", "s", "..")],
+     "leads outside", "up"),
+    ("symlink loop, nothing written through it", [("a", "s", "b"), ("b", "s", "a")],
+     "too many levels", "a"),
 ]
 
 
@@ -90,6 +100,26 @@ def test_symlink_from_an_earlier_layer_is_not_written_through(tmp_path: Path) ->
         unpack_layer(io.BytesIO(tar_of(("etc/passwd", "f", "x"))), target,
                      media_type=MediaType.OCI_LAYER)
     assert list(outside.iterdir()) == []
+
+
+def test_symlink_chain_through_an_earlier_layer_is_refused(tmp_path: Path) -> None:
+    target = tmp_path / "root" / "t"
+    unpack_layer(io.BytesIO(tar_of(("d", "d", ""), ("up", "s", "d/.."))), target,
+                 media_type=MediaType.OCI_LAYER)
+    with pytest.raises(UnsafeLayerError, match=r"layer entry 'up' is a symlink to 'd/\.\.'"):
+        unpack_layer(io.BytesIO(tar_of(("d", "s", "."))), target,
+                     media_type=MediaType.OCI_LAYER)
+
+
+def test_symlink_chains_that_stay_inside_are_kept(tmp_path: Path) -> None:
+    data = tar_of(("a", "d", ""), ("a/b", "d", ""), ("a/s", "s", "b"), ("a/t", "s", "s/../.."),
+                  ("u", "s", "a/s/../s"), ("abs", "s", "/x/../.."), ("a/via-abs", "s", "../abs/y"),
+                  ("dangling", "s", "nowhere/.."))
+    target = tmp_path / "t"
+    unpack_layer(io.BytesIO(data), target, media_type=MediaType.OCI_LAYER)
+    assert os.readlink(target / "a" / "t") == "s/../.."
+    assert os.path.realpath(target / "u") == str((target / "a" / "b").resolve())
+    check_layer(io.BytesIO(data), MediaType.OCI_LAYER)
 
 
 def test_safe_links_inside_are_followed(tmp_path: Path) -> None:

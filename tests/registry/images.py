@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from kbuild.layerstore import Descriptor, LayerInfo, Store, TarEntry, pack_layer
+from kbuild.registry import pull_image, push_image
 
 
 def make_layer(store: Store, files: dict[str, bytes], *, compression: str = "zstd") -> LayerInfo:
@@ -24,6 +25,17 @@ def make_image(store: Store, name: str | None, layers: list[dict[str, bytes]], *
     if name:
         store.tag(name, desc)
     return desc
+
+
+def pushed_and_pulled(reg_host: str, tmp_path: Path, size: int) -> tuple[Store, str]:
+    """A one-layer image pushed to ``reg_host`` and pulled into a fresh store ``tmp_path/dst``."""
+    src = Store(tmp_path / "src")
+    make_image(src, "app:1", [{"a": os.urandom(size)}])
+    ref = f"{reg_host}/s/app:1"
+    push_image(src, "app:1", ref)
+    dst = Store(tmp_path / "dst")
+    pull_image(dst, ref)
+    return dst, ref
 
 
 def random_bytes(n: int, seed: int = 0) -> bytes:

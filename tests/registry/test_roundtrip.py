@@ -12,7 +12,7 @@ from kbuild.layerstore import MediaType, Store
 from kbuild.registry import BlobDone, ClientOptions, RetryPolicy, pull_image, push_image
 from tests.fixtures.registry import RegistryServer
 
-from .images import make_image, random_bytes
+from .images import make_image, pushed_and_pulled, random_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -157,12 +157,7 @@ def test_docker_schema2_gzip_image_pulls(open_registry: RegistryServer, tmp_path
 
 
 def test_pull_skips_blobs_already_in_store(open_registry: RegistryServer, tmp_path: Path) -> None:
-    src = Store(tmp_path / "a")
-    make_image(src, "app:1", [{"a": random_bytes(512 << 10)}])
-    ref = f"{open_registry.host}/s/app:1"
-    push_image(src, "app:1", ref)
-    dst = Store(tmp_path / "b")
-    pull_image(dst, ref)
+    dst, ref = pushed_and_pulled(open_registry.host, tmp_path, 512 << 10)
     before = len(open_registry.access_log())
     events: list[object] = []
     pull_image(dst, ref, progress=events.append)

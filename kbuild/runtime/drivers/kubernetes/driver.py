@@ -14,13 +14,11 @@ from collections.abc import Mapping
 
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.driver import CONVERGE, ClusterDriver
+from kbuild.runtime.driver import CONVERGE, ClusterDriver, DriverContext, PhaseList
 from kbuild.runtime.drivers.kubernetes import files, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase, LabelsPhase
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
 from kbuild.runtime.executor import Executor, FileSpec
-from kbuild.runtime.phases.context import Context
-from kbuild.runtime.phases.manager import Manager
 
 __all__ = ["KubernetesDriver"]
 
@@ -39,24 +37,24 @@ class KubernetesDriver(ClusterDriver):
         """Images with the ``org.kbuild.kubernetes`` label."""
         return files.LABEL in labels
 
-    def extend(self, flow: str, phases: Manager) -> None:
+    def extend(self, flow: str, phases: PhaseList) -> None:
         """kubeconfig after init-cluster, labels after join-host."""
         if flow == CONVERGE:
             phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
             phases.insert_after(titles.JOIN_HOST, LabelsPhase())
 
-    def prepare(self, ctx: Context) -> None:
+    def prepare(self, ctx: DriverContext) -> None:
         """The cluster CA and the registry certificate in the local state."""
         domain, _ = files.registry_address(ctx.cf.cluster)
         self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster, domain)
 
-    def _pki(self, ctx: Context) -> ClusterPki:
+    def _pki(self, ctx: DriverContext) -> ClusterPki:
         if self.pki is None:
             self.prepare(ctx)
         assert self.pki is not None
         return self.pki
 
-    def host_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, bytes]:
+    def host_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, bytes]:
         """kube.env, containerd's configuration and certs.d, kubeadm configuration."""
         assert ctx.image is not None
         rootfs = ctx.paths.rootfs
@@ -69,7 +67,7 @@ class KubernetesDriver(ClusterDriver):
             containerd_root=files.containerd_root(conn, ctx.paths.base), config=config,
         )  # fmt: skip
 
-    def private_files(self, ctx: Context, conn: Executor, host: Host) -> dict[str, FileSpec]:
+    def private_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, FileSpec]:
         """The embedded registry's certificate, key and configuration on master0."""
         if host.ip != ctx.master0.ip:
             return {}
@@ -77,15 +75,15 @@ class KubernetesDriver(ClusterDriver):
             ctx.paths.base, self._pki(ctx).registry, ctx.paths.rootfs
         )
 
-    def host_aliases(self, ctx: Context) -> list[str]:
+    def host_aliases(self, ctx: DriverContext) -> list[str]:
         """The registry domain and the API server name."""
         return [files.host_alias_lines(ctx.cf.cluster).rstrip("\n")]
 
-    def hosts_removed(self, ctx: Context) -> None:
+    def hosts_removed(self, ctx: DriverContext) -> None:
         """The Clusterfile Secret follows the record."""
         kubectl.store_clusterfile(ctx.conn(ctx.master0), ctx.cf)
 
-    def forget(self, ctx: Context) -> None:
+    def forget(self, ctx: DriverContext) -> None:
         """The kubeconfig and the cluster PKI leave the local state."""
         kubectl.forget(ctx.sd.path)
 
