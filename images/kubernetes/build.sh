@@ -33,6 +33,11 @@ PY=${PYTHON:-python3}
 
 log() { printf '[build.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# One build of a version at a time: the staging directories below are shared.
+mkdir -p "${CACHE}"
+exec 8>"${CACHE}/.image.lock"
+flock -w 7200 8 || { log "could not lock ${CACHE}/.image.lock within 2h"; exit 1; }
+
 # ------------------------------------------------------------ 1. binaries
 if [[ ! -f ${CACHE}/done ]]; then
 	if [[ ${KBUILD_K8S_BINARIES:-source} == release ]]; then
