@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import sys
 import threading
 from collections.abc import Sequence
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
 from kbuild.errors import ClusterError, UsageError
 from kbuild.layerstore import Store
@@ -18,116 +17,21 @@ from kbuild.runtime import lifecycle
 from kbuild.runtime.drivers import DRIVERS
 from kbuild.runtime.providers import PROVIDERS
 from kbuild.runtime.runevents import (
-    BytesSent,
     Event,
     HostOutput,
-    HostStatus,
-    Message,
-    PhaseDone,
-    PhaseStarted,
 )
 from kbuild.runtime.state import StateDir, list_clusters
 
 from .common import store_root
-
-
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{n} B"
-
-
-class PlainRenderer:
-    """One line per event, prefixed by the host."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def __call__(self, event: Event) -> None:
-        line: str | None = None
-        if isinstance(event, HostStatus):
-            line = f"[{event.host}] {event.status}" + (f": {event.detail}" if event.detail else "")
-        elif isinstance(event, HostOutput):
-            line = f"[{event.host}] | {event.line}"
-        elif isinstance(event, BytesSent):
-            if event.total and event.done >= event.total:
-                line = f"[{event.host}] sent {event.layer[7:19]} {_human(event.done)}"
-        elif isinstance(event, PhaseStarted):
-            if not event.quiet:
-                line = f"==> {event.phase} on {', '.join(event.hosts)}"
-        elif isinstance(event, PhaseDone):
-            if event.skipped:
-                line = f"[{event.host}] {event.phase}: nothing to run"
-        elif isinstance(event, Message):
-            line = event.text
-        if line is not None:
-            with self._lock:
-                click.echo(line, err=True)
-
-    def close(self) -> None:
-        """Nothing to tear down."""
-
-
-class RichRenderer:
-    """A live table of hosts (status, bytes sent); command output above it."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self.console = console or Console(stderr=True)
-        self.rows: dict[str, list[str]] = {}
-        self._layer_done: dict[tuple[str, str], int] = {}
-        self.sent: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=False)
-        self.live.start()
-
-    def _table(self) -> Table:
-        table = Table(show_header=True, header_style="bold", box=None)
-        table.add_column("host")
-        table.add_column("status")
-        table.add_column("sent", justify="right")
-        for host, (status, detail) in self.rows.items():
-            table.add_row(host, f"{status} {detail}".strip(), _human(self.sent.get(host, 0)))
-        return table
-
-    def __call__(self, event: Event) -> None:
-        with self._lock:
-            if isinstance(event, HostStatus):
-                self.rows[event.host] = [event.status, event.detail]
-            elif isinstance(event, BytesSent):
-                key = (event.host, event.layer)
-                before = self._layer_done.get(key, 0)
-                self.sent[event.host] = self.sent.get(event.host, 0) + event.done - before
-                self._layer_done[key] = event.done
-            elif isinstance(event, HostOutput):
-                self.console.print(
-                    f"[dim]{event.host}[/dim] {event.line}", markup=True, highlight=False
-                )
-            elif isinstance(event, PhaseStarted) and not event.quiet:
-                self.console.print(f"[bold]==> {event.phase}[/bold] on {', '.join(event.hosts)}")
-            elif isinstance(event, Message):
-                self.console.print(event.text, highlight=False)
-            self.live.update(self._table())
-
-    def close(self) -> None:
-        """Stop the live display."""
-        self.live.stop()
-
-
-def _renderer(mode: str) -> PlainRenderer | RichRenderer:
-    if mode == "plain" or not sys.stderr.isatty():
-        return PlainRenderer()
-    return RichRenderer()
+from .progress import PlainRenderer, RichRenderer, human, renderer
 
 
 def _options(
-    ctx: click.Context, renderer: PlainRenderer | RichRenderer, accept_changed: bool
+    ctx: click.Context, shown: PlainRenderer | RichRenderer, accept_changed: bool
 ) -> lifecycle.Options:
     return lifecycle.Options(
         store=Store(store_root(ctx)),
-        progress=renderer,
+        progress=shown,
         accept_changed_host_key=accept_changed,
         drivers=DRIVERS,
         providers=PROVIDERS,
@@ -145,6 +49,31 @@ def _cluster_name(name: str | None) -> str:
     raise UsageError(
         "several clusters are recorded: " + ", ".join(names), hint="pick one with --cluster-name"
     )
+
+
+def shell_command(words: Sequence[str]) -> str:
+    """``kbuild exec`` words as one shell line: a single word is a command line
+    of its own (``kbuild exec -- 'a && b'``), several are an argv, each word
+    quoted (``kbuild exec -- ls "/a b"`` lists ``/a b``)."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def ssh_password(passwd: str | None, passwd_stdin: bool, passwd_file: str | None) -> str | None:
+    """The SSH password from ``--passwd``, ``--passwd-stdin``, ``--passwd-file``
+    or ``$KBUILD_SSH_PASSWORD`` (one of them; the last three keep it out of
+    the process list and the shell history)."""
+    given = [x for x in (passwd is not None, passwd_stdin, passwd_file is not None) if x]
+    if len(given) > 1:
+        raise UsageError("give the SSH password one way: --passwd, --passwd-stdin or --passwd-file")
+    if passwd_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if passwd_file is not None:
+        try:
+            with open(passwd_file, encoding="utf-8") as fh:
+                return fh.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--passwd-file {passwd_file}: cannot read it ({exc})") from None
+    return passwd if passwd is not None else os.environ.get("KBUILD_SSH_PASSWORD")
 
 
 def _ips(values: Sequence[str], what: str) -> list[str]:
@@ -167,11 +96,11 @@ def _print_plan(plan: lifecycle.Plan) -> None:
     click.echo("Hosts:")
     for h in plan.hosts:
         layers = (
-            ", ".join(f"{layer.hex[:12]} ({_human(layer.size)})" for layer in h.missing) or "none"
+            ", ".join(f"{layer.hex[:12]} ({human(layer.size)})" for layer in h.missing) or "none"
         )
         click.echo(
             f"  {h.ip:<16} {','.join(h.roles):<12} {h.arch:<6} send {len(h.missing)} layers, "
-            f"{_human(h.bytes_to_send)} ({h.present} present): {layers}"
+            f"{human(h.bytes_to_send)} ({h.present} present): {layers}"
         )
     click.echo("Phases:")
     if not plan.phases:
@@ -213,7 +142,11 @@ def _with_common(fn):  # type: ignore[no-untyped-def]
 )
 @click.option("-n", "--nodes", multiple=True, metavar="IPS", help="Node IPs: a,b or a-b ranges.")
 @click.option("-u", "--user", help="SSH user (default root; others use sudo).")
-@click.option("-p", "--passwd", help="SSH password (also the sudo password).")
+@click.option("-p", "--passwd", help="SSH password (also the sudo password); visible to `ps`, "
+              "prefer --passwd-stdin, --passwd-file or $KBUILD_SSH_PASSWORD.")
+@click.option("--passwd-stdin", is_flag=True, help="Read the SSH password from stdin.")
+@click.option("--passwd-file", type=click.Path(dir_okay=False),
+              help="Read the SSH password from the first line of a file.")
 @click.option("--port", type=click.IntRange(1, 65535), help="SSH port (default 22).")
 @click.option("--pk", type=click.Path(dir_okay=False), help="SSH private key file.")
 @click.option("--pk-passwd", help="Passphrase of the private key.")
@@ -240,6 +173,8 @@ def run_command(
     nodes: tuple[str, ...],
     user: str | None,
     passwd: str | None,
+    passwd_stdin: bool,
+    passwd_file: str | None,
     port: int | None,
     pk: str | None,
     pk_passwd: str | None,
@@ -267,8 +202,8 @@ def run_command(
         counts = (_count(masters, "--masters", 1), _count(nodes, "--nodes", 0))
         if dry_run and not StateDir(cluster_name or cfmod.DEFAULT_CLUSTER_NAME).exists():
             raise UsageError("--dry-run needs hosts; podman hosts are made by a real run")
-    renderer = _renderer(progress_mode)
-    opts = _options(ctx, renderer, accept_changed_host_key)
+    display = renderer(progress_mode)
+    opts = _options(ctx, display, accept_changed_host_key)
     try:
         if clusterfile:
             cf = cfmod.load(clusterfile)
@@ -291,7 +226,7 @@ def run_command(
                 masters=_ips(masters, "masters"),
                 nodes=_ips(nodes, "nodes"),
                 user=user,
-                passwd=passwd,
+                passwd=ssh_password(passwd, passwd_stdin, passwd_file),
                 port=port,
                 pk=pk,
                 pk_passwd=pk_passwd,
@@ -303,7 +238,7 @@ def run_command(
             )
         plan = lifecycle.run_cluster(cf, opts, dry_run=dry_run, provider=provider or "")
     finally:
-        renderer.close()
+        display.close()
     if dry_run:
         _print_plan(plan)
     else:
@@ -330,17 +265,17 @@ def join_command(
     if not masters and not nodes:
         raise UsageError("give hosts to join with --masters and/or --nodes")
     name = _cluster_name(cluster_name)
-    renderer = _renderer(progress_mode)
+    display = renderer(progress_mode)
     try:
         plan = lifecycle.join_hosts(
             name,
-            _options(ctx, renderer, accept_changed_host_key),
+            _options(ctx, display, accept_changed_host_key),
             masters=_ips(masters, "masters"),
             nodes=_ips(nodes, "nodes"),
             dry_run=dry_run,
         )
     finally:
-        renderer.close()
+        display.close()
     if dry_run:
         _print_plan(plan)
     else:
@@ -377,8 +312,8 @@ def delete_command(
         raise UsageError("give either --all or the hosts to remove (--masters/--nodes)")
     if clusterfile and not all_:
         raise UsageError("-f goes with --all")
-    renderer = _renderer(progress_mode)
-    opts = _options(ctx, renderer, accept_changed_host_key)
+    display = renderer(progress_mode)
+    opts = _options(ctx, display, accept_changed_host_key)
     try:
         if all_:
             cf = cfmod.load(clusterfile) if clusterfile else None
@@ -390,7 +325,7 @@ def delete_command(
                 name, _ips(masters, "masters") + _ips(nodes, "nodes"), opts, force=force
             )
     finally:
-        renderer.close()
+        display.close()
     click.echo(f"Deleted {'cluster ' + name if all_ else 'hosts from cluster ' + name}.")
 
 
@@ -416,13 +351,13 @@ def apply_command(
 ) -> None:
     """Make the cluster match a Clusterfile: join added hosts, delete removed ones."""
     cf = cfmod.load(clusterfile)
-    renderer = _renderer(progress_mode)
+    display = renderer(progress_mode)
     try:
         plan = lifecycle.apply_clusterfile(
-            cf, _options(ctx, renderer, accept_changed_host_key), dry_run=dry_run, force=force
+            cf, _options(ctx, display, accept_changed_host_key), dry_run=dry_run, force=force
         )
     finally:
-        renderer.close()
+        display.close()
     if dry_run:
         _print_plan(plan)
     else:
@@ -464,7 +399,7 @@ def exec_command(
         drivers=DRIVERS,
         providers=PROVIDERS,
     )
-    results = lifecycle.exec_on_hosts(name, " ".join(command), opts, roles=roles)
+    results = lifecycle.exec_on_hosts(name, shell_command(command), opts, roles=roles)
     failed = {ip: r.exit_status for ip, r in results.items() if r.exit_status != 0}
     for ip, status in sorted(failed.items()):
         click.echo(f"[{ip}] exit status {status}", err=True)

@@ -91,7 +91,9 @@ class ClusterDriver:
     def prepare(self, ctx: DriverContext) -> None:
         """Client-side preparation once a converge starts changing hosts."""
 
-    def host_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, bytes]:
+    def host_files(
+        self, ctx: DriverContext, conn: Executor, host: Host
+    ) -> dict[str, bytes | FileSpec]:
         """Generated files for one host, by path relative to its rootfs."""
         return {}
 

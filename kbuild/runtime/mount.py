@@ -83,6 +83,13 @@ class ClusterPaths:
         return f"{UNIT_DIR}/{self.unit_name}"
 
 
+def mounts_escape(path: str) -> str:
+    """``path`` as ``/proc/self/mounts`` writes it (space, tab, newline and
+    backslash as octal escapes)."""
+    table = {"\\": "\\134", " ": "\\040", "\t": "\\011", "\n": "\\012"}
+    return "".join(table.get(c, c) for c in path)
+
+
 def unit_text(paths: ClusterPaths, layers: Sequence[Layer]) -> str:
     """The mount unit for ``layers`` (bottom first, as in the manifest)."""
     lowers = ":".join(f"{paths.lower}/{i}" for i in reversed(range(len(layers))))
@@ -119,8 +126,9 @@ def mount_rootfs(conn: Executor, paths: ClusterPaths, layers: Sequence[Layer]) -
     script = f"""
 set -eu
 unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
+entry={q(" " + mounts_escape(paths.rootfs) + " overlay ")}
 if [ -f "$unit" ] && cmp -s "$unit" - && systemctl is-active --quiet "$name" \
-   && grep -q " $rootfs overlay " /proc/self/mounts; then
+   && grep -qF -e "$entry" /proc/self/mounts; then
     echo unchanged; exit 0
 fi
 if systemctl is-active --quiet "$name"; then systemctl stop "$name"; fi
@@ -154,11 +162,12 @@ def unmount_rootfs(conn: Executor, paths: ClusterPaths) -> None:
     q = shlex.quote
     script = f"""
 unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
+entry={q(" " + mounts_escape(paths.rootfs) + " ")}
 if [ -f "$unit" ] || systemctl is-active --quiet "$name" 2>/dev/null; then
     systemctl disable "$name" >/dev/null 2>&1 || true
     systemctl stop "$name" 2>/dev/null || true
 fi
-if grep -q " $rootfs " /proc/self/mounts; then
+if grep -qF -e "$entry" /proc/self/mounts; then
     umount "$rootfs" 2>/dev/null || umount -l "$rootfs"
 fi
 rm -f "$unit"
@@ -171,7 +180,8 @@ exit 0
 
 def is_mounted(conn: Executor, paths: ClusterPaths) -> bool:
     """True when the rootfs overlay is mounted on the host."""
-    res = conn.run(f"grep -q ' {paths.rootfs} overlay ' /proc/self/mounts", check=False)
+    entry = shlex.quote(f" {mounts_escape(paths.rootfs)} overlay ")
+    res = conn.run(f"grep -qF -e {entry} /proc/self/mounts", check=False)
     if res.exit_status not in (0, 1):
         raise HostError(conn.name, "cannot read /proc/self/mounts", output_tail=res.stderr)
     return res.exit_status == 0

@@ -138,7 +138,7 @@ def test_renderers_show_hosts_status_bytes_and_output() -> None:
 
     from rich.console import Console
 
-    from kbuild.cli.cluster import RichRenderer
+    from kbuild.cli.progress import RichRenderer
     from kbuild.runtime.runevents import BytesSent, HostOutput, HostStatus, PhaseStarted
 
     events = [
@@ -161,7 +161,7 @@ def test_renderers_show_hosts_status_bytes_and_output() -> None:
 
 
 def test_plain_renderer_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    from kbuild.cli.cluster import PlainRenderer
+    from kbuild.cli.progress import PlainRenderer
     from kbuild.runtime.runevents import BytesSent, HostOutput, HostStatus
 
     r = PlainRenderer()
@@ -174,3 +174,62 @@ def test_plain_renderer_lines(capsys: pytest.CaptureFixture[str]) -> None:
         f"[10.0.0.1] sent {'b' * 12} 20 B",
         "[10.0.0.2] | oops",
     ]
+
+
+def test_rich_display_prints_host_output_as_text() -> None:
+    """A host line with ``[/]`` raised in the output thread (rich markup) and
+    stopped the display; kubeadm's ``[preflight]`` prefixes vanished."""
+    import io
+
+    from rich.console import Console
+
+    from kbuild.cli.progress import RichRenderer
+    from kbuild.runtime.runevents import HostOutput, Message
+
+    buf = io.StringIO()
+    display = RichRenderer(Console(file=buf, force_terminal=True, width=200))
+    display(HostOutput("10.0.0.2", "stdout", "[preflight] Running pre-flight checks"))
+    display(HostOutput("10.0.0.2", "stdout", "a [/] b [bold]c"))
+    display(Message("note [/]"))
+    display.close()
+    text = buf.getvalue()
+    assert "[preflight] Running pre-flight checks" in text
+    assert "a [/] b [bold]c" in text and "note [/]" in text
+
+
+def test_exec_words_stay_words(cli: Callable[..., Outcome], tmp_path: Path) -> None:
+    """``kbuild exec -- ls "/a b"`` joined the words with spaces (it listed
+    ``/a`` and ``b``); one word stays a shell command line."""
+    from kbuild.runtime.state import StateDir
+
+    target = tmp_path / "a b"
+    target.mkdir()
+    (target / "inside").write_text("x")
+    cf = cfmod.from_flags("x:1", masters=["127.0.0.1"], cluster_name="local")
+    StateDir("local", tmp_path / "state").save_clusterfile(cf)
+    listed = cli("exec", "--cluster-name", "local", "--", "ls", str(target))
+    assert listed.returncode == 0, listed.stderr
+    assert "inside" in listed.stdout
+    line = cli("exec", "--cluster-name", "local", "--", f"ls '{target}' && echo both")
+    assert "inside" in line.stdout and "both" in line.stdout
+
+
+def test_ssh_password_ways(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                           cli: Callable[..., Outcome]) -> None:  # fmt: skip
+    """The SSH password could only be given as --passwd (shell history, ps)."""
+    import io
+
+    from kbuild.cli.cluster import ssh_password
+
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    assert ssh_password(None, False, str(secret)) == "from-file"
+    monkeypatch.setattr("sys.stdin", io.StringIO("from-stdin\n"))
+    assert ssh_password(None, True, None) == "from-stdin"
+    monkeypatch.setenv("KBUILD_SSH_PASSWORD", "from-env")
+    assert ssh_password(None, False, None) == "from-env"
+    assert ssh_password("flag", False, None) == "flag"
+    both = cli("run", "x:1", "--masters", "10.0.0.1", "--passwd", "a", "--passwd-file", str(secret))
+    assert both.returncode == 2 and "one way" in both.stderr
+    missing = cli("run", "x:1", "--masters", "10.0.0.1", "--passwd-file", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "cannot read it" in missing.stderr

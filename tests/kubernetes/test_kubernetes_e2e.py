@@ -30,6 +30,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import secrets
 import shutil
 import stat
 import subprocess
@@ -42,6 +43,7 @@ import pytest
 from kbuild.layerstore import Store, write_registry_storage
 from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet
+from tests.kubernetes.secrets import Watch
 from tests.runtime.e2e_helpers import Env, kbuild, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -208,6 +210,18 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     # the network really has no way out
     assert not m0.run("ip route show default").stdout.strip()
 
+    # secrets this run handles: none may show in a process list, kbuild's
+    # output or a host's journal (the certificate key is chosen here so the
+    # test knows it; join tokens are read from the cluster at the end)
+    cert_key = secrets.token_hex(32)
+    watch = Watch([h.container for h in hosts])
+
+    def kb(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+        with watch.processes():
+            proc = kbuild(env, *args, timeout=timeout)
+        watch.texts += [proc.stdout, proc.stderr]
+        return proc
+
     cf = tmp_path / "Clusterfile"
     cf.write_text(
         "apiVersion: sealer.io/v2\nkind: Cluster\n"
@@ -222,8 +236,11 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         f"  - {{ips: [{h1.ip}], roles: [node], labels: {{kbuild.test/role: worker}},\n"
         "     taints: ['kbuild.test/pref=yes:PreferNoSchedule']}\n"
     )
+    init_doc = ("---\napiVersion: kubeadm.k8s.io/v1beta4\nkind: InitConfiguration\n"
+                f"certificateKey: {cert_key}\n")  # fmt: skip
+    cf.write_text(cf.read_text() + init_doc)
     started = time.monotonic()
-    out = kbuild(env, "run", "-f", str(cf), "--progress", "plain", timeout=900)
+    out = kb("run", "-f", str(cf), "--progress", "plain", timeout=900)
     assert h0.root_password not in out.stdout + out.stderr
 
     _wait("both nodes Ready",
@@ -287,9 +304,9 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
 
     # join a third node through the Clusterfile (`kbuild apply`), with a taint of its own
     cf2 = tmp_path / "Clusterfile2"
-    cf2.write_text(cf.read_text() + f"  - {{ips: [{h2.ip}], roles: [node], "
-                   "taints: ['kbuild.test/late=yes:NoSchedule']}\n")  # fmt: skip
-    kbuild(env, "apply", "-f", str(cf2), "--progress", "plain", timeout=600)
+    cf2.write_text(cf.read_text().replace(init_doc, "") + f"  - {{ips: [{h2.ip}], roles: [node], "
+                   "taints: ['kbuild.test/late=yes:NoSchedule']}\n" + init_doc)  # fmt: skip
+    kb("apply", "-f", str(cf2), "--progress", "plain", timeout=600)
     _wait("the third node Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
     _assert_taints(m0, "h2", [("kbuild.test/late", "yes", "NoSchedule")])
     assert _node_taints(m0, "h0") == []
@@ -297,30 +314,48 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
                                  "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
 
     # delete it again: gone from the cluster, its host as before
-    kbuild(env, "delete", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain",
-           timeout=600)  # fmt: skip
+    kb("delete", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain")
     assert h2.ip not in _ready_nodes(m0)
     _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
 
     # the same host as a second master (certificate key, etcd member), then gone again
-    kbuild(env, "join", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
-           timeout=600)  # fmt: skip
+    kb("join", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain")
     _wait("the second master Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
     assert "control-plane" in _kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
     # no taints listed for it: kubeadm's default control-plane taint
     _assert_taints(m0, "h2", [(CP_TAINT, "", "NoSchedule")])
     assert len(_etcd_members(m0)) == 2
-    kbuild(env, "delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain",
-           timeout=600)  # fmt: skip
+    kb("delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain")
     assert h2.ip not in _ready_nodes(m0)
     assert [m.split(", ")[2] for m in _etcd_members(m0)] == ["h0"]
     _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+
+    # no secret of the run in a process list, kbuild's output or a journal
+    tokens = _bootstrap_tokens(m0)
+    assert len(tokens) >= 3  # init's, and one per join (apply, join --masters)
+    watch.journals()
+    found = watch.found({"SSH password": h0.root_password, "certificate key": cert_key,
+                         **{f"join token {i}": tok for i, tok in enumerate(tokens)}})  # fmt: skip
+    assert found == [] and watch.samples > 20, (found, watch.samples)
 
     # delete --all: every host as before
     kbuild(env, "delete", "--all", "--cluster-name", CLUSTER, "--progress", "plain", timeout=600)
     for h in (h0, h1):
         _assert_clean(conns[h.ip], h.container, before[h.ip], leftovers_before[h.ip])
     assert not sdir.exists()
+
+
+def _bootstrap_tokens(m0: Connection) -> list[str]:
+    """Every bootstrap token the cluster has (``kubeadm token list``)."""
+    text = m0.run("kubeadm token list -o json").stdout.strip()
+    decoder, pos, out = json.JSONDecoder(), 0, []
+    while pos < len(text):
+        obj, end = decoder.raw_decode(text, pos)
+        out.append(str(obj["token"]))
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return out
 
 
 def _assert_clean(conn: Connection, container: str, before: str, leftovers_before: str) -> None:

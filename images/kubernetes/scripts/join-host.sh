@@ -4,9 +4,9 @@
 . ./scripts/lib.sh
 
 if [ ! -f /etc/kubernetes/kubelet.conf ]; then
-    umask 077
-    sed -e "s|@KBUILD_TOKEN@|$KUBE_TOKEN|" -e "s|@KBUILD_CA_HASH@|$KUBE_CA_HASH|" \
-        -e "s|@KBUILD_CERT_KEY@|${KUBE_CERT_KEY:-}|" etc/kbuild/kubeadm-join.yaml >etc/kbuild/kubeadm-join.final.yaml
+    KBUILD_TOKEN=$KUBE_TOKEN KBUILD_CA_HASH=$KUBE_CA_HASH KBUILD_CERT_KEY=${KUBE_CERT_KEY:-} \
+        fill etc/kbuild/kubeadm-join.yaml etc/kbuild/kubeadm-join.final.yaml \
+        KBUILD_TOKEN KBUILD_CA_HASH KBUILD_CERT_KEY
     if ! kubeadm join --config etc/kbuild/kubeadm-join.final.yaml; then
         rm -f etc/kbuild/kubeadm-join.final.yaml
         kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 || true

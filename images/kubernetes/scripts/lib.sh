@@ -44,3 +44,29 @@ node_of() {
         done
 }
 
+
+# fill SRC DEST NAME...: copy SRC to DEST (0600) with every "@NAME@" replaced by
+# the value of the environment variable NAME. The values travel through the
+# environment (awk's ENVIRON), never on a command line (/proc/*/cmdline is
+# world-readable) and never as program text (no quoting can break out).
+fill() {
+    _src=$1 _dest=$2
+    shift 2
+    (
+    umask 077
+    for _v in "$@"; do export "${_v?}"; done
+    awk -v names="$*" '
+        BEGIN { n = split(names, vars, " ") }
+        {
+            for (i = 1; i <= n; i++) {
+                key = "@" vars[i] "@"; val = ENVIRON[vars[i]]; out = ""; line = $0
+                while ((j = index(line, key)) > 0) {
+                    out = out substr(line, 1, j - 1) val
+                    line = substr(line, j + length(key))
+                }
+                $0 = out line
+            }
+            print
+        }' "$_src" >"$_dest"
+    )
+}

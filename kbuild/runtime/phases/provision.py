@@ -82,7 +82,9 @@ class ProvisionPhase(Phase):
         )
         if mount_rootfs(conn, paths, ctx.image.layers):
             emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
-        files = render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
+        files: dict[str, bytes | FileSpec] = dict(
+            render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
+        )
         files.update(render.config_files(conn, paths.rootfs, ctx.cf.configs))
         files.update(ctx.driver.host_files(ctx, conn, host))
         written = conn.put_files(files, root=paths.rootfs)

@@ -44,7 +44,10 @@ class KubernetesDriver(ClusterDriver):
             phases.insert_after(titles.JOIN_HOST, LabelsPhase())
 
     def prepare(self, ctx: DriverContext) -> None:
-        """The cluster CA and the registry certificate in the local state."""
+        """The env the scripts use is checked; the cluster CA and the registry
+        certificate in the local state."""
+        if ctx.image is not None:
+            files.check_env(files.effective_cluster(ctx.cf.cluster, ctx.image))
         domain, _ = files.registry_address(ctx.cf.cluster)
         self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster, domain)
 
@@ -54,7 +57,9 @@ class KubernetesDriver(ClusterDriver):
         assert self.pki is not None
         return self.pki
 
-    def host_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, bytes]:
+    def host_files(
+        self, ctx: DriverContext, conn: Executor, host: Host
+    ) -> dict[str, bytes | FileSpec]:
         """kube.env, containerd's configuration and certs.d, kubeadm configuration."""
         assert ctx.image is not None
         rootfs = ctx.paths.rootfs

@@ -15,7 +15,7 @@ import re
 import shlex
 from collections.abc import Mapping
 
-from kbuild.errors import ClusterError
+from kbuild.errors import ClusterError, ClusterfileError
 from kbuild.runtime.clusterfile import Cluster, Clusterfile, Host
 from kbuild.runtime.drivers.kubernetes import containerd as ctrd
 from kbuild.runtime.drivers.kubernetes import kubeadm, pki
@@ -53,6 +53,19 @@ def registry_address(cluster: Cluster) -> tuple[str, int]:
     """``(domain, port)`` of the embedded registry."""
     return ctrd.embedded_registry(cluster)
 
+
+
+FLANNEL_BACKENDS = ("vxlan", "host-gw", "wireguard", "udp", "ipip")
+
+
+def check_env(cluster: Cluster) -> None:
+    """Values of the cluster env the image's scripts use, checked before any change."""
+    backend = cluster.env.get("FlannelBackend") or "vxlan"
+    if backend not in FLANNEL_BACKENDS:
+        raise ClusterfileError(
+            f"Clusterfile: env FlannelBackend: {backend!r} is not one of "
+            f"{', '.join(FLANNEL_BACKENDS)}"
+        )
 
 
 def _settings(cluster: Cluster, version: str) -> kubeadm.Settings:
@@ -98,7 +111,7 @@ def host_files(
     rootfs: str,
     containerd_root: str,
     config: kubeadm.KubeadmConfig,
-) -> dict[str, bytes]:
+) -> dict[str, bytes | FileSpec]:
     """Generated files for one host, by path relative to the rootfs."""
     cluster = effective_cluster(cf.cluster, image)
     domain, port = registry_address(cluster)
@@ -114,7 +127,7 @@ def host_files(
     )
     gen = GENERATED_DIR
     m0 = cluster.master0()
-    files: dict[str, bytes] = {
+    files: dict[str, bytes | FileSpec] = {
         f"{gen}/kube.env": _env_file({
             "REGISTRY": registry,
             "REGISTRY_DOMAIN": domain,
@@ -129,16 +142,17 @@ def host_files(
     }
     for rel, data in ctrd.certs_d_files(registry, ca_pem).items():
         files[f"{gen}/containerd/certs.d/{rel}"] = data
+    # kubeadm documents may hold bootstrap tokens and a certificate key (0600)
     if host.ip == m0.ip:
-        files[f"{gen}/kubeadm-init.yaml"] = config.init_yaml().encode()
+        files[f"{gen}/kubeadm-init.yaml"] = FileSpec(config.init_yaml().encode(), 0o600)
     else:
-        files[f"{gen}/kubeadm-join.yaml"] = kubeadm.join_yaml(
+        files[f"{gen}/kubeadm-join.yaml"] = FileSpec(kubeadm.join_yaml(
             config,
             host,
             token=JOIN_TOKEN,
             ca_cert_hashes=[JOIN_CA_HASH],
             certificate_key=JOIN_CERT_KEY if host.is_master else None,
-        ).encode()
+        ).encode(), 0o600)  # fmt: skip
     return files
 
 

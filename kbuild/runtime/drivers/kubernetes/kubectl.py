@@ -48,6 +48,8 @@ def fetch_kubeconfig(conn: Executor, state_dir: Path, master0_ip: str) -> Path:
     return path
 
 
+KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
+"""kubectl as root on a master, with the admin kubeconfig."""
 SECRET_KEYS = frozenset({"passwd", "pkPasswd", "password"})
 CLUSTERFILE_SECRET = "kbuild-clusterfile"
 
@@ -68,16 +70,15 @@ def redacted_clusterfile(cf: Clusterfile) -> str:
 
 def store_clusterfile(conn: Executor, cf: Clusterfile) -> None:
     """The Clusterfile (redacted) as the Secret kube-system/kbuild-clusterfile (on master0)."""
-    kubectl = f"kubectl --kubeconfig {ADMIN_CONF}"
     conn.run(
-        f"{kubectl} -n kube-system create secret generic {CLUSTERFILE_SECRET} "
-        f"--from-file=Clusterfile=/dev/stdin --dry-run=client -o yaml | {kubectl} apply -f -",
+        f"{KUBECTL} -n kube-system create secret generic {CLUSTERFILE_SECRET} "
+        f"--from-file=Clusterfile=/dev/stdin --dry-run=client -o yaml | {KUBECTL} apply -f -",
         stdin=redacted_clusterfile(cf).encode(),
     )
 
 
 _NODES_BY_IP = (
-    "kubectl --kubeconfig " + ADMIN_CONF + " get nodes -o "
+    KUBECTL + " get nodes -o "
     "jsonpath='{range .items[*]}{.metadata.name} "
     '{.status.addresses[?(@.type=="InternalIP")].address}{"\\n"}{end}\''
 )
@@ -122,7 +123,7 @@ def apply_labels(
             raise ClusterError(f"{h.ip}: no Kubernetes node with this InternalIP to label")
         pairs = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(h.labels.items()))
         conn.run(
-            f"kubectl --kubeconfig {ADMIN_CONF} label node {shlex.quote(node)} {pairs} --overwrite"
+            f"{KUBECTL} label node {shlex.quote(node)} {pairs} --overwrite"
         )
         done.append(node)
     return done
