@@ -62,7 +62,7 @@ def present_layers(conn: Executor, data_root: str, layers: Sequence[Layer]) -> s
     if not layers:
         return set()
     store = shlex.quote(layer_store(data_root))
-    names = " ".join(layer.hex for layer in layers)
+    names = " ".join(shlex.quote(layer.hex) for layer in layers)
     cmd = (
         f"cd {store} 2>/dev/null || exit 0; "
         f'for h in {names}; do [ -f "$h/verified" ] && echo "$h"; done; exit 0'

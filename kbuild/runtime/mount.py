@@ -120,8 +120,7 @@ def mount_rootfs(conn: Executor, paths: ClusterPaths, layers: Sequence[Layer]) -
     text = unit_text(paths, layers)
     q = shlex.quote
     links = " ".join(
-        f"{i}:{q(layer_store(paths.data_root) + '/' + layer.hex + '/fs')}"
-        for i, layer in enumerate(layers)
+        q(f"{i}:{layer_store(paths.data_root)}/{layer.hex}/fs") for i, layer in enumerate(layers)
     )
     script = f"""
 set -eu

@@ -7,6 +7,7 @@ names)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import socket
 import subprocess
@@ -208,3 +209,83 @@ def test_paramiko_prints_nothing_of_its_own(tmp_path: Path) -> None:
     server.close()
     assert "cannot connect" in proc.stdout
     assert "Traceback" not in proc.stderr and "paramiko" not in proc.stderr.lower(), proc.stderr
+
+
+_QUOTERS = {"quote", "q", "remote_script", "mounts_escape", "escape_path"}
+
+
+def _quoting(node: ast.expr) -> bool:
+    """A call that quotes for the shell, or ``" ".join`` of such calls."""
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func
+    name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+    if name in _QUOTERS:
+        return True
+    if name == "join" and isinstance(f, ast.Attribute):
+        if isinstance(f.value, ast.Name) and f.value.id == "shlex":
+            return True
+        arg = node.args[0] if node.args else None
+        return isinstance(arg, ast.GeneratorExp | ast.ListComp) and _quoting(arg.elt)
+    return False
+
+
+def unquoted_values(source: str) -> list[tuple[int, str]]:
+    """Values put into a command for ``run``/``open_exec``/``run_with_input``
+    without shell quoting: (line, expression)."""
+    out: list[tuple[int, str]] = []
+    for fn in ast.walk(ast.parse(source)):
+        if not isinstance(fn, ast.FunctionDef):
+            continue
+        quoted: set[str] = set()
+        strings: dict[str, list[ast.JoinedStr]] = {}
+        for n in ast.walk(fn):
+            if isinstance(n, ast.Assign):
+                for target in [t for t in n.targets if isinstance(t, ast.Name)]:
+                    if _quoting(n.value):
+                        quoted.add(target.id)
+                    if isinstance(n.value, ast.JoinedStr):
+                        strings.setdefault(target.id, []).append(n.value)
+        for n in ast.walk(fn):
+            if not (isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                    and n.func.attr in ("run", "open_exec", "run_with_input") and n.args):
+                continue  # fmt: skip
+            arg = n.args[0]
+            commands = [arg] if isinstance(arg, ast.JoinedStr) else strings.get(
+                arg.id if isinstance(arg, ast.Name) else "", [])  # fmt: skip
+            for cmd in commands:
+                for part in cmd.values:
+                    if not isinstance(part, ast.FormattedValue):
+                        continue
+                    e = part.value
+                    ok = _quoting(e) or isinstance(e, ast.Constant) or (
+                        isinstance(e, ast.Name) and (e.id in quoted or e.id.isupper()))
+                    if not ok:
+                        out.append((n.lineno, ast.unparse(e)))
+    return out
+
+
+def test_every_value_in_a_host_command_is_quoted() -> None:
+    """Commands for hosts are built with shell quoting, so a new field cannot
+    forget it: in the runtime, every value formatted into a command passed to
+    run/open_exec/run_with_input is shlex-quoted (or a constant)."""
+    runtime = Path(__file__).resolve().parents[2] / "kbuild" / "runtime"
+    bad = [
+        f"{p.relative_to(runtime)}:{line}: {expr}"
+        for p in sorted(runtime.rglob("*.py"))
+        for line, expr in unquoted_values(p.read_text())
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_quoting_check_sees_an_unquoted_value() -> None:
+    src = (
+        "def f(conn, path, name):\n"
+        "    q = shlex.quote\n"
+        "    ok = shlex.quote(name)\n"
+        "    conn.run(f'cat {q(path)} {ok} {CONST}')\n"
+        "    cmd = f'rm -rf {path}'\n"
+        "    conn.run(cmd)\n"
+        "    conn.run(f'ls {\" \".join(x for x in name)}')\n"
+    )
+    assert [e for _, e in unquoted_values(src)] == ["path", "' '.join((x for x in name))"]
