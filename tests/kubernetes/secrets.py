@@ -25,7 +25,8 @@ class Watch:
 
     containers: Sequence[str]
     command_lines: set[str] = field(default_factory=set)
-    texts: list[str] = field(default_factory=list)
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    """(where, text): kbuild's output of a command, a host's journal."""
     samples: int = 0
 
     @contextmanager
@@ -55,7 +56,7 @@ class Watch:
                 ["podman", "exec", c, "journalctl", "--no-pager", "-o", "cat"],
                 capture_output=True, text=True, timeout=120, check=False,
             )  # fmt: skip
-            self.texts.append(proc.stdout)
+            self.texts.append((f"journal of {c}", proc.stdout))
 
     def found(self, secrets: dict[str, str]) -> list[str]:
         """Where each secret appeared (empty when nowhere)."""
@@ -63,8 +64,11 @@ class Watch:
         for name, value in secrets.items():
             if not value:
                 continue
-            if any(value in line for line in self.command_lines):
-                hits.append(f"{name} in a process command line")
-            if any(value in text for text in self.texts):
-                hits.append(f"{name} in output or a journal")
+            for line in self.command_lines:
+                if value in line:
+                    hits.append(f"{name} in a command line: {line.replace(value, '<secret>')}")
+            for where, text in self.texts:
+                for line in text.splitlines():
+                    if value in line:
+                        hits.append(f"{name} in {where}: {line.replace(value, '<secret>')}")
         return hits

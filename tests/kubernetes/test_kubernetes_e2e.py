@@ -219,7 +219,7 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     def kb(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         with watch.processes():
             proc = kbuild(env, *args, timeout=timeout)
-        watch.texts += [proc.stdout, proc.stderr]
+        watch.texts += [(f"kbuild {args[0]} output", proc.stdout + proc.stderr)]
         return proc
 
     cf = tmp_path / "Clusterfile"
