@@ -10,6 +10,7 @@ See docs/internals.md for the contract other packages code against.
 
 from ._archive import LoadResult, load_archive, save_archive
 from ._blobs import BlobWriter, canonical_json
+from ._carried import CarriedImage, ImageSource, carried_images, find_carried
 from ._gc import GcReport
 from ._imagemeta import (
     APPS_DIR,
@@ -30,6 +31,7 @@ from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
 from ._statcache import StatCache
 from ._store import Store
+from ._template import render_template, unrendered
 from ._types import REF_NAME_ANNOTATION, Descriptor, LayerInfo, MediaType
 from ._unpack import check_layer, unpack_layer
 from .events import BytesDone
@@ -47,9 +49,11 @@ __all__ = [
     "AppInfo",
     "BlobWriter",
     "BytesDone",
+    "CarriedImage",
     "Descriptor",
     "GcReport",
     "ImageMeta",
+    "ImageSource",
     "LayerInfo",
     "LayoutReport",
     "LoadResult",
@@ -61,17 +65,21 @@ __all__ = [
     "TarEntry",
     "app_relpath",
     "canonical_json",
+    "carried_images",
     "check_layer",
     "default_cmds",
     "default_root",
+    "find_carried",
     "index_platforms",
     "load_archive",
     "oci_arch",
     "pack_layer",
     "pack_tree",
     "pick_manifest",
+    "render_template",
     "save_archive",
     "tree_entries",
     "unpack_layer",
+    "unrendered",
     "write_registry_storage",
 ]

@@ -32,8 +32,8 @@ The JSON schema (version 1)::
       "cmd": ["..."],                             # CMD lines, appended (not inherited)
       "cni": "calico" | null, "csi": "openebs" | null,
       "kubeVersion": ">=1.28" | null,
-      "images": []                                # container images carried in registry/
-    }
+      "images": [{"name": …, "digest": …, …}]     # container images carried in registry/
+    }                                             # (one entry: see ``_carried.py``)
 
 Apps are inherited from the base image (a later APP of the same name
 replaces one); launch, cmds and cmd are not. An app's ``cmds`` are empty only
@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbuild.errors import StoreError
+
+from ._carried import CarriedImage, find_carried
 
 META_KEY = "io.kbuild.image.v1"
 LABEL_APPS = "io.kbuild.apps"
@@ -105,9 +107,15 @@ class AppInfo:
 
 
 def default_cmds(app: AppInfo) -> list[str]:
-    """The launch commands sealer derives from an app's type (run in the app's dir)."""
+    """The launch commands sealer derives from an app's type (run in the app's dir).
+
+    A helm app whose directory is the chart (it holds ``Chart.yaml``, as sealer
+    copies a chart directory's contents) installs ``.``; a packed chart or an
+    older image's nested chart directory installs that entry.
+    """
     if app.type == "helm" and app.files:
-        return [f"helm install {shlex.quote(app.name)} {shlex.quote(app.files[0])}"]
+        chart = "." if "Chart.yaml" in app.files else app.files[0]
+        return [f"helm install {shlex.quote(app.name)} {shlex.quote(chart)}"]
     if app.type == "kube":
         return [f"kubectl apply -f {shlex.quote(f)}" for f in app.files]
     if app.type == "shell":
@@ -126,7 +134,7 @@ class ImageMeta:
     cni: str | None = None
     csi: str | None = None
     kube_version: str | None = None
-    images: list[str] = field(default_factory=list)
+    images: list[CarriedImage] = field(default_factory=list)
 
     def inherited(self) -> ImageMeta:
         """What a child image starts from: apps and the rest, but no launch/cmds/cmd."""
@@ -135,8 +143,12 @@ class ImageMeta:
             cni=self.cni,
             csi=self.csi,
             kube_version=self.kube_version,
-            images=list(self.images),
+            images=[CarriedImage.from_dict(c.to_dict()) for c in self.images],
         )
+
+    def carried(self, image: str) -> CarriedImage | None:
+        """The carried image a pod asking for ``image`` is served (None: not carried)."""
+        return find_carried(self.images, image)
 
     @property
     def empty(self) -> bool:
@@ -157,7 +169,7 @@ class ImageMeta:
             "cni": self.cni,
             "csi": self.csi,
             "kubeVersion": self.kube_version,
-            "images": list(self.images),
+            "images": [c.to_dict() for c in self.images],
         }
 
     def to_json(self) -> str:
@@ -178,7 +190,7 @@ class ImageMeta:
             cni=data.get("cni"),
             csi=data.get("csi"),
             kube_version=data.get("kubeVersion"),
-            images=[str(x) for x in data.get("images") or []],
+            images=[CarriedImage.from_dict(x) for x in data.get("images") or []],
         )
 
     @classmethod
