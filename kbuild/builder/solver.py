@@ -34,6 +34,10 @@ from kbuild.layerstore import (
     unpack_layer,
 )
 
+from .collect import FetchFunc
+from .collect.helm import Helm
+from .collect.lists import Exclusions
+from .collect.step import collect_images
 from .context import SourceTree
 from .copy import CopyPlanner
 from .events import BuildFinished, BytesDone, Event, Progress, StepDone, StepStarted
@@ -63,6 +67,14 @@ class BuildOptions:
     level: int = 3
     labels: dict[str, str] = field(default_factory=dict)
     target: str | None = None
+    #: sealer's ``--image-list``: files of references to carry besides what files name.
+    image_lists: list[Path] = field(default_factory=list)
+    #: sealer's ``--ignored-image-list``: files of references (or globs) not to carry.
+    ignored_image_lists: list[Path] = field(default_factory=list)
+    #: references (or globs) not to carry (``--exclude-image``).
+    exclude_images: list[str] = field(default_factory=list)
+    #: the helm binary that renders charts (``--helm``; else ``$KBUILD_HELM``, else PATH).
+    helm: str | None = None
 
 
 @dataclass
@@ -81,9 +93,15 @@ class Session:
     """State shared by the stages of one build."""
 
     def __init__(self, store: Store, options: BuildOptions, kubefile: ins.Kubefile,
-                 progress: Progress | None, pull: PullFunc | None) -> None:
+                 progress: Progress | None, pull: PullFunc | None,
+                 fetch: FetchFunc | None = None) -> None:
         from kbuild.layerstore import StatCache
 
+        self.fetch = fetch
+        self.helm = Helm(options.helm)
+        self.image_lists = list(options.image_lists)
+        self.exclusions = Exclusions.from_files(options.ignored_image_lists,
+                                                options.exclude_images)
         self.store = store
         self.options = options
         self.kubefile = kubefile
@@ -250,6 +268,7 @@ class Session:
             parent = self.futures[idx].result()
             config = parent.config(CREATED_PLACEHOLDER)
             state = ImageState.from_config(platform, parent.key, config, parent.layers)
+            state.own_from, state.declared = parent.own_from, list(parent.declared)
             state.meta = parent.meta.inherited()
             state.meta.launch, state.meta.cmds, state.meta.cmd = (
                 parent.meta.launch, parent.meta.cmds, list(parent.meta.cmd))
@@ -322,11 +341,15 @@ def read_kubefile(options: BuildOptions) -> ins.Kubefile:
 
 
 def build(store: Store, options: BuildOptions, *, progress: Progress | None = None,
-          pull: PullFunc | None = None) -> BuildResult:
+          pull: PullFunc | None = None, fetch: FetchFunc | None = None) -> BuildResult:
     """Build the Kubefile of ``options`` into ``store`` and tag the image.
 
-    Raises ``KubefileError`` for a bad Kubefile, ``UsageError`` for bad
-    options, ``BuildError`` when a step fails (the cache is left as it was).
+    ``pull`` fetches a FROM image missing from the store; ``fetch`` an image
+    the cluster image carries (``kbuild.registry.fetch_image``; without it
+    only the local store is searched). Raises ``KubefileError`` for a bad
+    Kubefile, ``UsageError`` for bad options, ``BuildError`` when a step fails
+    (``ImageCollectError`` when a carried image cannot be found or its
+    reference rendered); the cache is left as it was.
     """
     started = time.monotonic()
     if options.compression not in ("zstd", "gzip"):
@@ -334,19 +357,19 @@ def build(store: Store, options: BuildOptions, *, progress: Progress | None = No
     tags = [str(Reference.parse(t)) for t in options.tags]
     platforms = [p.strip() for p in (options.platform or "").split(",") if p.strip()]
     if len(platforms) > 1:
-        return _build_index(store, options, platforms, tags, started, progress, pull)
-    return _build_one(store, options, tags, started, progress, pull)
+        return _build_index(store, options, platforms, tags, started, progress, pull, fetch)
+    return _build_one(store, options, tags, started, progress, pull, fetch)
 
 
 def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags: list[str],
-                 started: float, progress: Progress | None, pull: PullFunc | None
-                 ) -> BuildResult:
+                 started: float, progress: Progress | None, pull: PullFunc | None,
+                 fetch: FetchFunc | None) -> BuildResult:
     """One image per platform, then an OCI image index over them, tagged."""
     parsed = [Platform.parse(p) for p in platforms]
     if len({str(p) for p in parsed}) != len(parsed):
         raise UsageError(f"--platform lists a platform twice: {options.platform}")
     results = [
-        _build_one(store, replace(options, platform=str(p)), [], started, progress, pull)
+        _build_one(store, replace(options, platform=str(p)), [], started, progress, pull, fetch)
         for p in parsed
     ]
     manifests = [
@@ -366,12 +389,13 @@ def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags
 
 
 def _build_one(store: Store, options: BuildOptions, tags: list[str], started: float,
-               progress: Progress | None, pull: PullFunc | None) -> BuildResult:
+               progress: Progress | None, pull: PullFunc | None,
+               fetch: FetchFunc | None) -> BuildResult:
     """Build for one platform and tag the manifest."""
     kubefile = read_kubefile(options)
     if not kubefile.stages:
         raise UsageError("the Kubefile has no FROM")
-    session = Session(store, options, kubefile, progress, pull)
+    session = Session(store, options, kubefile, progress, pull, fetch)
     try:
         target = len(kubefile.stages) - 1
         if options.target:
@@ -385,6 +409,7 @@ def _build_one(store: Store, options: BuildOptions, tags: list[str], started: fl
             for idx in order:
                 session.futures[idx] = pool.submit(session.run_stage, kubefile.stages[idx])
             final = _first_error(session, order)
+        collect_images(session, final)
         return _write(session, final, tags, started)
     finally:
         session.close()
