@@ -39,12 +39,8 @@ K8S_MINOR=${BASH_REMATCH[1]}
 K8S_PATCH=${BASH_REMATCH[2]}
 STAGING_VERSION="v0.${K8S_MINOR}.${K8S_PATCH}"
 
-export PATH="/usr/local/go/bin:${PATH}"
-export GOMAXPROCS=${GOMAXPROCS:-2}
-export GOFLAGS="-buildvcs=false -mod=mod"
-export GOTOOLCHAIN=local
-JOBS=${KBUILD_BUILD_JOBS:-2}
-NICE=(nice -n 19)
+# shellcheck source=go-build.sh
+. "${HERE}/go-build.sh"
 
 CACHE_ROOT=${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}
 OUT="${CACHE_ROOT}/${KUBERNETES_VERSION}"
@@ -59,15 +55,7 @@ if ! flock -w 10800 9; then
 	exit 1
 fi
 
-WORK=$(mktemp -d /var/tmp/kbuild-k8s-build.XXXXXX)
-cleanup() { chmod -R u+w "${WORK}" 2>/dev/null || true; rm -rf "${WORK}"; }
-trap cleanup EXIT
-
-# shellcheck source=go-build.sh
-. "${HERE}/go-build.sh"
-
-TIMES="${OUT}/build-times.tsv"
-[[ -f ${TIMES} ]] || printf 'name\tversion\tseconds\n' >"${TIMES}"
+go_build_start kbuild-k8s-build "${OUT}"
 
 stamp_ok() { [[ -f ${STAMPS}/$1 && $(cat "${STAMPS}/$1") == "$2" ]]; }
 stamp_set() { printf '%s\n' "$2" >"${STAMPS}/$1.tmp" && mv -f "${STAMPS}/$1.tmp" "${STAMPS}/$1"; }

@@ -36,24 +36,14 @@ if [[ -f ${OUT}/done ]]; then
 	exit 0
 fi
 
-export PATH="/usr/local/go/bin:${PATH}"
-export GOMAXPROCS=${GOMAXPROCS:-2}
-export GOFLAGS="-buildvcs=false -mod=mod"
-export GOTOOLCHAIN=local
-JOBS=${KBUILD_BUILD_JOBS:-2}
-NICE=(nice -n 19)
+# shellcheck source=go-build.sh
+. "${HERE}/go-build.sh"
 mkdir -p "${BIN}"
 
 exec 9>"${OUT}/.lock"
 flock -w 3600 9 || { echo "build-helm: could not lock ${OUT}/.lock within 1h" >&2; exit 1; }
 if [[ ! -f ${OUT}/done ]]; then
-	WORK=$(mktemp -d /var/tmp/kbuild-helm-build.XXXXXX)
-	cleanup() { chmod -R u+w "${WORK}" 2>/dev/null || true; rm -rf "${WORK}"; }
-	trap cleanup EXIT
-	# shellcheck source=go-build.sh
-	. "${HERE}/go-build.sh"
-	TIMES="${OUT}/build-times.tsv"
-	[[ -f ${TIMES} ]] || printf 'name\tversion\tseconds\n' >"${TIMES}"
+	go_build_start kbuild-helm-build "${OUT}"
 
 	m=helm.sh/helm/v4
 	dir=$(prepare_module "${m}" "${VERSION}" "${VERSION}")

@@ -1,12 +1,28 @@
 # Shared by build-from-source.sh and build-helm.sh (sourced, not run): build Go
 # binaries from the Go module proxy into a versioned cache.
 #
-# The caller sets: WORK (a temp dir it removes), BIN (output dir), TIMES (a
-# build-times.tsv), JOBS (go build -p), NICE (a command prefix, e.g. nice -n 19),
-# and exports GOFLAGS/GOTOOLCHAIN/GOMAXPROCS as it wants them.
+# Sourcing it sets the Go environment (GOMAXPROCS, KBUILD_BUILD_JOBS for
+# go build -p, both default 2; builds under nice -n 19); the caller sets BIN
+# (output dir) and calls go_build_start.
 # shellcheck shell=bash
 
+export PATH="/usr/local/go/bin:${PATH}"
+export GOMAXPROCS=${GOMAXPROCS:-2}
+export GOFLAGS="-buildvcs=false -mod=mod"
+export GOTOOLCHAIN=local
+JOBS=${KBUILD_BUILD_JOBS:-2}
+NICE=(nice -n 19)
+
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+
+# go_build_start NAME OUT: WORK = a temp dir removed on exit, TIMES = OUT/build-times.tsv
+go_build_start() {
+	WORK=$(mktemp -d "/var/tmp/$1.XXXXXX")
+	# shellcheck disable=SC2064 # WORK is fixed now
+	trap "chmod -R u+w '${WORK}' 2>/dev/null; rm -rf '${WORK}'" EXIT
+	TIMES="$2/build-times.tsv"
+	[[ -f ${TIMES} ]] || printf 'name\tversion\tseconds\n' >"${TIMES}"
+}
 
 # module_dir MODULE VERSION -> prints the extracted module source directory
 module_dir() {

@@ -14,8 +14,8 @@ mkdir -p /root/.kube
 cp /etc/kubernetes/admin.conf /root/.kube/config
 chmod 600 /root/.kube/config
 wait_for 120 "the API server" kubectl get --raw /readyz
+# manifests/kube-flannel.yaml is rendered by kbuild from kube-flannel.yaml.tmpl (the image tag)
 sed -e "s|\${POD_CIDR}|$POD_CIDR|g" -e "s|\${FLANNEL_BACKEND}|${FlannelBackend:-vxlan}|g" \
-    -e "s|\${FLANNEL_VERSION}|$FlannelVersion|g" \
     -e "s|args: \[--ip-masq, --kube-subnet-mgr\]|args: [--ip-masq, --kube-subnet-mgr, --iface-can-reach=$KBUILD_MASTER0]|" \
     manifests/kube-flannel.yaml >etc/kbuild/kube-flannel.yaml
 kubectl apply -f etc/kbuild/kube-flannel.yaml

@@ -1,8 +1,8 @@
 """The collection step: the images the image needs, resolved and written into ``registry/``.
 
-Runs after the last instruction of the image being built (a cluster
-image: one with apps, launch commands, a Kubernetes range, IMAGE lines or
-carried images of its base). It
+Runs after the last instruction of the image being built. The files the
+build added are always scanned (cached by their layers); a plain container
+image whose files name no image gets no step and no layer. It
 
 1. gathers references: the scan of the added layers (``scan.py``), IMAGE
    lines, ``--image-list`` files; ``--ignored-image-list`` and
@@ -51,18 +51,22 @@ if TYPE_CHECKING:
 STEP_ID = "images"
 
 
-def wants_collection(session: Session, state: ImageState) -> bool:
-    """A cluster image (or a build given image lists) collects; a plain container image not."""
+def is_cluster_image(session: Session, state: ImageState) -> bool:
+    """A cluster image (or a build given image lists) shows the step even when it finds nothing."""
     return not state.meta.empty or bool(state.declared) or bool(session.image_lists)
 
 
 def collect_images(session: Session, state: ImageState) -> None:
     """Run the step on the final state of the image (adds a layer and the metadata)."""
-    if not wants_collection(session, state):
-        return
-    session.emit(StepStarted(STEP_ID, "collect container images into registry/"))
+    shown = is_cluster_image(session, state)
     started = time.monotonic()
+    if shown:
+        session.emit(StepStarted(STEP_ID, "collect container images into registry/"))
     scanned, scan_cached = scan_layers(session, state, session.helm)
+    if not shown:
+        if not scanned:
+            return
+        session.emit(StepStarted(STEP_ID, "collect container images into registry/"))
     wanted = _group([*scanned, *state.declared, *listed_images(session.image_lists)], session)
     carried = {c.name: c for c in state.meta.images}
     new: list[tuple[Resolved, list[Found]]] = []

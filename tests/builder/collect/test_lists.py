@@ -11,10 +11,11 @@ from kbuild.errors import ImageCollectError, UsageError
 
 
 def test_image_list_lines_comments_and_sources() -> None:
-    text = "# operators' images\nquay.io/op/a:1\n\n  ghcr.io/b/c@sha256:" + "a" * 64 + "  # pinned\n"
+    pinned = "ghcr.io/b/c@sha256:" + "a" * 64
+    text = f"# operators' images\nquay.io/op/a:1\n\n  {pinned}  # pinned\n"
     found = scan_image_list(text, "manifests/imageList", None)
     assert [(f.ref, f.source.line) for f in found] == [
-        ("quay.io/op/a:1", 2), ("ghcr.io/b/c@sha256:" + "a" * 64, 4)]
+        ("quay.io/op/a:1", 2), (pinned, 4)]
     assert all(not f.candidate and f.source.detail == "imageList" for f in found)
 
 
@@ -44,5 +45,5 @@ def test_exclusion_files(tmp_path: Path) -> None:
     listed.write_text("ok:1\nBAD REF\n")
     with pytest.raises(UsageError, match=rf"{listed}:2: 'BAD REF' is not an image reference"):
         Exclusions.from_files([listed])
-    with pytest.raises(UsageError, match="--ignored-image-list .*missing"):
+    with pytest.raises(UsageError, match=r"--ignored-image-list .*missing"):
         Exclusions.from_files([tmp_path / "missing"])

@@ -12,7 +12,8 @@ from kbuild.errors import BuildError, ImageCollectError
 
 from .charts import write_chart
 
-POD = "kind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n    image: {image}\n"
+POD = ("kind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: c\n"
+       "    image: {image}\n")
 
 
 def _found(root: Path, plan: ScanPlan, helm: Path | None) -> list[tuple[str, str, str]]:

@@ -1,4 +1,4 @@
-"""The YAML scanner, data-driven: data/yaml/NAME.yaml is scanned, NAME.expected says what it finds."""
+"""The YAML scanner, data-driven: data/yaml/NAME.yaml is scanned, NAME.expected lists its finds."""
 
 from __future__ import annotations
 
