@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import os
 import posixpath
 import re
 import shutil
@@ -74,10 +73,18 @@ def extract_matching(store: Store, layers: list[BaseLayer], target: Path,
                     continue
                 if not name or not wanted(name):
                     continue
-                _extract(tar, member, target / name, name)
+                _extract(tar, member, target, name)
 
 
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path, name: str) -> None:
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, name: str) -> None:
+    path = target / name
+    if member.islnk():
+        source = target / _name(tarfile.TarInfo(member.linkname))
+        _remove(path)
+        if source.is_file():  # the link's first name was extracted: same content
+            path.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, path)
+        return
     if member.isdir():
         if path.is_file():
             path.unlink()
@@ -168,6 +175,3 @@ def prefix_filter(prefixes: list[str], exact: set[str]) -> Callable[[str], bool]
     return wanted
 
 
-def tree_size(root: Path) -> int:
-    """Bytes of the regular files under ``root``."""
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)

@@ -87,7 +87,7 @@ def collect_images(session: Session, state: ImageState) -> None:
             continue
         new.append((resolved, found))
         session.emit(StepLog(STEP_ID, f"{name} {resolved.desc.digest[:19]} "
-                                      f"{resolved.size} B from {resolved.where}"))
+                                      f"{resolved.size / 1e6:.1f} MB from {resolved.where}"))
     if missing:
         raise ImageCollectError(
             f"{len(missing)} image(s) this image needs cannot be found:\n  "
