@@ -54,9 +54,11 @@ HELM=$("${HERE}/build-helm.sh" "${HELM_VERSION}")
 
 # ------------------------------------------------------------ staging context
 # Hard links (same filesystem) keep the staging cheap; kbuild reads files, so
-# links and copies hash the same.
+# links and copies hash the same. One build of a version stages at a time.
 STAGE=${CACHE}/stage
 mkdir -p "${STAGE}"
+exec 8>"${CACHE}/.stage.lock"
+flock -w 3600 8 || { log "could not lock ${CACHE}/.stage.lock within 1h"; exit 1; }
 sync_tree() { # SRC DEST: DEST becomes a copy of SRC (hard links when possible)
 	local src=$1 dest=$2 tmp
 	tmp="${dest}.tmp.$$"
