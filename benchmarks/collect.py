@@ -225,6 +225,8 @@ def machine() -> str:
         f"- Kernel: {platform.release()}",
         f"- Python {platform.python_version()}, helm {version}, "
         f"registry: Debian docker-registry on 127.0.0.1",
+        "- Load average when the run ended (the machine is shared): "
+        + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
     ])
 
 
