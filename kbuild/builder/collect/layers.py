@@ -79,11 +79,11 @@ def extract_matching(store: Store, layers: list[BaseLayer], target: Path,
 def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, target: Path, name: str) -> None:
     path = target / name
     if member.islnk():
-        source = target / _name(tarfile.TarInfo(member.linkname))
+        first = target / _name(tarfile.TarInfo(member.linkname))
         _remove(path)
-        if source.is_file():  # the link's first name was extracted: same content
+        if first.is_file():  # the link's first name was extracted: same content
             path.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, path)
+            shutil.copyfile(first, path)
         return
     if member.isdir():
         if path.is_file():
