@@ -29,3 +29,11 @@ def tree_bytes(root: Path) -> int:
     return sum(
         os.lstat(os.path.join(dp, n)).st_size for dp, _, names in os.walk(root) for n in names
     )
+
+
+def write_results(path: Path, text: str) -> None:
+    """Write a results file whole (temp file, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -8,6 +8,7 @@ shown only with ``--debug``. Messages never contain secrets.
     ├── KubefileError        file:line:col, the line, a caret      exit 2
     ├── UsageError           bad flags or arguments                exit 2
     ├── BuildError           a step failed (RUN exit code, missing source…)
+    │   └── ImageCollectError an image a file names cannot be found or rendered  exit 2
     ├── StoreError           local store: missing image/blob, corrupt data
     │   ├── ImageNotFound
     │   ├── BlobNotFound
@@ -87,6 +88,15 @@ class KubefileError(KbuildError):
 
 class BuildError(KbuildError):
     """A build step failed."""
+
+
+class ImageCollectError(BuildError):
+    """A container image the image's files ask for cannot be resolved or its reference rendered.
+
+    The message names the image and the file (line, chart or list) that wants it.
+    """
+
+    exit_code = 2
 
 
 class StoreError(KbuildError):

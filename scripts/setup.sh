@@ -21,3 +21,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"
+
+# helm renders charts at build (kbuild build) and ships in the kubernetes image;
+# built from source once, cached by version under /var/cache/kbuild/helm.
+PATH="$PATH:/usr/local/go/bin" images/kubernetes/build-helm.sh >/dev/null

@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.hosts", "tests.fixtures.registry"]
+pytest_plugins = ["tests.fixtures.hosts", "tests.fixtures.registry", "tests.fixtures.helm"]
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -39,12 +39,8 @@ K8S_MINOR=${BASH_REMATCH[1]}
 K8S_PATCH=${BASH_REMATCH[2]}
 STAGING_VERSION="v0.${K8S_MINOR}.${K8S_PATCH}"
 
-export PATH="/usr/local/go/bin:${PATH}"
-export GOMAXPROCS=${GOMAXPROCS:-2}
-export GOFLAGS="-buildvcs=false -mod=mod"
-export GOTOOLCHAIN=local
-JOBS=${KBUILD_BUILD_JOBS:-2}
-NICE=(nice -n 19)
+# shellcheck source=go-build.sh
+. "${HERE}/go-build.sh"
 
 CACHE_ROOT=${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}
 OUT="${CACHE_ROOT}/${KUBERNETES_VERSION}"
@@ -59,83 +55,7 @@ if ! flock -w 10800 9; then
 	exit 1
 fi
 
-WORK=$(mktemp -d /var/tmp/kbuild-k8s-build.XXXXXX)
-cleanup() { chmod -R u+w "${WORK}" 2>/dev/null || true; rm -rf "${WORK}"; }
-trap cleanup EXIT
-
-log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-
-# module_dir MODULE VERSION -> prints the extracted module source directory
-module_dir() {
-	go mod download -json "$1@$2" | python3 -c 'import json,sys; d=json.load(sys.stdin); e=d.get("Error"); sys.exit("go mod download: "+e) if e else print(d["Dir"])'
-}
-
-# module_time MODULE VERSION -> commit time of the version as a unix epoch
-module_time() {
-	go mod download -json "$1@$2" | python3 -c '
-import json, sys, datetime
-d = json.load(open(json.load(sys.stdin)["Info"]))
-print(int(datetime.datetime.fromisoformat(d["Time"].replace("Z", "+00:00")).timestamp()))'
-}
-
-# module_commit MODULE VERSION -> VCS commit hash if the proxy recorded one, else "unknown"
-module_commit() {
-	go mod download -json "$1@$2" | python3 -c '
-import json, sys
-d = json.load(open(json.load(sys.stdin)["Info"]))
-print((d.get("Origin") or {}).get("Hash") or "unknown")'
-}
-
-# prepare_module MODULE VERSION RELATIVE_REPLACE_VERSION -> prints a temp main
-# module directory that requires MODULE@VERSION and carries MODULE's replace
-# directives. Replaces that point at a relative directory (k8s staging/, etcd's
-# sibling modules) -- which cannot work outside the upstream checkout -- are
-# pointed at the published version RELATIVE_REPLACE_VERSION of that module.
-prepare_module() {
-	local module=$1 version=$2 relver=$3
-	local dir="${WORK}/mod-${module//\//_}@${version}"
-	if [[ ! -f ${dir}/go.mod ]]; then
-		local src
-		src=$(module_dir "${module}" "${version}")
-		mkdir -p "${dir}"
-		go mod edit -json "${src}/go.mod" | python3 -c '
-import json, sys
-module, version, relver = sys.argv[1:4]
-m = json.load(sys.stdin)
-lines = ["module kbuild.invalid/build", "", "go " + m.get("Go", "1.22"), "",
-         "require %s %s" % (module, version), ""]
-for r in m.get("Replace") or []:
-    old = r["Old"]["Path"] + (" " + r["Old"]["Version"] if r["Old"].get("Version") else "")
-    new_path = r["New"]["Path"]
-    if new_path.startswith((".", "/")):
-        new = "%s %s" % (r["Old"]["Path"], relver)
-    else:
-        new = new_path + (" " + r["New"]["Version"] if r["New"].get("Version") else "")
-    lines.append("replace %s => %s" % (old, new))
-print("\n".join(lines))
-' "${module}" "${version}" "${relver}" >"${dir}/go.mod"
-	fi
-	printf '%s\n' "${dir}"
-}
-
-TIMES="${OUT}/build-times.tsv"
-[[ -f ${TIMES} ]] || printf 'name\tversion\tseconds\n' >"${TIMES}"
-
-# go_bin NAME MODDIR PACKAGE VERSION CGO TAGS LDFLAGS [EXTRA go build args...]
-go_bin() {
-	local name=$1 moddir=$2 pkg=$3 version=$4 cgo=$5 tags=$6 ldflags=$7
-	shift 7
-	local start end tmp
-	tmp="$(dirname "${BIN}/${name}")/.$(basename "${name}").tmp"
-	log "building ${name} ${version} (${pkg})"
-	start=$(date +%s)
-	(cd "${moddir}" && CGO_ENABLED=${cgo} "${NICE[@]}" go build -p "${JOBS}" -trimpath \
-		-tags "${tags}" -ldflags "${ldflags}" "$@" -o "${tmp}" "${pkg}")
-	mv -f "${tmp}" "${BIN}/${name}"
-	end=$(date +%s)
-	printf '%s\t%s\t%s\n' "${name}" "${version}" "$((end - start))" >>"${TIMES}"
-	log "built ${name} in $((end - start))s"
-}
+go_build_start kbuild-k8s-build "${OUT}"
 
 stamp_ok() { [[ -f ${STAMPS}/$1 && $(cat "${STAMPS}/$1") == "$2" ]]; }
 stamp_set() { printf '%s\n' "$2" >"${STAMPS}/$1.tmp" && mv -f "${STAMPS}/$1.tmp" "${STAMPS}/$1"; }

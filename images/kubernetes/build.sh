@@ -7,17 +7,21 @@
 #    built by build-from-source.sh when its `done` marker is missing
 #    (KBUILD_K8S_BINARIES=release uses download-release.sh instead);
 #    SHA256SUMS is checked before anything is used;
+#    helm: build-helm.sh (its own cache, by helm version), for the hosts' bin/;
 # 2. every container image the cluster needs, built by `kbuild build` from
 #    images/<component>/Kubefile (FROM scratch + binary + ENTRYPOINT) and
-#    tagged exactly as kubeadm and the flannel manifest ask for them;
-# 3. those images written in distribution's storage layout (registry/) by
-#    kbuild.layerstore.write_registry_storage;
-# 4. `kbuild build -t kubernetes:<VERSION>` of this directory's Kubefile over
-#    a staging context (bin/, etc/, scripts/, manifests/, opt/netfilter/, registry/).
+#    tagged exactly as the built kubeadm (`kubeadm config images list`) and
+#    the flannel manifest ask for them;
+# 3. `kbuild build -t kubernetes:<VERSION>` of this directory's Kubefile over
+#    a staging context (bin/, etc/, scripts/, manifests/, opt/netfilter/):
+#    kubeadm's list is the context's manifests/imageList, so kbuild's image
+#    collection carries those images, and the flannel image that
+#    manifests/kube-flannel.yaml.tmpl names, in the image's registry/.
 #
 # Environment: KBUILD_ROOT (kbuild store root, default kbuild's), KBUILD_K8S_CACHE,
-# KBUILD_K8S_TAG (image name, default kubernetes:<VERSION>). Reruns are fast:
-# kbuild's build cache skips unchanged layers, the registry writer unchanged blobs.
+# KBUILD_K8S_TAG (image name, default kubernetes:<VERSION>), KBUILD (the kbuild
+# command, default `kbuild`; e.g. "python3 -m kbuild.cli.main"), KBUILD_HELM_CACHE.
+# Reruns are fast: kbuild's build cache skips unchanged layers and collections.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,9 +31,8 @@ K8S=${1:-${KUBERNETES_VERSION}}
 CACHE=${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}/${K8S}
 BIN=${CACHE}/bin
 TAG=${KBUILD_K8S_TAG:-kubernetes:${K8S}}
-KB=(kbuild)
+read -r -a KB <<<"${KBUILD:-kbuild}"
 if [[ -n ${KBUILD_ROOT:-} ]]; then KB+=(--root "${KBUILD_ROOT}"); fi
-PY=${PYTHON:-python3}
 
 log() { printf '[build.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -52,12 +55,15 @@ fi
 (cd "${BIN}" && sha256sum --quiet -c ../SHA256SUMS) || { log "${CACHE}/SHA256SUMS does not match"; exit 1; }
 # shellcheck disable=SC1091 # written by the binary build
 . "${CACHE}/versions"
+HELM=$("${HERE}/build-helm.sh" "${HELM_VERSION}")
 
 # ------------------------------------------------------------ staging context
 # Hard links (same filesystem) keep the staging cheap; kbuild reads files, so
-# links and copies hash the same.
+# links and copies hash the same. One build of a version stages at a time.
 STAGE=${CACHE}/stage
 mkdir -p "${STAGE}"
+exec 8>"${CACHE}/.stage.lock"
+flock -w 3600 8 || { log "could not lock ${CACHE}/.stage.lock within 1h"; exit 1; }
 sync_tree() { # SRC DEST: DEST becomes a copy of SRC (hard links when possible)
 	local src=$1 dest=$2 tmp
 	tmp="${dest}.tmp.$$"
@@ -73,6 +79,7 @@ HOST_BINARIES=(kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr ru
 rm -rf "${STAGE}/hostbin.tmp"
 mkdir -p "${STAGE}/hostbin.tmp/bin/cni"
 for b in "${HOST_BINARIES[@]}"; do ln "${STAGE}/bin/${b}" "${STAGE}/hostbin.tmp/bin/${b}"; done
+ln "${HELM}" "${STAGE}/hostbin.tmp/bin/helm" 2>/dev/null || cp "${HELM}" "${STAGE}/hostbin.tmp/bin/helm"
 for b in "${STAGE}"/bin/cni/*; do ln "${b}" "${STAGE}/hostbin.tmp/bin/cni/"; done
 if [[ ! -x ${STAGE}/nf/usr/sbin/xtables-nft-multi ]]; then
 	log "netfilter userland for kube-proxy and flannel"
@@ -83,52 +90,36 @@ if [[ ! -x ${STAGE}/nf/usr/sbin/xtables-nft-multi ]]; then
 fi
 
 # ------------------------------------------------------------ 2. container images
-# component directory -> reference (the names kubeadm v1.37 / the manifest ask for)
-declare -A REFS=(
-	[kube-apiserver]="registry.k8s.io/kube-apiserver:${K8S}"
-	[kube-controller-manager]="registry.k8s.io/kube-controller-manager:${K8S}"
-	[kube-scheduler]="registry.k8s.io/kube-scheduler:${K8S}"
-	[kube-proxy]="registry.k8s.io/kube-proxy:${K8S}"
-	[etcd]="registry.k8s.io/etcd:${ETCD_IMAGE_TAG}"
-	[coredns]="registry.k8s.io/coredns/coredns:${COREDNS_VERSION}"
-	[pause]="registry.k8s.io/pause:${PAUSE_VERSION}"
-	[flannel]="docker.io/flannel/flannel:${FLANNEL_VERSION}"
-)
+# The references come from the built kubeadm (what it will pull) and from the
+# flannel version; each is built from images/<component>/Kubefile.
+"${BIN}/kubeadm" config images list --kubernetes-version "${K8S}" >"${STAGE}/imageList.tmp"
+mv "${STAGE}/imageList.tmp" "${STAGE}/imageList"
+component() { # REFERENCE -> the images/ directory that builds it
+	local repo=${1%:*}
+	printf '%s\n' "${repo##*/}"
+}
 refs=()
-for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd coredns pause flannel; do
-	log "image ${REFS[${c}]}"
-	"${KB[@]}" build --progress plain -f "${HERE}/images/${c}/Kubefile" -t "${REFS[${c}]}" "${STAGE}" >"${STAGE}/build-${c}.log" 2>&1 ||
+while read -r ref; do refs+=("${ref}"); done <"${STAGE}/imageList"
+refs+=("docker.io/flannel/flannel:${FLANNEL_VERSION}")
+for ref in "${refs[@]}"; do
+	c=$(component "${ref}")
+	[[ -f ${HERE}/images/${c}/Kubefile ]] || { log "no images/${c}/Kubefile for ${ref}"; exit 1; }
+	log "image ${ref}"
+	"${KB[@]}" build --progress plain -f "${HERE}/images/${c}/Kubefile" -t "${ref}" "${STAGE}" >"${STAGE}/build-${c}.log" 2>&1 ||
 		{ cat "${STAGE}/build-${c}.log" >&2; exit 1; }
-	refs+=("${REFS[${c}]}")
 done
 
-# ------------------------------------------------------------ 3. registry/
-log "registry storage"
-rm -rf "${STAGE}/registry.tmp"
-KBUILD_ROOT=${KBUILD_ROOT:-} "${PY}" - "${STAGE}/registry.tmp" "${refs[@]}" <<'EOF'
-import os, sys
-from pathlib import Path
-from kbuild.layerstore import Store, write_registry_storage
-store = Store(os.environ.get("KBUILD_ROOT") or None)
-dest, refs = Path(sys.argv[1]), sys.argv[2:]
-report = write_registry_storage(store, [(r, store.resolve(r)) for r in refs], dest)
-for img in report.images:
-    print(f"  {img.repository}:{img.tag} {img.digest}", file=sys.stderr)
-EOF
-rm -rf "${STAGE}/registry"
-mv "${STAGE}/registry.tmp" "${STAGE}/registry"
-
-# ------------------------------------------------------------ 4. the cluster image
+# ------------------------------------------------------------ 3. the cluster image
 CTX=${STAGE}/cluster
 rm -rf "${CTX}"
 mkdir -p "${CTX}/opt"
 for d in etc scripts manifests; do cp -a "${HERE}/${d}" "${CTX}/${d}"; done
+cp "${STAGE}/imageList" "${CTX}/manifests/imageList"
 mv "${STAGE}/hostbin.tmp/bin" "${CTX}/bin"
-rm -rf "${STAGE}/hostbin.tmp"
+rm -rf "${STAGE}/hostbin.tmp" "${STAGE}/registry"
 cp -al "${STAGE}/nf" "${CTX}/opt/netfilter"
-cp -al "${STAGE}/registry" "${CTX}/registry"
 log "cluster image ${TAG}"
-"${KB[@]}" build --progress plain -f "${HERE}/Kubefile" \
+"${KB[@]}" build --progress plain --helm "${HELM}" -f "${HERE}/Kubefile" \
 	--build-arg "KUBERNETES_VERSION=${K8S}" --build-arg "PAUSE_VERSION=${PAUSE_VERSION}" \
 	--build-arg "FLANNEL_VERSION=${FLANNEL_VERSION}" -t "${TAG}" "${CTX}"
 log "done: ${TAG}"

@@ -291,8 +291,8 @@ EOF
 	hx kubeadm init --config /etc/kbuild/kubeadm.yaml ${KUBEADM_FLAGS:-} 2>&1 | tee "${EXP}/kubeadm-init.log"
 	end=$(date +%s)
 	log "kubeadm init took $((end - start))s"
-	sed -e "s|\${POD_CIDR}|10.244.0.0/16|; s|\${FLANNEL_BACKEND}|${FLANNEL_BACKEND:-vxlan}|; s|\${FLANNEL_VERSION}|${FLANNEL_VERSION}|" \
-		"${HERE}/manifests/kube-flannel.yaml" | hx kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -
+	sed -e "s|\${POD_CIDR}|10.244.0.0/16|; s|\${FLANNEL_BACKEND}|${FLANNEL_BACKEND:-vxlan}|; s|{{ .FlannelVersion }}|${FLANNEL_VERSION}|" \
+		"${HERE}/manifests/kube-flannel.yaml.tmpl" | hx kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -
 }
 
 # ----------------------------------------------------------------- join ------

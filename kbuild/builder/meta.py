@@ -10,14 +10,18 @@ from __future__ import annotations
 
 
 def detect_type(files: list[tuple[str, bool, bool]]) -> str:
-    """sealer's app type from the app's top entries: (name, is_dir, dir_has_chart).
+    """sealer's app type from the entries of the app's directory: (name, is_dir, dir_has_chart).
 
-    A directory holding ``Chart.yaml`` (or a ``.tgz`` chart) → ``helm``; only
-    ``.yaml``/``.yml`` files (or directories of them) → ``kube``; only ``.sh``
-    → ``shell``; anything else → ``unknown`` (APPCMDS must say what to run).
+    The directory is a chart (it holds ``Chart.yaml``: a chart directory given
+    to APP, whose contents sealer copies), or holds only one chart directory
+    or ``.tgz`` → ``helm``; only ``.yaml``/``.yml`` files (or directories of
+    them) → ``kube``; only ``.sh`` → ``shell``; anything else → ``unknown``
+    (APPCMDS must say what to run).
     """
     if not files:
         return "unknown"
+    if ("Chart.yaml", False, False) in files:
+        return "helm"
     if len(files) == 1:
         name, is_dir, has_chart = files[0]
         if (is_dir and has_chart) or (not is_dir and name.endswith((".tgz", ".tar.gz"))):

@@ -31,6 +31,9 @@ from kbuild.layerstore import (
     unpack_layer,
 )
 
+from .collect import FetchFunc
+from .collect.helm import Helm
+from .collect.lists import Exclusions
 from .context import SourceTree
 from .copy import CopyPlanner
 from .events import BytesDone, Event, Progress
@@ -78,13 +81,27 @@ class BuildOptions:
     level: int = 3
     labels: dict[str, str] = field(default_factory=dict)
     target: str | None = None
+    #: sealer's ``--image-list``: files of references to carry besides what files name.
+    image_lists: list[Path] = field(default_factory=list)
+    #: sealer's ``--ignored-image-list``: files of references (or globs) not to carry.
+    ignored_image_lists: list[Path] = field(default_factory=list)
+    #: references (or globs) not to carry (``--exclude-image``).
+    exclude_images: list[str] = field(default_factory=list)
+    #: the helm binary that renders charts (``--helm``; else ``$KBUILD_HELM``, else PATH).
+    helm: str | None = None
 
 
 class Session:
     """State shared by the stages of one build."""
 
     def __init__(self, store: Store, options: BuildOptions, kubefile: ins.Kubefile,
-                 progress: Progress | None, pull: PullFunc | None) -> None:
+                 progress: Progress | None, pull: PullFunc | None,
+                 fetch: FetchFunc | None = None) -> None:
+        self.fetch = fetch
+        self.helm = Helm(options.helm)
+        self.image_lists = list(options.image_lists)
+        self.exclusions = Exclusions.from_files(options.ignored_image_lists,
+                                                options.exclude_images)
         self.store = store
         self.options = options
         self.kubefile = kubefile
@@ -251,6 +268,7 @@ class Session:
             parent = self.futures[idx].result()
             config = parent.config(CREATED_PLACEHOLDER)
             state = ImageState.from_config(platform, parent.key, config, parent.layers)
+            state.own_from, state.declared = parent.own_from, list(parent.declared)
             state.meta = parent.meta.inherited()
             state.meta.launch, state.meta.cmds, state.meta.cmd = (
                 parent.meta.launch, parent.meta.cmds, list(parent.meta.cmd))

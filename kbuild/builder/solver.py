@@ -19,6 +19,8 @@ from kbuild.kubefile import instructions as ins
 from kbuild.kubefile import parse
 from kbuild.layerstore import META_KEY, Descriptor, LayerInfo, Platform, Reference, Store
 
+from .collect import FetchFunc
+from .collect.step import collect_images
 from .events import BuildFinished, Progress, StepDone, StepStarted
 from .session import (
     CREATED_PLACEHOLDER,
@@ -89,11 +91,15 @@ def read_kubefile(options: BuildOptions) -> ins.Kubefile:
 
 
 def build(store: Store, options: BuildOptions, *, progress: Progress | None = None,
-          pull: PullFunc | None = None) -> BuildResult:
+          pull: PullFunc | None = None, fetch: FetchFunc | None = None) -> BuildResult:
     """Build the Kubefile of ``options`` into ``store`` and tag the image.
 
-    Raises ``KubefileError`` for a bad Kubefile, ``UsageError`` for bad
-    options, ``BuildError`` when a step fails (the cache is left as it was).
+    ``pull`` fetches a FROM image missing from the store; ``fetch`` an image
+    the cluster image carries (``kbuild.registry.fetch_image``; without it
+    only the local store is searched). Raises ``KubefileError`` for a bad
+    Kubefile, ``UsageError`` for bad options, ``BuildError`` when a step fails
+    (``ImageCollectError`` when a carried image cannot be found or its
+    reference rendered); the cache is left as it was.
     """
     started = time.monotonic()
     if options.compression not in ("zstd", "gzip"):
@@ -101,19 +107,19 @@ def build(store: Store, options: BuildOptions, *, progress: Progress | None = No
     tags = [str(Reference.parse(t)) for t in options.tags]
     platforms = [p.strip() for p in (options.platform or "").split(",") if p.strip()]
     if len(platforms) > 1:
-        return _build_index(store, options, platforms, tags, started, progress, pull)
-    return _build_one(store, options, tags, started, progress, pull)
+        return _build_index(store, options, platforms, tags, started, progress, pull, fetch)
+    return _build_one(store, options, tags, started, progress, pull, fetch)
 
 
 def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags: list[str],
-                 started: float, progress: Progress | None, pull: PullFunc | None
-                 ) -> BuildResult:
+                 started: float, progress: Progress | None, pull: PullFunc | None,
+                 fetch: FetchFunc | None) -> BuildResult:
     """One image per platform, then an OCI image index over them, tagged."""
     parsed = [Platform.parse(p) for p in platforms]
     if len({str(p) for p in parsed}) != len(parsed):
         raise UsageError(f"--platform lists a platform twice: {options.platform}")
     results = [
-        _build_one(store, replace(options, platform=str(p)), [], started, progress, pull)
+        _build_one(store, replace(options, platform=str(p)), [], started, progress, pull, fetch)
         for p in parsed
     ]
     manifests = [
@@ -133,12 +139,13 @@ def _build_index(store: Store, options: BuildOptions, platforms: list[str], tags
 
 
 def _build_one(store: Store, options: BuildOptions, tags: list[str], started: float,
-               progress: Progress | None, pull: PullFunc | None) -> BuildResult:
+               progress: Progress | None, pull: PullFunc | None,
+               fetch: FetchFunc | None) -> BuildResult:
     """Build for one platform and tag the manifest."""
     kubefile = read_kubefile(options)
     if not kubefile.stages:
         raise UsageError("the Kubefile has no FROM")
-    session = Session(store, options, kubefile, progress, pull)
+    session = Session(store, options, kubefile, progress, pull, fetch)
     try:
         target = len(kubefile.stages) - 1
         if options.target:
@@ -152,6 +159,7 @@ def _build_one(store: Store, options: BuildOptions, tags: list[str], started: fl
             for idx in order:
                 session.futures[idx] = pool.submit(_run_stage, session, kubefile.stages[idx])
             final = _first_error(session, order)
+        collect_images(session, final)
         return _write(session, final, tags, started)
     finally:
         session.close()

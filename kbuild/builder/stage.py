@@ -23,6 +23,7 @@ from kbuild.kubefile import instructions as ins
 from kbuild.layerstore import (
     APPS_DIR,
     AppInfo,
+    ImageSource,
     LayerInfo,
     TarEntry,
     default_cmds,
@@ -31,6 +32,7 @@ from kbuild.layerstore import (
 )
 
 from . import run as runmod
+from .collect.found import Found, check_reference
 from .context import Source, SourceTree
 from .copy import CopyPlanner, Planned, iter_tar_entries, layer_path, parse_chmod
 from .events import BytesDone, StepDone, StepLog, StepStarted
@@ -97,29 +99,7 @@ class StageRunner:
 
     def _cached_or_make(self, key: str, inst: ins.Instruction,
                         make: Callable[[], LayerInfo]) -> tuple[bool, BaseLayer]:
-        session = self.session
-        layer: BaseLayer | None = None
-        cached = False
-        if not session.no_cache or key in session.built_keys:
-            record = session.store.get_record("build", key)
-            if record and all(session.store.has_blob(b) for b in record.get("blobs", [])):
-                data = record["layer"]
-                layer = BaseLayer(data["digest"], data["diff_id"], int(data["size"]),
-                                  int(data["uncompressed_size"]), data["media_type"])
-                cached = True
-        if layer is None:
-            info = make()
-            layer = BaseLayer(info.digest, info.diff_id, info.size, info.uncompressed_size,
-                              info.media_type)
-            session.store.put_record("build", key, {
-                "layer": {"digest": info.digest, "diff_id": info.diff_id, "size": info.size,
-                          "uncompressed_size": info.uncompressed_size,
-                          "media_type": info.media_type},
-                "created_by": inst.original,
-                "blobs": [info.digest],
-            })
-            session.built_keys.add(key)
-        return cached, layer
+        return cached_or_make(self.session, key, inst.original, make)
 
     def _progress(self, sid: str) -> Callable[[Any], None]:
         def forward(event: Any) -> None:
@@ -129,11 +109,12 @@ class StageRunner:
     def _pack(self, sid: str, planner: CopyPlanner) -> LayerInfo:
         tmp = Path(tempfile.mkdtemp(prefix="copy-", dir=self.session.tmp_dir))
         try:
-            by_path: dict[str, TarEntry] = {}
+            by_path: dict[tuple[str, bool], TarEntry] = {}  # an opaque dir is its own entry
             for path, kind, mode, source, link, size, mtime in iter_tar_entries(planner, tmp):
-                by_path.pop(path, None)
-                by_path[path] = TarEntry(path, kind, mode, source=source, linkname=link,
-                                         size=size, mtime=mtime)
+                key = (path, kind == "opaque")
+                by_path.pop(key, None)
+                by_path[key] = TarEntry(path, kind, mode, source=source, linkname=link,
+                                        size=size, mtime=mtime)
             return pack_layer(self.session.store, list(by_path.values()),
                               compression=self.session.compression,
                               level=self.session.level, progress=self._progress(sid))
@@ -253,30 +234,20 @@ class StageRunner:
             planner.add_opaque(app_dir)
         else:
             planner.entries.append(_dir_entry(app_dir))
-        top: list[tuple[str, bool, bool]] = []
         try:
             for word in self._sources(inst, inst.sources):
                 if is_url(word):
                     planner.add_url(word, app_dir, True, checksum=None, tmp_dir=session.tmp_dir)
-                    top.append((planner.entries[-1].dest.rsplit("/", 1)[-1], False, False))
                     continue
                 path = word[len("local://"):] if word.startswith("local://") else word
-                for src in session.context.resolve(path, where(inst)):
-                    dest_is_dir = True
-                    if src.is_dir:
-                        target = f"{app_dir}/{src.basename}" if src.basename else app_dir
-                        planner.entries.append(_dir_entry(target, src))
-                        planner.add_local([src], target, True)
-                        has_chart = (src.path / "Chart.yaml").is_file()
-                        top.append((src.basename, True, has_chart))
-                    else:
-                        planner.add_local([src], app_dir, dest_is_dir)
-                        top.append((src.basename, False, False))
+                # as sealer (a COPY into the app's directory): a directory gives its contents
+                planner.add_local(session.context.resolve(path, where(inst)), app_dir, True)
             content = session.content_digest(planner)
             result = self._layer_step(sid, inst, [name, kind, content],
                                       lambda: self._pack(sid, planner))
         finally:
             _drop_downloads(planner)
+        top = _top_entries(planner, app_dir)
         app = AppInfo(name=name, kind=kind, type=detect_type(top), files=[t[0] for t in top])
         app.cmds = default_cmds(app)
         self.state.meta.apps.pop(name, None)
@@ -357,6 +328,8 @@ class StageRunner:
             app.env.update(inst.pairs)
         elif isinstance(inst, ins.KubeVersion):
             meta.kube_version = self.expand(inst.constraint, inst)
+        elif isinstance(inst, ins.Image):
+            self._declare_images(inst)
         elif isinstance(inst, ins.Entrypoint):
             st.entrypoint = (list(inst.argv) if inst.argv is not None
                              else [*st.shell, inst.command or ""])
@@ -382,6 +355,15 @@ class StageRunner:
             raise BuildError(f"{where(inst)}: instruction {inst.original.split()[0]!r} "
                              "is not supported by the builder")
 
+    def _declare_images(self, inst: ins.Image) -> None:
+        if inst.app is not None:
+            self._app_of(inst, inst.app)
+        for word in inst.refs:
+            kubefile = posixpath.basename(inst.pos.filename)  # not the build machine's path
+            source = ImageSource(kubefile, inst.pos.line, inst.app, "IMAGE")
+            ref = check_reference(self.expand(word, inst), source)
+            self.state.declared.append(Found(ref, source))
+
     def _app_of(self, inst: ins.Instruction, name: str) -> AppInfo:
         app = self.state.meta.apps.get(name)
         if app is None:
@@ -390,9 +372,45 @@ class StageRunner:
         return app
 
 
+def cached_or_make(session: Session, key: str, created_by: str,
+                   make: Callable[[], LayerInfo]) -> tuple[bool, BaseLayer]:
+    """The layer of ``key`` from the build cache (blobs present), else ``make()`` and record it."""
+    if not session.no_cache or key in session.built_keys:
+        record = session.store.get_record("build", key)
+        if record and all(session.store.has_blob(b) for b in record.get("blobs", [])):
+            data = record["layer"]
+            return True, BaseLayer(data["digest"], data["diff_id"], int(data["size"]),
+                                   int(data["uncompressed_size"]), data["media_type"])
+    info = make()
+    session.store.put_record("build", key, {
+        "layer": {"digest": info.digest, "diff_id": info.diff_id, "size": info.size,
+                  "uncompressed_size": info.uncompressed_size, "media_type": info.media_type},
+        "created_by": created_by,
+        "blobs": [info.digest],
+    })
+    session.built_keys.add(key)
+    return False, BaseLayer(info.digest, info.diff_id, info.size, info.uncompressed_size,
+                            info.media_type)
+
+
 def _dir_entry(dest: str, src: Source | None = None) -> Planned:
     mode = stat.S_IMODE(src.st.st_mode) if src is not None else 0o755
     return Planned("dir", dest, mode=mode)
+
+
+def _top_entries(planner: CopyPlanner, app_dir: str) -> list[tuple[str, bool, bool]]:
+    """(name, is a directory, holds Chart.yaml) of what lands directly in ``app_dir``."""
+    prefix = app_dir + "/"
+    dests = {e.dest for e in planner.entries}
+    top: dict[str, tuple[str, bool, bool]] = {}
+    for e in planner.entries:
+        rest = e.dest[len(prefix):] if e.dest.startswith(prefix) else ""
+        if not rest or "/" in rest:
+            continue
+        is_dir = e.kind == "dir" or (e.item is not None and e.item.kind == "dir")
+        top.pop(rest, None)
+        top[rest] = (rest, is_dir, is_dir and f"{e.dest}/Chart.yaml" in dests)
+    return list(top.values())
 
 
 def _drop_downloads(planner: CopyPlanner) -> None:

@@ -75,6 +75,10 @@ class ImageState:
     meta: ImageMeta = field(default_factory=ImageMeta)
     args: dict[str, str] = field(default_factory=dict)  # ARGs in scope (build-time only)
     author: str | None = None
+    #: Index of the first layer this build adds (those before come from a base image).
+    own_from: int = 0
+    #: Images the Kubefile lists with IMAGE (``kbuild.builder.collect.Found``).
+    declared: list[Any] = field(default_factory=list)
 
     @classmethod
     def scratch(cls, platform: Platform) -> ImageState:
@@ -114,6 +118,7 @@ class ImageState:
             stop_signal=c.get("StopSignal"),
             meta=meta,
             author=config.get("author"),
+            own_from=len(layers),
         )
 
     def scope(self) -> dict[str, str]:

@@ -150,6 +150,22 @@ def _pull_function() -> Any:
     return pull
 
 
+def _fetch_function(tls_verify: bool) -> Any:
+    """``kbuild.registry.fetch_image`` for the images a cluster image carries (as ``pull``)."""
+    import importlib.util
+
+    if importlib.util.find_spec("kbuild.registry") is None:
+        return None
+
+    def fetch(store: Store, ref: str, *, platforms: list[Any], quick: bool = False) -> Any:
+        from kbuild.registry import ClientOptions, fetch_image
+
+        options = ClientOptions(tls_verify=tls_verify, insecure=not tls_verify)
+        return fetch_image(store, ref, platforms=platforms, quick=quick, options=options)
+
+    return fetch
+
+
 @click.command("build")
 @click.option("-f", "--file", "kubefile", type=click.Path(dir_okay=False),
               help="Kubefile to build (default: CONTEXT/Kubefile).")
@@ -165,6 +181,19 @@ def _pull_function() -> Any:
               help="Compression level.")
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Add a label (repeatable).")
 @click.option("--target", help="Build this stage instead of the last one.")
+@click.option("--image-list", "image_lists", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="File of container images (one per line) to carry besides those the "
+                   "image's files name (repeatable).")
+@click.option("--ignored-image-list", "ignored_lists", multiple=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="File of images (or globs) not to carry (repeatable).")
+@click.option("--exclude-image", "exclude", multiple=True, metavar="REF",
+              help="An image (or glob) not to carry (repeatable).")
+@click.option("--helm", "helm", type=click.Path(dir_okay=False),
+              help="helm binary that renders charts (default: $KBUILD_HELM, else PATH).")
+@click.option("--tls-verify", type=click.BOOL, default=True, show_default=True,
+              help="Verify registry certificates when fetching carried images.")
 @click.option("--progress", "progress_mode", type=click.Choice(["auto", "plain"]),
               default="auto", show_default=True, help="Progress output style.")
 @click.argument("context", type=click.Path(exists=True, file_okay=False), default=".")
@@ -172,8 +201,14 @@ def _pull_function() -> Any:
 def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...],
                   build_args: tuple[str, ...], no_cache: bool, platform: str | None,
                   compression: str, level: int, labels: tuple[str, ...], target: str | None,
+                  image_lists: tuple[str, ...], ignored_lists: tuple[str, ...],
+                  exclude: tuple[str, ...], helm: str | None, tls_verify: bool,
                   progress_mode: str, context: str) -> None:
-    """Build an image from a Kubefile and the files of CONTEXT."""
+    """Build an image from a Kubefile and the files of CONTEXT.
+
+    A cluster image also carries, in registry/, every container image its
+    manifests, charts, imageList files and IMAGE lines name.
+    """
     if compression == "gzip" and level > 9:
         raise UsageError("gzip levels go from 1 to 9")
     options = BuildOptions(
@@ -187,6 +222,10 @@ def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...
         level=level,
         labels=_pairs(labels, "--label"),
         target=target,
+        image_lists=[Path(p) for p in image_lists],
+        ignored_image_lists=[Path(p) for p in ignored_lists],
+        exclude_images=list(exclude),
+        helm=helm,
     )
     plain = progress_mode == "plain" or not sys.stderr.isatty()
     renderer: PlainRenderer | RichRenderer = PlainRenderer() if plain else RichRenderer()
@@ -200,7 +239,8 @@ def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...
     store = Store(store_root(ctx))
     started = time.monotonic()
     try:
-        result = build(store, options, progress=on_event, pull=_pull_function())
+        result = build(store, options, progress=on_event, pull=_pull_function(),
+                       fetch=_fetch_function(tls_verify))
     finally:
         renderer.close()
     names = ", ".join(Reference.parse(t).familiar for t in result.tags) or "(untagged)"
@@ -242,6 +282,7 @@ def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
         for app in cluster["apps"]:
             lines.append(f"  app {app['name']} ({app['kind']}, {app['type']}) at {app['path']}: "
                          f"{json.dumps(app['cmds'])}")
+        lines += _carried_lines(cluster.get("images") or [])
     lines.append("Layers:")
     for n, layer in enumerate(data["layers"], start=1):
         lines.append(
@@ -249,6 +290,24 @@ def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
             f"     {_human(layer['size'])} ({_human(layer['uncompressedSize'])} uncompressed)  "
             f"{layer['mediaType']}\n     {layer['createdBy'] or ''}")
     click.echo("\n".join(lines))
+
+
+def _carried_lines(images: list[dict[str, Any]]) -> list[str]:
+    """The ``Images`` section of ``kbuild inspect``: one image, then where it came from."""
+    if not images:
+        return []
+    total = sum(int(i.get("size") or 0) for i in images)
+    lines = [f"Images in registry/ ({len(images)}, {_human(total)}):"]
+    for image in images:
+        served = image["repository"] + (f":{image['tag']}" if image.get("tag") else "")
+        lines.append(f"  {image['name']}  {image['digest']}  {_human(int(image['size']))}  "
+                     f"{','.join(image['platforms'])}  (served as {served})")
+        for source in image.get("sources") or []:
+            where = f"{source['file']}:{source['line']}" if source.get("line") else source["file"]
+            extra = ", ".join(x for x in (f"app {source['app']}" if source.get("app") else "",
+                                          source.get("detail") or "") if x)
+            lines.append(f"      from {where}" + (f" ({extra})" if extra else ""))
+    return lines
 
 
 @click.command("history")

@@ -31,6 +31,7 @@ _FLAGS: dict[str, tuple[str, ...]] = {
     "COPY": ("from", "chmod", "chown"),
     "ADD": ("chmod", "chown", "checksum"),
     "RUN": (),
+    "IMAGE": ("app",),
 }
 
 
@@ -365,6 +366,20 @@ class Builder:
                 "write a signal name like SIGTERM or a number like 15",
             )
         return [ins.StopSignal(self.pos, self.original, sig)]
+
+    def _image(self, toks: list[Token]) -> list[ins.Instruction]:
+        flag_toks = self._of(toks, "FLAG")
+        flags = self.flags(flag_toks)
+        app = flags.get("app")
+        if app is not None:
+            tok = next(t for t in flag_toks if str(t).lower().startswith("--app"))
+            self.app_name(Token("NAME", app, start_pos=(tok.start_pos or 0) + len("--app=")))
+            self.name_pos["app"] = self.ll.locate(tok.start_pos or 0)
+        refs = tuple(self.word(t) for t in self._of(toks, "WORD"))
+        for tok, ref in zip(self._of(toks, "WORD"), refs, strict=True):
+            if not ref:
+                raise self.fail(tok.start_pos or 0, "IMAGE has an empty reference")
+        return [ins.Image(self.pos, self.original, refs, app)]
 
     def _shell(self, toks: list[Token]) -> list[ins.Instruction]:
         return [ins.Shell(self.pos, self.original, self._nonempty_json(toks[0], "argument"))]

@@ -21,6 +21,7 @@ KEYWORDS: tuple[str, ...] = (
     "FROM", "ARG", "ENV", "LABEL", "MAINTAINER", "COPY", "ADD", "RUN", "CMD",
     "CMDS", "LAUNCH", "APP", "CNI", "CSI", "APPCMDS", "APPENV", "KUBEVERSION",
     "ENTRYPOINT", "WORKDIR", "USER", "EXPOSE", "VOLUME", "STOPSIGNAL", "SHELL",
+    "IMAGE",
 )  # fmt: skip
 
 #: How each instruction is written (the hint of a syntax error).
@@ -49,6 +50,7 @@ USAGE: dict[str, str] = {
     "VOLUME": 'VOLUME PATH ...  or  VOLUME ["path", ...]',
     "STOPSIGNAL": "STOPSIGNAL SIGNAL",
     "SHELL": 'SHELL ["executable", "arg", ...]',
+    "IMAGE": "IMAGE [--app=NAME] REFERENCE...  (container images to carry in registry/)",
 }
 
 _FIRST_ARG: dict[str, str] = {
@@ -76,6 +78,7 @@ _FIRST_ARG: dict[str, str] = {
     "VOLUME": "a path",
     "STOPSIGNAL": "a signal name or number, like SIGTERM",
     "SHELL": 'a JSON array, like ["/bin/sh", "-c"]',
+    "IMAGE": "an image reference, like quay.io/org/operator:v1.2",
 }
 
 

@@ -2,7 +2,7 @@
 
 - ``LAUNCH`` and ``CMDS`` appear at most once, not both, and as the very last
   instruction of the Kubefile; ``CMD`` is not combined with them in a stage.
-- ``APPCMDS``/``APPENV``/``LAUNCH`` name apps declared before them with
+- ``APPCMDS``/``APPENV``/``LAUNCH`` (and ``IMAGE --app=``) name apps declared before them with
   ``APP``/``CNI``/``CSI`` in the same stage (or in the earlier stage that the
   stage is ``FROM``): apps of a base *image* cannot be seen at parse time.
 - Stage names are unique; ``COPY --from=`` names an earlier stage (by name
@@ -125,6 +125,14 @@ def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Locat
                             )
             elif isinstance(instr, ins.App):
                 apps.add(instr.name)
+            elif isinstance(instr, ins.Image) and instr.app is not None:
+                if instr.app not in apps and not inherits:
+                    raise _at(
+                        src, item, "app",
+                        f"IMAGE --app={instr.app} names an app that is not declared before it "
+                        "with APP, CNI or CSI",
+                        hint=_suggest(instr.app, apps),
+                    )  # fmt: skip
             elif (
                 isinstance(instr, ins.AppCmds | ins.AppEnv)
                 and instr.name not in apps

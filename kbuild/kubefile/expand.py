@@ -277,7 +277,7 @@ def expand_instruction(
     Expanded, as in a Dockerfile: FROM image and ``--platform``; ARG default;
     ENV and LABEL keys and values; COPY/ADD sources, destination and flags;
     APP/CNI/CSI sources; APPENV values; WORKDIR, USER, EXPOSE, VOLUME,
-    STOPSIGNAL. Commands (RUN, CMD, CMDS, ENTRYPOINT, SHELL, APPCMDS), app
+    STOPSIGNAL; IMAGE references. Commands (RUN, CMD, CMDS, ENTRYPOINT, SHELL, APPCMDS), app
     names, stage aliases, LAUNCH, MAINTAINER and KUBEVERSION are returned
     unchanged. All values of one ENV/LABEL see the scope from before it.
     """
@@ -325,4 +325,6 @@ def expand_instruction(
         return replace(instr, paths=tuple(x(p) for p in instr.paths))
     if isinstance(instr, ins.StopSignal):
         return replace(instr, signal=x(instr.signal))
+    if isinstance(instr, ins.Image):
+        return replace(instr, refs=tuple(x(r) for r in instr.refs))
     return instr

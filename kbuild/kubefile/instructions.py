@@ -134,6 +134,18 @@ class KubeVersion(Instruction):
     constraint: str
 
 
+@dataclass(frozen=True)
+class Image(Instruction):
+    """Container images to carry in ``registry/`` that no file of the image names.
+
+    ``refs`` are expansion-ready words; ``app`` (``--app=NAME``) says which app
+    wants them (operators' images), for ``kbuild inspect`` and run-time reports.
+    """
+
+    refs: tuple[str, ...]
+    app: str | None = None
+
+
 # Dockerfile instructions that ordinary container images need (issue 5).
 @dataclass(frozen=True)
 class Entrypoint(Instruction):

@@ -10,6 +10,7 @@ See docs/internals.md for the contract other packages code against.
 
 from ._archive import LoadResult, load_archive, save_archive
 from ._blobs import BlobWriter, canonical_json
+from ._carried import CarriedImage, ImageSource, find_carried
 from ._gc import GcReport
 from ._imagemeta import (
     APPS_DIR,
@@ -22,6 +23,7 @@ from ._imagemeta import (
     AppInfo,
     ImageMeta,
     app_relpath,
+    carried_images,
     default_cmds,
 )
 from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
@@ -32,6 +34,7 @@ from ._schema import check_document, is_index, load_json, parse_document
 from ._statcache import StatCache
 from ._store import Store
 from ._streams import open_layer_stream
+from ._template import render_template, unrendered
 from ._types import (
     REF_NAME_ANNOTATION,
     WHITEOUT_OPAQUE,
@@ -58,9 +61,11 @@ __all__ = [
     "AppInfo",
     "BlobWriter",
     "BytesDone",
+    "CarriedImage",
     "Descriptor",
     "GcReport",
     "ImageMeta",
+    "ImageSource",
     "LayerInfo",
     "LayoutReport",
     "LoadResult",
@@ -72,10 +77,12 @@ __all__ = [
     "TarEntry",
     "app_relpath",
     "canonical_json",
+    "carried_images",
     "check_document",
     "check_layer",
     "default_cmds",
     "default_root",
+    "find_carried",
     "index_platforms",
     "is_index",
     "load_archive",
@@ -86,8 +93,10 @@ __all__ = [
     "pack_tree",
     "parse_document",
     "pick_manifest",
+    "render_template",
     "save_archive",
     "tree_entries",
     "unpack_layer",
+    "unrendered",
     "write_registry_storage",
 ]

@@ -32,8 +32,8 @@ The JSON schema (version 1)::
       "cmd": ["..."],                             # CMD lines, appended (not inherited)
       "cni": "calico" | null, "csi": "openebs" | null,
       "kubeVersion": ">=1.28" | null,
-      "images": []                                # container images carried in registry/
-    }
+      "images": [{"name": …, "digest": …, …}]     # container images carried in registry/
+    }                                             # (one entry: see ``_carried.py``)
 
 Apps are inherited from the base image (a later APP of the same name
 replaces one); launch, cmds and cmd are not. An app's ``cmds`` are empty only
@@ -47,11 +47,17 @@ import json
 import posixpath
 import shlex
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kbuild.errors import StoreError
 
+from ._carried import CarriedImage, find_carried
+from ._platform import Platform, index_platforms, pick_manifest
 from ._schema import load_json
+from ._types import Descriptor, MediaType
+
+if TYPE_CHECKING:
+    from ._store import Store
 
 META_KEY = "io.kbuild.image.v1"
 LABEL_APPS = "io.kbuild.apps"
@@ -107,9 +113,15 @@ class AppInfo:
 
 
 def default_cmds(app: AppInfo) -> list[str]:
-    """The launch commands sealer derives from an app's type (run in the app's dir)."""
+    """The launch commands sealer derives from an app's type (run in the app's dir).
+
+    A helm app whose directory is the chart (it holds ``Chart.yaml``, as sealer
+    copies a chart directory's contents) installs ``.``; a packed chart or an
+    older image's nested chart directory installs that entry.
+    """
     if app.type == "helm" and app.files:
-        return [f"helm install {shlex.quote(app.name)} {shlex.quote(app.files[0])}"]
+        chart = "." if "Chart.yaml" in app.files else app.files[0]
+        return [f"helm install {shlex.quote(app.name)} {shlex.quote(chart)}"]
     if app.type == "kube":
         return [f"kubectl apply -f {shlex.quote(f)}" for f in app.files]
     if app.type == "shell":
@@ -128,7 +140,7 @@ class ImageMeta:
     cni: str | None = None
     csi: str | None = None
     kube_version: str | None = None
-    images: list[str] = field(default_factory=list)
+    images: list[CarriedImage] = field(default_factory=list)
 
     def inherited(self) -> ImageMeta:
         """What a child image starts from: apps and the rest, but no launch/cmds/cmd."""
@@ -137,8 +149,12 @@ class ImageMeta:
             cni=self.cni,
             csi=self.csi,
             kube_version=self.kube_version,
-            images=list(self.images),
+            images=[CarriedImage.from_dict(c.to_dict()) for c in self.images],
         )
+
+    def carried(self, image: str) -> CarriedImage | None:
+        """The carried image a pod asking for ``image`` is served (None: not carried)."""
+        return find_carried(self.images, image)
 
     @property
     def empty(self) -> bool:
@@ -159,7 +175,7 @@ class ImageMeta:
             "cni": self.cni,
             "csi": self.csi,
             "kubeVersion": self.kube_version,
-            "images": list(self.images),
+            "images": [c.to_dict() for c in self.images],
         }
 
     def to_json(self) -> str:
@@ -180,7 +196,7 @@ class ImageMeta:
             cni=data.get("cni"),
             csi=data.get("csi"),
             kube_version=data.get("kubeVersion"),
-            images=[str(x) for x in data.get("images") or []],
+            images=[CarriedImage.from_dict(x) for x in data.get("images") or []],
         )
 
     @classmethod
@@ -238,3 +254,26 @@ class ImageMeta:
 def app_relpath(app: str, name: str) -> str:
     """Where a file of an app lands in the rootfs."""
     return posixpath.join(APPS_DIR, app, name)
+
+
+def carried_images(store: Store, name: str, platform: Platform | str | None = None
+                   ) -> list[CarriedImage]:
+    """The container images the cluster image ``name`` of ``store`` carries in ``registry/``.
+
+    Read from the image metadata (config label, else manifest annotation);
+    for an image index the manifest of ``platform`` (default: this machine).
+    Raises ``ImageNotFound``, or ``StoreError`` when the metadata is bad.
+    """
+    desc = store.resolve(name)
+    if desc.media_type in MediaType.INDEXES:
+        wanted = platform if isinstance(platform, Platform) else Platform.parse(platform)
+        index = store.read_json(desc.digest)
+        entry = pick_manifest(index, wanted)
+        if entry is None:
+            raise StoreError(f"image {name} has no manifest for {wanted}",
+                             hint=f"it has: {', '.join(index_platforms(index)) or 'none'}")
+        desc = Descriptor.from_dict(entry)
+    manifest = store.read_manifest(desc)
+    labels = (store.read_config(manifest).get("config") or {}).get("Labels")
+    meta = ImageMeta.read(labels, manifest.get("annotations"), what=f"image {name}")
+    return meta.images

@@ -26,6 +26,13 @@ path or a different name is wanted.
 Writing is idempotent (present files are kept, tags are moved) and atomic
 per file (temp name + fsync + rename). Blob data is hard-linked from the
 store when both are on one filesystem, copied otherwise.
+
+Two options serve a layer written over other layers (the builder's image
+collection): ``platforms`` keeps of an index only the manifests of those
+platforms (the index itself is written whole, so its digest stays the one
+the image is pinned by; containerd fetches only its platform's manifest),
+and ``skip_blobs`` leaves out the data of blobs a lower layer already holds
+(the repository links are still written).
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import errno
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +51,7 @@ from kbuild.errors import BlobNotFound, StoreError, UsageError
 from kbuild.fsutil import atomic_write, fsync_dir, replacing
 
 from ._blobs import check_digest
+from ._platform import Platform
 from ._reference import Reference
 from ._store import Store
 from ._types import Descriptor, MediaType
@@ -104,6 +112,8 @@ def write_registry_storage(
     dest: Path,
     *,
     rename: Rename | None = None,
+    platforms: Sequence[Platform] | None = None,
+    skip_blobs: Collection[str] = (),
 ) -> LayoutReport:
     """Write ``images`` from ``store`` into distribution's storage layout under ``dest``.
 
@@ -111,9 +121,10 @@ def write_registry_storage(
     item is a reference (its tag becomes the registry tag; a digest-only
     reference gets no tag) and the descriptor of its manifest or index.
     Every blob an image reaches must be in the store (``BlobNotFound``
-    names the image and the digest otherwise).
+    names the image and the digest otherwise). ``platforms`` and
+    ``skip_blobs``: see the module docstring.
     """
-    writer = _Writer(store, Path(dest))
+    writer = _Writer(store, Path(dest), platforms, skip_blobs)
     for item_ref, desc in images:
         ref = item_ref if isinstance(item_ref, Reference) else Reference.parse(item_ref)
         repo = repository_name(ref, rename)
@@ -131,11 +142,20 @@ def write_registry_storage(
 class _Writer:
     """State of one write: the store, the destination and the report."""
 
-    def __init__(self, store: Store, dest: Path) -> None:
+    def __init__(self, store: Store, dest: Path, platforms: Sequence[Platform] | None = None,
+                 skip_blobs: Collection[str] = ()) -> None:
         self.store = store
         self.root = dest / ROOT
         self.report = LayoutReport()
-        self._done_blobs: set[str] = set()
+        self._done_blobs: set[str] = set(skip_blobs)
+        self.platforms = platforms
+
+    def wanted(self, child: dict[str, Any]) -> bool:
+        """Whether an index entry is written (every entry when no platforms are asked)."""
+        if self.platforms is None:
+            return True
+        plat = child.get("platform")
+        return isinstance(plat, dict) and any(p.matches(plat) for p in self.platforms)
 
     # -- traversal -------------------------------------------------------
 
@@ -151,7 +171,8 @@ class _Writer:
             "manifests" in doc and "layers" not in doc and "config" not in doc
         ):
             for child in doc.get("manifests") or []:
-                self.write_tree(ref, repo, child, depth + 1)
+                if self.wanted(child):
+                    self.write_tree(ref, repo, child, depth + 1)
         else:
             config = doc.get("config")
             if not isinstance(config, dict) or "digest" not in config:

@@ -1,7 +1,9 @@
 """kbuild.registry: kbuild's own OCI distribution client (httpx).
 
 ``push_image``/``pull_image`` move images between the local store and a
-registry; ``login``/``logout`` manage stored credentials; ``RegistryClient``
+registry; ``fetch_image`` brings an image (the platforms asked) into the store
+untagged, for the builder to carry in a cluster image; ``login``/``logout``
+manage stored credentials; ``RegistryClient``
 is the per-registry HTTP client they use.
 """
 
@@ -9,6 +11,7 @@ from .auth import Challenge, TokenCache, parse_www_authenticate
 from .client import ClientOptions, RegistryClient
 from .credentials import Credentials, auth_file_path
 from .events import BlobDone, BlobProgress, BlobStarted, Event, ManifestDone, Progress, Retrying
+from .fetch import fetch_image
 from .login import login, logout
 from .transfer import pull_image, push_image
 from .transport import RetryPolicy
@@ -28,6 +31,7 @@ __all__ = [
     "Retrying",
     "TokenCache",
     "auth_file_path",
+    "fetch_image",
     "login",
     "logout",
     "parse_www_authenticate",

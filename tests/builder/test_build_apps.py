@@ -21,9 +21,10 @@ def _meta(built: Built) -> ImageMeta:
     return ImageMeta.from_dict(doc)
 
 
-def test_app_types_and_launch(store: Store, ctx: Path) -> None:
+def test_app_types_and_launch(store: Store, ctx: Path, helm_env: Path) -> None:
     write_tree(ctx, {
-        "charts/nginx/Chart.yaml": "name: nginx\n", "charts/nginx/values.yaml": "",
+        "charts/nginx/Chart.yaml": "apiVersion: v2\nname: nginx\nversion: 0.1.0\n",
+        "charts/nginx/values.yaml": "",
         "manifests/dashboard.yaml": "kind: Deployment\n", "manifests/rbac.yml": "",
         "scripts/init.sh": "echo hi\n",
         "calico.yaml": "kind: DaemonSet\n",
@@ -42,7 +43,9 @@ LAUNCH ["calico", "nginx", "dash", "init", "other"]
     assert len(built.layers) == 5
     meta = _meta(built)
     apps = meta.apps
-    assert apps["nginx"].type == "helm" and apps["nginx"].cmds == ["helm install nginx nginx"]
+    # sealer's layout: the chart directory's contents are the app's directory
+    assert apps["nginx"].type == "helm" and apps["nginx"].cmds == ["helm install nginx ."]
+    assert apps["nginx"].files == ["Chart.yaml", "values.yaml"]
     assert apps["dash"].type == "kube"
     assert apps["dash"].cmds == ["kubectl apply -f dashboard.yaml", "kubectl apply -f rbac.yml"]
     assert apps["dash"].env == {"NS": "kube-system"}
@@ -53,7 +56,7 @@ LAUNCH ["calico", "nginx", "dash", "init", "other"]
     labels = built.config["config"]["Labels"]
     assert labels["io.kbuild.cni"] == "calico"
     assert labels["io.kbuild.launch"] == "calico,nginx,dash,init,other"
-    assert "application/apps/nginx/nginx/Chart.yaml" in built.layer_members(0)
+    assert "application/apps/nginx/Chart.yaml" in built.layer_members(0)
     assert "application/apps/dash/rbac.yml" in built.layer_members(1)
 
 
@@ -113,3 +116,37 @@ def test_plain_image_has_no_cluster_metadata(store: Store, ctx: Path) -> None:
     built = run_build(store, ctx, "FROM scratch\nCOPY f /f\n")
     assert "Labels" not in built.config["config"]
     assert "annotations" not in built.manifest or META_KEY not in built.manifest["annotations"]
+
+
+def test_sealer_style_kubefiles(store: Store, ctx: Path, helm_env: Path) -> None:
+    """sealer's layout: an APP directory's contents are the app's directory, APPCMDS
+    and the default commands are relative to it, so sealer's Kubefiles work as written."""
+    from tests.builder.collect.charts import write_chart
+    from tests.registry.images import make_image
+
+    for image in ("local/es:8", "local/nginx:1.27"):
+        make_image(store, image, [{"bin": image.encode()}])
+    pod = ("kind: Pod\nmetadata: {name: es}\n"
+           "spec: {containers: [{name: es, image: 'local/es:8'}]}\n")
+    write_tree(ctx, {"es/es.yaml": pod, "es/svc.yaml": "kind: Service\nmetadata: {name: s}\n",
+                     "yamls/a.yaml": "kind: ConfigMap\n", "yamls/b.yml": "kind: ConfigMap\n"})
+    write_chart(ctx / "nginx", "nginx", "local/nginx", "1.27")
+    built = run_build(store, ctx, """FROM scratch
+APP es local://es
+APPCMDS es ["kubectl apply -f es.yaml"]
+APP nginx local://nginx
+APP cfg local://yamls
+LAUNCH ["es", "nginx", "cfg"]
+""")
+    files = {n for layer in range(3) for n in built.layer_members(layer)}
+    assert {"application/apps/es/es.yaml", "application/apps/es/svc.yaml",
+            "application/apps/nginx/Chart.yaml", "application/apps/nginx/templates/deployment.yaml",
+            "application/apps/cfg/a.yaml", "application/apps/cfg/b.yml"} <= files
+    assert not any(n.startswith(("application/apps/es/es/", "application/apps/nginx/nginx/"))
+                   for n in files)
+    apps = _meta(built).apps
+    assert apps["es"].cmds == ["kubectl apply -f es.yaml"] and apps["es"].app_cmds
+    assert (apps["nginx"].type, apps["nginx"].cmds) == ("helm", ["helm install nginx ."])
+    assert apps["cfg"].cmds == ["kubectl apply -f a.yaml", "kubectl apply -f b.yml"]
+    assert [(c.name, c.sources[0].app) for c in _meta(built).images] == [
+        ("docker.io/local/nginx:1.27", "nginx"), ("docker.io/local/es:8", "es")]

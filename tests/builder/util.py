@@ -76,6 +76,7 @@ def run_build(store: Store, context: Path, kubefile: str | None = None, **kw: An
         (context / "Kubefile").write_text(kubefile)
     events: list[Event] = []
     pull = kw.pop("pull", None)
+    fetch = kw.pop("fetch", None)
     opts = BuildOptions(context=context, **kw)
-    result = build(store, opts, progress=events.append, pull=pull)
+    result = build(store, opts, progress=events.append, pull=pull, fetch=fetch)
     return Built(store, result, events)

@@ -142,3 +142,43 @@ def test_from_registry_image_is_pulled(open_registry: RegistryServer,
     assert len(data["layers"]) == 3
     assert [a["name"] for a in data["cluster"]["apps"]] == ["dash"]  # inherited
     assert data["cluster"]["launch"] is None  # not inherited
+
+
+def test_collected_images_build_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            open_registry: RegistryServer) -> None:
+    from kbuild.layerstore import Store
+    from kbuild.registry import push_image
+    from tests.registry.images import make_image
+
+    root = str(tmp_path / "root")
+    api = f"{open_registry.host}/team/api:1"
+    other = Store(tmp_path / "elsewhere")
+    make_image(other, "api:1", [{"bin/api": b"api"}])
+    pushed = push_image(other, "api:1", api)
+    ctx = tmp_path / "app"
+    (ctx / "web").mkdir(parents=True)
+    (ctx / "web" / "web.yaml").write_text(
+        f"kind: Pod\nmetadata: {{name: api}}\nspec:\n  containers:\n  - name: api\n"
+        f"    image: {api}\n  - name: gone\n    image: {open_registry.host}/team/gone:1\n")
+    (ctx / "Kubefile").write_text("FROM scratch\nAPP web local://web\n")
+    argv = ["--root", root, "build", "-t", "web:1", "--progress", "plain", str(ctx)]
+    code, out, err = _run(argv, capsys)
+    assert code == 2, err
+    assert f"{open_registry.host}/team/gone:1, wanted by application/apps/web/web.yaml:8" in err
+    assert "Traceback" not in err and "Built" not in out
+
+    ignored = tmp_path / "ignored"
+    ignored.write_text(f"{open_registry.host}/team/gone:*\n")
+    code, out, err = _run([*argv, "--ignored-image-list", str(ignored)], capsys)
+    assert code == 0, err
+    assert "[images] collect container images" in err and f"| {api} sha256:" in err
+
+    code, out, _ = _run(["--root", root, "inspect", "web:1"], capsys)
+    assert code == 0
+    assert f"  {api}  {pushed.digest}  " in out and "(served as team/api:1)" in out
+    assert "from application/apps/web/web.yaml:6 (app web, Pod/api container api)" in out
+    code, out, _ = _run(["--root", root, "inspect", "web:1", "--format", "json"], capsys)
+    images = json.loads(out)["cluster"]["images"]
+    assert [(i["name"], i["digest"], i["repository"], i["tag"]) for i in images] == [
+        (api, pushed.digest, "team/api", "1")]
+    assert images[0]["size"] > 0 and images[0]["sources"][0]["line"] == 6

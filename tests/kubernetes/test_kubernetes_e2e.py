@@ -3,8 +3,9 @@
 One cluster bring-up (1 master + 1 node, a third host joined later) on an
 ``--internal`` podman network, so any pull from outside would fail:
 
-- ``kbuild run`` of an app image ``FROM kubernetes:v1.37.2`` that adds a
-  test web image to ``registry/`` and deploys it through CMDS → both nodes
+- ``kbuild run`` of an app image ``FROM kubernetes:v1.37.2`` whose manifest
+  names a test web image (carried in ``registry/`` by the build's image
+  collection, no registry step) and deploys it through CMDS → both nodes
   Ready, CoreDNS running, one web pod on each node, each answering through
   the Service (by its DNS name) to a pod on the other node;
 - the kubeconfig in the cluster's state dir (0600) works from this machine,
@@ -34,13 +35,14 @@ import secrets
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from kbuild.layerstore import Store, write_registry_storage
+from kbuild.layerstore import Store, carried_images
 from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet
 from tests.kubernetes.secrets import Watch
@@ -58,6 +60,8 @@ STORE = CACHE / "store"
 KUBECTL = CACHE / K8S / "bin" / "kubectl"
 DATA_ROOT = "/tmp/kbuild-k8s"  # tmpfs in the podman hosts (not overlayfs)
 CLUSTER = "k8s-e2e"
+PAUSE = "3.10.2"
+FLANNEL = "v0.28.10"
 CP_TAINT = "node-role.kubernetes.io/control-plane"
 HERE = Path(__file__).parent
 
@@ -122,8 +126,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e = Env(root=STORE, state=base / "state")
     proc = subprocess.run(
         [str(REPO / "images/kubernetes/build.sh"), K8S],
-        env={**os.environ, "KBUILD_ROOT": str(STORE)}, capture_output=True, text=True,
-        timeout=3600, check=False,
+        env={**os.environ, "KBUILD_ROOT": str(STORE), "PYTHONPATH": str(REPO),
+             "KBUILD": f"{sys.executable} -m kbuild.cli.main"},
+        capture_output=True, text=True, timeout=3600, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-4000:]
     web_ctx = base / "web"
@@ -138,10 +143,16 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     app_ctx = base / "app"
     app_ctx.mkdir()
     shutil.copy(HERE / "web" / "web.yaml", app_ctx / "web.yaml")
-    store = Store(STORE)
-    write_registry_storage(store, [(WEB, store.resolve(WEB))], app_ctx / "registry")
     kbuild(e, "build", "--progress", "plain", "-f", str(HERE / "web" / "app.Kubefile"),
            "--build-arg", f"BASE={BASE}", "-t", APP, str(app_ctx), timeout=600)  # fmt: skip
+    store = Store(STORE)
+    carried = {c.name: c for c in carried_images(store, APP)}
+    assert carried[WEB].digest == store.resolve(WEB).digest
+    assert [str(s) for s in carried[WEB].sources] == [
+        "manifests/web.yaml:18 (Deployment/web container web)"]
+    # the base's component images come with the base, collected the same way
+    assert {f"registry.k8s.io/pause:{PAUSE}", f"docker.io/flannel/flannel:{FLANNEL}"} <= set(
+        carried)
     yield e
 
 

@@ -14,8 +14,8 @@ mkdir -p /root/.kube
 cp /etc/kubernetes/admin.conf /root/.kube/config
 chmod 600 /root/.kube/config
 wait_for 120 "the API server" kubectl get --raw /readyz
-FLANNEL_BACKEND=${FlannelBackend:-vxlan} FLANNEL_VERSION=$FlannelVersion \
-    FLANNEL_IFACE_CAN_REACH=$KBUILD_MASTER0 \
+# manifests/kube-flannel.yaml is rendered by kbuild from kube-flannel.yaml.tmpl (the image tag)
+FLANNEL_BACKEND=${FlannelBackend:-vxlan} FLANNEL_IFACE_CAN_REACH=$KBUILD_MASTER0 \
     fill manifests/kube-flannel.yaml etc/kbuild/kube-flannel.yaml \
-    POD_CIDR FLANNEL_BACKEND FLANNEL_VERSION FLANNEL_IFACE_CAN_REACH
+    POD_CIDR FLANNEL_BACKEND FLANNEL_IFACE_CAN_REACH
 kubectl apply -f etc/kbuild/kube-flannel.yaml

@@ -9,7 +9,7 @@ export PATH="$ROOTFS/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin
 export KUBECONFIG=/etc/kubernetes/admin.conf
 CRI_SOCKET=unix:///run/containerd/containerd.sock
 # commands on the hosts' PATH (kubeadm reset and users call them by name)
-LINKED="kubeadm kubelet kubectl crictl ctr"
+LINKED="kubeadm kubelet kubectl crictl ctr helm"
 UNITS="kubelet.service containerd.service kbuild-registry.service"
 HOSTPATH_DIRS="/etc/ssl /etc/ssl/certs /etc/ca-certificates /etc/pki /etc/pki/ca-trust /etc/pki/tls
 /usr/share/ca-certificates /usr/local/share/ca-certificates /usr/libexec/kubernetes

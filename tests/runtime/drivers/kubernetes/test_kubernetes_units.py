@@ -83,7 +83,14 @@ def test_cluster_pki_made_once_reissued_for_new_master0(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def _files(tmp_path: Path) -> tuple[dict[str, bytes], dict[str, bytes], bytes]:
+def _data(f: bytes | FileSpec) -> bytes:
+    return f.data if isinstance(f, FileSpec) else f
+
+
+Files = dict[str, bytes | FileSpec]
+
+
+def _files(tmp_path: Path) -> tuple[Files, Files, bytes]:
     cf = cfmod.loads(CF)
     p = cluster_pki(tmp_path, cf.cluster, "sea.hub")
     config = files.kubeadm_config(cf, image(), None)
@@ -99,7 +106,11 @@ def test_host_files(tmp_path: Path) -> None:
     m0, n1, ca = _files(tmp_path)
     assert "etc/kbuild/kubeadm-init.yaml" in m0 and "etc/kbuild/kubeadm-join.yaml" not in m0
     assert "etc/kbuild/kubeadm-join.yaml" in n1 and "etc/kbuild/kubeadm-init.yaml" not in n1
-    docs = {d["kind"]: d for d in yaml.safe_load_all(m0["etc/kbuild/kubeadm-init.yaml"])}
+    init, joined = m0["etc/kbuild/kubeadm-init.yaml"], n1["etc/kbuild/kubeadm-join.yaml"]
+    # they may hold bootstrap tokens and a certificate key
+    assert isinstance(init, FileSpec) and isinstance(joined, FileSpec)
+    assert init.mode == joined.mode == 0o600
+    docs = {d["kind"]: d for d in yaml.safe_load_all(init.data)}
     cluster = docs["ClusterConfiguration"]
     # image ENV under Clusterfile env; the Clusterfile's kubeadm document merged
     assert cluster["networking"]["podSubnet"] == "10.244.0.0/16"
@@ -109,7 +120,7 @@ def test_host_files(tmp_path: Path) -> None:
     assert docs["KubeletConfiguration"]["cgroupDriver"] == "cgroupfs"
     assert docs["KubeletConfiguration"]["failCgroupV1"] is False
     assert docs["InitConfiguration"]["localAPIEndpoint"]["advertiseAddress"] == "10.0.0.2"
-    join = yaml.safe_load(n1["etc/kbuild/kubeadm-join.yaml"])
+    join = yaml.safe_load(joined.data)
     assert join["discovery"]["bootstrapToken"]["token"] == files.JOIN_TOKEN
     assert "controlPlane" not in join
     toml = m0["etc/kbuild/containerd/config.toml"].decode()
@@ -148,7 +159,7 @@ def test_redacted_clusterfile() -> None:
 def test_real_kubeadm_accepts_the_files(tmp_path: Path) -> None:
     m0, n1, _ = _files(tmp_path)
     init = tmp_path / "init.yaml"
-    init.write_bytes(m0["etc/kbuild/kubeadm-init.yaml"])
+    init.write_bytes(_data(m0["etc/kbuild/kubeadm-init.yaml"]))
     subprocess.run([str(KUBEADM), "config", "validate", "--config", str(init)],
                    check=True, capture_output=True, timeout=60)  # fmt: skip
     images = subprocess.run(
@@ -159,7 +170,7 @@ def test_real_kubeadm_accepts_the_files(tmp_path: Path) -> None:
     assert "sea.hub:5000/coredns/coredns:v1.14.6" in images
     assert "sea.hub:5000/pause:3.10.2" in images
     join = tmp_path / "join.yaml"
-    text = n1["etc/kbuild/kubeadm-join.yaml"].decode()
+    text = _data(n1["etc/kbuild/kubeadm-join.yaml"]).decode()
     text = text.replace(files.JOIN_TOKEN, "abcdef.0123456789abcdef").replace(
         files.JOIN_CA_HASH, "sha256:" + "a" * 64)
     join.write_text(text)
