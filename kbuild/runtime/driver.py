@@ -105,6 +105,10 @@ class ClusterDriver:
         """``/etc/hosts`` lines (``IP NAME…``) every host of the cluster gets."""
         return []
 
+    def secrets(self, ctx: DriverContext) -> list[str]:
+        """Values of the Clusterfile this kind treats as secret (masked in output)."""
+        return []
+
     def hosts_removed(self, ctx: DriverContext) -> None:
         """After hosts left the cluster (``ctx.cf`` no longer lists them)."""
 

@@ -5,7 +5,7 @@
 
 if [ ! -f /etc/kubernetes/admin.conf ]; then
     # a failed init is undone, so that a re-run of `kbuild run` starts clean
-    if ! kubeadm init --config etc/kbuild/kubeadm-init.yaml --skip-token-print; then
+    if ! withheld kubeadm init --config etc/kbuild/kubeadm-init.yaml --skip-token-print; then
         kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 || true
         exit 1
     fi

@@ -7,7 +7,7 @@ if [ ! -f /etc/kubernetes/kubelet.conf ]; then
     KBUILD_TOKEN=$KUBE_TOKEN KBUILD_CA_HASH=$KUBE_CA_HASH KBUILD_CERT_KEY=${KUBE_CERT_KEY:-} \
         fill etc/kbuild/kubeadm-join.yaml etc/kbuild/kubeadm-join.final.yaml \
         KBUILD_TOKEN KBUILD_CA_HASH KBUILD_CERT_KEY
-    if ! kubeadm join --config etc/kbuild/kubeadm-join.final.yaml; then
+    if ! withheld kubeadm join --config etc/kbuild/kubeadm-join.final.yaml; then
         rm -f etc/kbuild/kubeadm-join.final.yaml
         kubeadm reset -f --cri-socket "$CRI_SOCKET" >/dev/null 2>&1 || true
         exit 1

@@ -70,3 +70,15 @@ fill() {
         }' "$_src" >"$_dest"
     )
 }
+
+# withheld CMD...: run CMD with its output through a filter that withholds the
+# values of --token and --certificate-key (kubeadm prints join commands with
+# them); the exit status is CMD's.
+withheld() {
+    _st=$(mktemp)
+    { "$@" 2>&1; echo "$?" >"$_st"; } |
+        sed -E 's/(--certificate-key|--token|--discovery-token)([ =])[^ \\]+/\1\2<withheld>/g'
+    _rc=$(cat "$_st")
+    rm -f "$_st"
+    return "${_rc:-1}"
+}

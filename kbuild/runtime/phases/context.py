@@ -27,6 +27,7 @@ from kbuild.runtime.mount import ClusterPaths, is_mounted
 from kbuild.runtime.pool import ConnectionPool
 from kbuild.runtime.preflight import HostFacts
 from kbuild.runtime.provider import Provider
+from kbuild.runtime.redact import Redactor, clusterfile_secrets
 from kbuild.runtime.runevents import HostStatus, Message, Progress, emit
 from kbuild.runtime.state import HostRecord, StateDir, state_root
 
@@ -67,7 +68,8 @@ class Context:
     def __init__(self, cf: Clusterfile, opts: Options) -> None:
         self.cf = cf
         self.opts = opts
-        self.progress = opts.progress
+        self.redactor = Redactor(clusterfile_secrets(cf))
+        self.progress = self.redactor.progress(opts.progress)
         root = opts.state_root or state_root()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.pool = ConnectionPool(
@@ -83,7 +85,7 @@ class Context:
         self.image: ImageInfo | None = None
         self.scans: list[LayerScan] = []
         self.image_plugins: list[PluginDoc] = []
-        self.driver: ClusterDriver = NullDriver()
+        self._driver: ClusterDriver = NullDriver()
         self.facts: dict[str, HostFacts] = {}
         self.targets: list[Host] = []
         """The hosts this operation works on (converge: those not finished)."""
@@ -100,6 +102,16 @@ class Context:
     def close(self) -> None:
         """Close every connection."""
         self.pool.close()
+
+    @property
+    def driver(self) -> ClusterDriver:
+        """The cluster driver of the image (the null driver until one is chosen)."""
+        return self._driver
+
+    @driver.setter
+    def driver(self, driver: ClusterDriver) -> None:
+        self._driver = driver
+        self.redactor.add(driver.secrets(self))
 
     # ------------------------------------------------------------ hosts
 

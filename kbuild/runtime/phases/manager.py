@@ -116,9 +116,12 @@ class Manager:
             planned.append(phase.plan(ctx, hosts))
             if dry_run and not phase.read_only:
                 continue
-            self._run_phase(ctx, phase, hosts)
+            try:
+                self._run_phase(ctx, phase, hosts)
+            except KbuildError as exc:
+                raise ctx.redactor.error(exc) from None
         if ctx.failed:
-            _raise(ctx.failed)
+            _raise({h: ctx.redactor.error(e) for h, e in ctx.failed.items()})
         return planned
 
     def converge(self, ctx: Context, *, dry_run: bool = False) -> list[PlannedPhase]:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import CONVERGE, ClusterDriver, DriverContext, PhaseList
-from kbuild.runtime.drivers.kubernetes import files, kubectl
+from kbuild.runtime.drivers.kubernetes import files, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase, LabelsPhase
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
 from kbuild.runtime.executor import Executor, FileSpec
@@ -83,6 +83,11 @@ class KubernetesDriver(ClusterDriver):
     def host_aliases(self, ctx: DriverContext) -> list[str]:
         """The registry domain and the API server name."""
         return [files.host_alias_lines(ctx.cf.cluster).rstrip("\n")]
+
+    def secrets(self, ctx: DriverContext) -> list[str]:
+        """Certificate keys and bootstrap tokens given in the Clusterfile's
+        kubeadm documents."""
+        return kubeadm.document_secrets(ctx.cf.others)
 
     def hosts_removed(self, ctx: DriverContext) -> None:
         """The Clusterfile Secret follows the record."""

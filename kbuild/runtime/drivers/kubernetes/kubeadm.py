@@ -352,3 +352,26 @@ def join_document(
 def join_yaml(config: KubeadmConfig, host: Host, **kwargs: Any) -> str:
     """:func:`join_document` as the text of a ``kubeadm join --config`` file."""
     return dump_documents([join_document(config, host, **kwargs)])
+
+
+def _section(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def document_secrets(documents: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Certificate keys and bootstrap tokens in kubeadm documents (any version)."""
+    out: list[Any] = []
+    for doc in documents:
+        kind = doc.get("kind")
+        if kind == INIT:
+            out.append(doc.get("certificateKey"))
+            tokens = doc.get("bootstrapTokens")
+            for tok in tokens if isinstance(tokens, list) else []:
+                out.append(tok.get("token") if isinstance(tok, Mapping) else None)
+        elif kind == JOIN:
+            disc = _section(doc, "discovery")
+            out += [_section(disc, "bootstrapToken").get("token"),
+                    disc.get("tlsBootstrapToken"),
+                    _section(doc, "controlPlane").get("certificateKey")]  # fmt: skip
+    return [str(v) for v in out if v]
