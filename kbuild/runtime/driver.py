@@ -64,6 +64,10 @@ class PhaseList(Protocol):
     """What a driver may do to a flow's list (the
     :class:`~kbuild.runtime.phases.manager.Manager`)."""
 
+    def add(self, *phases: Any) -> None:
+        """Append phases (a flow of the driver's own starts empty)."""
+        ...
+
     def insert_after(self, title: str, *phases: Any) -> None:
         """Insert phases after the phase ``title``."""
         ...

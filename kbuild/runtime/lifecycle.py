@@ -13,7 +13,7 @@ from (a provider) and what a kind of cluster adds (a driver) come in through
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kbuild.errors import ClusterError
@@ -24,6 +24,7 @@ from kbuild.runtime.driver import select_driver
 from kbuild.runtime.executor import Credentials, Result
 from kbuild.runtime.hostkeys import KnownHosts
 from kbuild.runtime.image import image_labels
+from kbuild.runtime.phases.base import PlannedPhase
 from kbuild.runtime.phases.context import Context, Options, credentials
 from kbuild.runtime.phases.lists import (
     converge_list,
@@ -31,6 +32,7 @@ from kbuild.runtime.phases.lists import (
     delete_hosts_list,
     start_converge,
 )
+from kbuild.runtime.phases.manager import Manager
 from kbuild.runtime.phases.preflight import HostPlan, PreflightPhase
 from kbuild.runtime.pool import ConnectionPool, run_on_hosts
 from kbuild.runtime.preflight import gather_facts
@@ -39,6 +41,7 @@ from kbuild.runtime.runevents import HostOutput, HostStatus, Message, emit
 from kbuild.runtime.state import StateDir, state_root
 
 __all__ = [
+    "FlowResult",
     "HostPlan",
     "Options",
     "Plan",
@@ -50,6 +53,7 @@ __all__ = [
     "load_recorded",
     "provider_clusterfile",
     "run_cluster",
+    "run_flow",
 ]
 
 
@@ -258,6 +262,45 @@ def exec_on_hosts(
             hosts, one, max_workers=opts.max_workers, name=lambda h: h.ip, check=True
         )
         return res.results
+    finally:
+        ctx.close()
+
+
+@dataclass
+class FlowResult:
+    """What a driver's flow did: the phases it ran (or would run) and what it
+    hands back (``ctx.results``: an archive's path, a table of certificates…)."""
+
+    phases: list[PlannedPhase]
+    results: dict[str, object]
+
+
+def run_flow(
+    name: str,
+    flow: str,
+    opts: Options,
+    *,
+    params: Mapping[str, object] | None = None,
+    dry_run: bool = False,
+    cf: Clusterfile | None = None,
+) -> FlowResult:
+    """A flow of the cluster's driver (backup, restore, certificates, upgrade…)
+    on a recorded cluster: the driver fills the phase list of ``flow``
+    (:meth:`ClusterDriver.extend`), the manager runs it with ``params`` in
+    ``ctx.params``. A cluster whose kind has no such flow is an error."""
+    cf = cf or load_recorded(name, opts)
+    ctx = Context(cf, opts)
+    try:
+        ctx.try_load_image()
+        mgr = Manager()
+        ctx.driver.extend(flow, mgr)
+        if not mgr.phases:
+            kind = ctx.driver.kind if ctx.driver.kind != "none" else "of no known kind"
+            raise ClusterError(f"cluster {cf.cluster.name} ({kind}) has no {flow}")
+        ctx.params = dict(params or {})
+        ctx.targets = cf.cluster.all_hosts()
+        planned = mgr.run(ctx, dry_run=dry_run)
+        return FlowResult(planned, ctx.results)
     finally:
         ctx.close()
 

@@ -1,8 +1,9 @@
 """A phase of the life cycle: one small class, one title.
 
 A phase runs per host (``scope = "host"``, in parallel over its hosts, in
-batches when it says so), once on master0 (``scope = "cluster"``), or once
-on this machine (``scope = "client"``, :class:`ClientPhase`). Its
+batches when it says so), once on the lead master (``scope = "cluster"``:
+master0, or the first live master of an initialized cluster), or once on
+this machine (``scope = "client"``, :class:`ClientPhase`). Its
 ``title`` is the one name used for its state record, its progress events
 and the plugins of that name. The
 :class:`~kbuild.runtime.phases.manager.Manager` decides what runs: it drops
@@ -57,7 +58,7 @@ class Phase(abc.ABC):
     def hosts(self, ctx: Context) -> list[Host]:
         """The hosts to run on before the recorded ones are dropped."""
         if self.scope == "cluster":
-            return [ctx.master0]
+            return [ctx.lead]
         return [h for h in ctx.targets if self.applies_to(ctx, h)]
 
     def should_run(self, ctx: Context, hosts: list[Host]) -> bool:

@@ -16,7 +16,6 @@ from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.contract import run_script
-from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.mount import unmount_rootfs
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
@@ -70,7 +69,7 @@ class CleanHostPhase(Phase):
 
 
 class ForgetHostsPhase(ClientPhase):
-    """The deleted hosts leave the record; master0's copy and the driver follow."""
+    """The deleted hosts leave the record; the driver follows."""
 
     title = titles.FORGET
 
@@ -92,9 +91,6 @@ class ForgetHostsPhase(ClientPhase):
         for ip in done:
             ctx.state.hosts.pop(ip, None)
         ctx.save()
-        m0 = ctx.master0
-        copy = FileSpec(cfmod.dumps(ctx.cf).encode(), 0o600)
-        ctx.conn(m0).put_files({f"{ctx.paths.base}/Clusterfile": copy})
         ctx.driver.hosts_removed(ctx)
 
 

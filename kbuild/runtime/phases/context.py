@@ -17,6 +17,7 @@ from pathlib import Path
 from kbuild.errors import ClusterError, KbuildError
 from kbuild.layerstore import Store
 from kbuild.runtime import clusterfile as cfmod
+from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Clusterfile, Host, PluginDoc
 from kbuild.runtime.contract import ClusterView, host_env
 from kbuild.runtime.driver import ClusterDriver, NullDriver, driver_by_kind, select_driver
@@ -95,6 +96,11 @@ class Context:
         """Hosts dropped from the rest of a keep-going list, with their error."""
         self.join_env: dict[str, str] = {}
         """What join-cluster handed to join-host (its exports and the joiners)."""
+        self._lead: Host | None = None
+        self.params: dict[str, object] = {}
+        """What a driver's flow was asked (backup file, target image…)."""
+        self.results: dict[str, object] = {}
+        """What a flow hands back to its caller."""
         self._connected: set[str] = set()
         self._mounted: dict[str, bool] = {}
         self._lock = threading.Lock()
@@ -117,8 +123,35 @@ class Context:
 
     @property
     def master0(self) -> Host:
-        """The first master: cluster-level phases run there."""
+        """The first master: the cluster is initialized there."""
         return self.cf.cluster.master0()
+
+    @property
+    def lead(self) -> Host:
+        """The master cluster-level phases run on: master0, or once the cluster
+        is initialized, the first master in order that answers (a cluster with
+        several masters keeps working when master0 is down)."""
+        if self._lead is None:
+            self._lead = self._first_live_master()
+        return self._lead
+
+    def _first_live_master(self) -> Host:
+        masters = self.cf.cluster.masters()
+        if titles.INIT_CLUSTER not in self.state.cluster_steps or len(masters) == 1:
+            return masters[0]
+        errors: list[str] = []
+        for m in masters:
+            try:
+                self.conn(m)
+            except KbuildError as exc:
+                errors.append(f"{m.ip}: {exc.message.splitlines()[0]}")
+                continue
+            if errors:
+                emit(self.progress, Message(f"using master {m.ip}: " + "; ".join(errors)))
+            return m
+        raise ClusterError(
+            f"no master of cluster {self.cf.cluster.name} answers: " + "; ".join(errors)
+        )
 
     def conn(self, host: Host) -> Executor:
         """The host's connection (made on first use)."""
@@ -183,10 +216,12 @@ class Context:
         return image
 
     def try_load_image(self) -> None:
-        """The image when it is still in the local store (delete works without it;
-        the driver then comes from the cluster's state)."""
+        """The image the cluster runs (the manifest recorded in its state) when it
+        is still in the local store (delete works without it; the driver then
+        comes from the cluster's state)."""
+        ref = self.state.manifest or self.cf.cluster.image
         try:
-            self._use_image(inspect_image(self.opts.store, self.cf.cluster.image, arch=None))
+            self._use_image(inspect_image(self.opts.store, ref, arch=None))
         except KbuildError as exc:
             emit(
                 self.progress,

@@ -1,20 +1,23 @@
 """The phase list of each flow: the one list that runs and that ``--dry-run`` prints.
 
     converge (run, join, apply)          delete --masters/--nodes     delete --all
-    preflight        all worked on        leave-cluster   master0      pre-uninstall   master0
+    preflight        all worked on        leave-cluster   lead master  pre-uninstall   master0
     provision        all worked on        pre-clean-host  hosts        clean-cluster   master0
-    pre-scaleup      master0, scale-up    clean-host      hosts        pre-clean-host  hosts
-    pre-install      master0, once        post-clean-host hosts        clean-host      hosts
+    pre-scaleup      lead, scale-up       clean-host      hosts        pre-clean-host  hosts
+    pre-install      lead, once           post-clean-host hosts        clean-host      hosts
     pre-init-host    hosts                forget          here         post-clean-host hosts
-    init-host        hosts                                             post-uninstall  master0
+    init-host        hosts                record          masters      post-uninstall  master0
     init-cluster     master0, once                                     forget          here
-    join-cluster     master0, if joiners
+    join-cluster     lead, if joiners
     join-host        joiners (masters one by one)
-    launch           master0, once
+    launch           lead, once
     post-init-host   hosts
-    post-install     master0, once
-    post-scaleup     master0, scale-up
+    post-install     lead, once
+    post-scaleup     lead, scale-up
+    record           every master (Clusterfile and state, 0600)
 
+"lead" is master0, or once the cluster is initialized, the first master that
+answers (:attr:`Context.lead <kbuild.runtime.phases.context.Context.lead>`).
 The cluster driver inserts its own phases (:meth:`ClusterDriver.extend
 <kbuild.runtime.driver.ClusterDriver.extend>`).
 """
@@ -37,6 +40,7 @@ from kbuild.runtime.phases.manager import Manager
 from kbuild.runtime.phases.plugins import PluginPhase
 from kbuild.runtime.phases.preflight import PreflightPhase
 from kbuild.runtime.phases.provision import ProvisionPhase
+from kbuild.runtime.phases.record import SaveRecordPhase
 from kbuild.runtime.phases.scripts import ScriptPhase
 
 __all__ = ["converge_list", "delete_cluster_list", "delete_hosts_list", "start_converge"]
@@ -74,6 +78,7 @@ def converge_list(driver: ClusterDriver) -> Manager:
         PluginPhase(titles.POST_INIT_HOST),
         PluginPhase(titles.POST_INSTALL),
         PluginPhase(titles.POST_SCALEUP, recorded=False, when=is_scaleup),
+        SaveRecordPhase(),
     ])  # fmt: skip
     driver.extend(CONVERGE, mgr)
     return mgr
@@ -89,6 +94,7 @@ def delete_hosts_list(
         CleanHostPhase(),
         PluginPhase(titles.POST_CLEAN_HOST, recorded=False, cwd="/"),
         ForgetHostsPhase(leaving, forget_unreachable=forget_unreachable),
+        SaveRecordPhase(),
     ], keep_going=True)  # fmt: skip
     driver.extend(DELETE_HOSTS, mgr)
     return mgr

@@ -41,9 +41,9 @@ class HostPlan:
 
 
 def work_hosts(ctx: Context) -> list[Host]:
-    """master0 (cluster phases run there) and the hosts being brought up."""
-    m0 = ctx.master0
-    return [m0] + [h for h in ctx.targets if h.ip != m0.ip]
+    """The lead master (cluster phases run there) and the hosts being brought up."""
+    lead = ctx.lead
+    return [lead] + [h for h in ctx.targets if h.ip != lead.ip]
 
 
 class PreflightPhase(Phase):
@@ -59,7 +59,7 @@ class PreflightPhase(Phase):
         self.host_plans: dict[str, HostPlan] = {}
 
     def hosts(self, ctx: Context) -> list[Host]:
-        """master0 and the hosts being brought up."""
+        """The lead master and the hosts being brought up."""
         return work_hosts(ctx)
 
     def begin(self, ctx: Context, hosts: list[Host]) -> None:

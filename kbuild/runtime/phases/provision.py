@@ -5,13 +5,11 @@ writes nothing).
 Rendered files: the image's templates, the Clusterfile's Config documents
 and what the cluster driver generates, written into the rootfs through
 :meth:`~kbuild.runtime.executor.Executor.put_files` (only those that
-changed); the driver's files outside the rootfs; the ``/etc/hosts`` aliases;
-on master0 a copy of the Clusterfile (0600).
+changed); the driver's files outside the rootfs; the ``/etc/hosts`` aliases.
 """
 
 from __future__ import annotations
 
-from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import render, titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.distribute import host_layers, send_missing
@@ -90,8 +88,5 @@ class ProvisionPhase(Phase):
         written = conn.put_files(files, root=paths.rootfs)
         if written:
             emit(ctx.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
-        private = dict(ctx.driver.private_files(ctx, conn, host))
-        if host.ip == ctx.master0.ip:
-            private[f"{paths.base}/Clusterfile"] = FileSpec(cfmod.dumps(ctx.cf).encode(), 0o600)
-        conn.put_files(private)
+        conn.put_files(ctx.driver.private_files(ctx, conn, host))
         set_host_aliases(ctx, conn)
