@@ -11,7 +11,7 @@
 #       done          written last; its presence means the set is complete
 #
 # Usage: build-from-source.sh [K8S_VERSION] [COMPONENT...]
-#   COMPONENT: kubernetes etcd coredns pause crictl containerd runc cni flannel
+#   COMPONENT: kubernetes etcd coredns pause crictl containerd runc cni flannel vip
 #              registry (default: all). A component whose stamp matches is skipped.
 #
 # Environment: KBUILD_K8S_CACHE (cache root), KBUILD_BUILD_JOBS (go build -p,
@@ -28,7 +28,7 @@ if [[ $# -gt 0 && $1 == v* ]]; then
 fi
 COMPONENTS=("$@")
 if [[ ${#COMPONENTS[@]} -eq 0 ]]; then
-	COMPONENTS=(kubernetes etcd coredns pause crictl containerd runc cni flannel registry)
+	COMPONENTS=(kubernetes etcd coredns pause crictl containerd runc cni flannel registry vip)
 fi
 
 if [[ ! ${KUBERNETES_VERSION} =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
@@ -85,6 +85,7 @@ declare -A EXPECT=(
 	[cni]="${CNI_PLUGINS_VERSION} ${CNI_PLUGINS}"
 	[flannel]="${FLANNEL_VERSION}-$(cat "${HERE}/flannel-cni/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-16)"
 	[registry]=${DISTRIBUTION_VERSION}
+	[vip]="kbuild-$(cat "${HERE}/vip-agent/"{go.mod,main.go} | sha256sum | cut -c1-16)"
 )
 
 build_kubernetes() {
@@ -231,11 +232,21 @@ build_registry() {
 	stamp_set registry "${v}"
 }
 
+build_vip() {
+	stamp_ok vip "${EXPECT[vip]}" && { log "kbuild-vip: cached"; return; }
+	# kbuild's own VIP agent (standard library only): nodes reach the masters
+	# through it (docs/kubernetes-image.md, "High availability").
+	mkdir -p "${WORK}/vip-agent"
+	cp "${HERE}/vip-agent/go.mod" "${HERE}/vip-agent/main.go" "${WORK}/vip-agent/"
+	go_bin kbuild-vip "${WORK}/vip-agent" . "${EXPECT[vip]}" 0 "" "-s -w"
+	stamp_set vip "${EXPECT[vip]}"
+}
+
 # Any change of the set invalidates the completion marker until it is rewritten.
 rm -f "${OUT}/done"
 for c in "${COMPONENTS[@]}"; do
 	case ${c} in
-		kubernetes | etcd | coredns | pause | crictl | containerd | runc | cni | flannel | registry) "build_${c}" ;;
+		kubernetes | etcd | coredns | pause | crictl | containerd | runc | cni | flannel | registry | vip) "build_${c}" ;;
 		*) echo "build-from-source: unknown component '${c}'" >&2; exit 2 ;;
 	esac
 done

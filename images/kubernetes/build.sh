@@ -36,20 +36,18 @@ if [[ -n ${KBUILD_ROOT:-} ]]; then KB+=(--root "${KBUILD_ROOT}"); fi
 
 log() { printf '[build.sh %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
-# One build of a version at a time: the staging directories below are shared.
-mkdir -p "${CACHE}"
-exec 8>"${CACHE}/.image.lock"
-flock -w 7200 8 || { log "could not lock ${CACHE}/.image.lock within 2h"; exit 1; }
 
 # ------------------------------------------------------------ 1. binaries
-if [[ ! -f ${CACHE}/done ]]; then
-	if [[ ${KBUILD_K8S_BINARIES:-source} == release ]]; then
+# From source, every run asks build-from-source.sh: components whose stamp
+# matches are skipped in seconds, a component added or changed is built.
+if [[ ${KBUILD_K8S_BINARIES:-source} == release ]]; then
+	if [[ ! -f ${CACHE}/done ]]; then
 		log "downloading release binaries of ${K8S}"
 		"${HERE}/download-release.sh" "${K8S}" amd64 "${CACHE}"
-	else
-		log "building ${K8S} from source (cached in ${CACHE})"
-		"${HERE}/build-from-source.sh" "${K8S}"
 	fi
+else
+	log "binaries of ${K8S} from source (cached in ${CACHE})"
+	"${HERE}/build-from-source.sh" "${K8S}"
 fi
 [[ -f ${CACHE}/done ]] || { log "${CACHE}/done missing after the binary build"; exit 1; }
 (cd "${BIN}" && sha256sum --quiet -c ../SHA256SUMS) || { log "${CACHE}/SHA256SUMS does not match"; exit 1; }
@@ -75,7 +73,7 @@ sync_tree() { # SRC DEST: DEST becomes a copy of SRC (hard links when possible)
 sync_tree "${BIN}" "${STAGE}/bin"
 # the cluster image's bin/: only what runs on the hosts (the control plane,
 # etcd, coredns, kube-proxy and flanneld travel as container images)
-HOST_BINARIES=(kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry)
+HOST_BINARIES=(kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry kbuild-vip)
 rm -rf "${STAGE}/hostbin.tmp"
 mkdir -p "${STAGE}/hostbin.tmp/bin/cni"
 for b in "${HOST_BINARIES[@]}"; do ln "${STAGE}/bin/${b}" "${STAGE}/hostbin.tmp/bin/${b}"; done

@@ -27,7 +27,7 @@ from kbuild.runtime.clusterfile import Clusterfile, Host
 from kbuild.runtime.executor import Executor, FileSpec
 from kbuild.runtime.image import ImageInfo
 from kbuild.runtime.mount import ClusterPaths
-from kbuild.runtime.state import StateDir
+from kbuild.runtime.state import ClusterState, StateDir
 
 __all__ = ["CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "ClusterDriver", "DriverContext",
            "NullDriver", "PhaseList", "driver_by_kind", "select_driver"]  # fmt: skip
@@ -46,6 +46,7 @@ class DriverContext(Protocol):
 
     cf: Clusterfile
     sd: StateDir
+    state: ClusterState
     paths: ClusterPaths
     image: ImageInfo | None
     targets: list[Host]
@@ -53,6 +54,11 @@ class DriverContext(Protocol):
     @property
     def master0(self) -> Host:
         """The first master."""
+        ...
+
+    @property
+    def lead(self) -> Host:
+        """The master cluster phases run on."""
         ...
 
     def conn(self, host: Host) -> Executor:
@@ -105,8 +111,8 @@ class ClusterDriver:
         """Generated files outside the rootfs (absolute paths, with modes)."""
         return {}
 
-    def host_aliases(self, ctx: DriverContext) -> list[str]:
-        """``/etc/hosts`` lines (``IP NAME…``) every host of the cluster gets."""
+    def host_aliases(self, ctx: DriverContext, host: Host) -> list[str]:
+        """``/etc/hosts`` lines (``IP NAME…``) of one host."""
         return []
 
     def secrets(self, ctx: DriverContext) -> list[str]:

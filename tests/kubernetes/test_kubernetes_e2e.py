@@ -63,6 +63,7 @@ CLUSTER = "k8s-e2e"
 PAUSE = "3.10.2"
 FLANNEL = "v0.28.10"
 CP_TAINT = "node-role.kubernetes.io/control-plane"
+VIP = "10.103.97.2"
 HERE = Path(__file__).parent
 
 # what a host may keep of a cluster after delete: nothing
@@ -70,6 +71,7 @@ KUBE_LEFTOVERS = r"""
 echo '--- kube processes'
 ps -eo comm= | grep -E '^(kube|etcd|containerd|flanneld|coredns|registry|pause)' | sort -u
 echo '--- links'; ip -o link show | grep -oE ': (cni0|flannel[^:@]*|veth[^:@]*|kube-ipvs0)' | sort
+echo '--- lo'; ip -o addr show dev lo | awk '{print $4}' | sort
 echo '--- routes'; ip route show | grep -v -e '^default' -e 'proto kernel' | sort
 echo '--- mounts'
 grep -E ' (/var/lib/kubelet|/run/containerd|/run/netns|/var/lib/containerd|/tmp/kbuild-k8s)' \
@@ -115,7 +117,7 @@ def _netfilter_rules(container: str) -> str:
 def _kube_rules(container: str) -> list[str]:
     return [
         line for line in _netfilter_rules(container).splitlines()
-        if any(m in line for m in ("KUBE-", "FLANNEL", "CNI-", "kube-proxy"))
+        if any(m in line for m in ("KUBE-", "FLANNEL", "CNI-", "kube-proxy", "kbuild-vip"))
     ]  # fmt: skip
 
 
@@ -263,11 +265,15 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     # the sandbox and every image came from the embedded registry, over TLS with the cluster CA
     hosts_toml = m0.run("cat /etc/containerd/certs.d/_default/hosts.toml").stdout
     assert 'server = "https://sea.hub:5000"' in hosts_toml
-    assert m0.run("getent hosts sea.hub").stdout.split()[0] == h0.ip
-    assert conns[h1.ip].run("getent hosts apiserver.cluster.local").stdout.split()[0] == h0.ip
-    reg_key = f"{DATA_ROOT}/{CLUSTER}/pki/registry.key"
-    assert m0.run(f"stat -c %a {reg_key}").stdout.strip() == "600"
-    assert conns[h1.ip].run(f"test -e {reg_key}", check=False).exit_status != 0
+    # every host serves its own registry/; the node reaches the API through the VIP
+    for c in (m0, conns[h1.ip]):
+        assert c.run("getent hosts sea.hub").stdout.split()[0] == "127.0.0.1"
+        reg_key = f"{DATA_ROOT}/{CLUSTER}/pki/registry.key"
+        assert c.run(f"stat -c %a {reg_key}").stdout.strip() == "600"
+    assert m0.run("getent hosts apiserver.cluster.local").stdout.split()[0] == h0.ip
+    assert conns[h1.ip].run("getent hosts apiserver.cluster.local").stdout.split()[0] == VIP
+    assert json.loads(conns[h1.ip].run("cat /run/kbuild-vip/status.json").stdout)[
+        "programmed"] == [h0.ip]
     sdir = env.state / CLUSTER
     for name in ("ca.key", "registry.key"):
         assert stat.S_IMODE((sdir / "pki" / name).stat().st_mode) == 0o600

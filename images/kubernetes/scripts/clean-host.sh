@@ -13,6 +13,11 @@ fi
 for u in $UNITS; do
     systemctl disable --now "$u" >/dev/null 2>&1
 done
+# the VIP agent's nftables table and the VIP on lo (nodes)
+if [ -x "$ROOTFS/bin/kbuild-vip" ] && [ -n "${VIP:-}" ]; then
+    vip --cleanup --status /run/kbuild-vip/status.json >/dev/null 2>&1
+    rmdir /run/kbuild-vip 2>/dev/null
+fi
 # containerd's shims (KillMode=process) and anything else still running from the rootfs
 for p in /proc/[0-9]*; do
     exe=$(readlink "$p/exe" 2>/dev/null) || continue

@@ -1,7 +1,7 @@
 #!/bin/sh
-# Every host: containerd (+ runc, CNI) from the rootfs with kbuild's config and
-# certs.d (every registry mirrored to the embedded one), the kubelet unit, and on
-# master0 the embedded registry.
+# Every host: the embedded registry (serving this rootfs' registry/), containerd
+# (+ runc, CNI) from the rootfs with kbuild's config and certs.d (every registry
+# mirrored to the embedded one), the kubelet unit; on nodes the VIP agent.
 . ./scripts/lib.sh
 
 # directories kubelet creates for the control plane's hostPath volumes
@@ -22,9 +22,10 @@ rm -rf /etc/containerd/certs.d
 mv /etc/containerd/certs.d.tmp /etc/containerd/certs.d
 cp etc/cni/net.d/10-flannel.conflist /etc/cni/net.d/10-flannel.conflist
 printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30\n' "$CRI_SOCKET" "$CRI_SOCKET" >/etc/crictl.yaml
-cp etc/systemd/containerd.service etc/systemd/kubelet.service /etc/systemd/system/
-if is_master0; then
-    cp etc/systemd/kbuild-registry.service /etc/systemd/system/
+cp etc/systemd/containerd.service etc/systemd/kubelet.service etc/systemd/kbuild-registry.service \
+    /etc/systemd/system/
+if ! is_master; then
+    cp etc/systemd/kbuild-vip.service /etc/systemd/system/
 fi
 # kubeadm preflight wants these; a host that is a container may not let us write them
 modprobe br_netfilter 2>/dev/null || true
@@ -41,16 +42,17 @@ if [ -z "$(ip route show default)" ] && [ -n "${SvcCIDR:-}" ]; then
     echo "$SvcCIDR dev $dev" >etc/kbuild/added-route
 fi
 systemctl daemon-reload
-if is_master0; then
-    systemctl enable --now kbuild-registry.service
-    hex=$(printf %04X "$REGISTRY_PORT")
-    wait_for 30 "the embedded registry listening on :$REGISTRY_PORT" \
-        grep -qE ":$hex [0-9A-F]+:0000 0A " /proc/net/tcp /proc/net/tcp6
+systemctl enable --now kbuild-registry.service
+hex=$(printf %04X "$REGISTRY_PORT")
+wait_for 30 "the embedded registry listening on :$REGISTRY_PORT" \
+    grep -qE ":$hex [0-9A-F]+:0000 0A " /proc/net/tcp /proc/net/tcp6
+if ! is_master; then
+    # the VIP's rules exist before anything asks for apiserver.cluster.local
+    vip --once --backends etc/kbuild/vip-backends
+    systemctl enable --now kbuild-vip.service
 fi
 systemctl enable --now containerd.service
 wait_for 60 "containerd's CRI" crictl info
 systemctl enable kubelet.service
-if is_master0; then
-    # the mirror works: pull the sandbox image through a name outside the registry
-    crictl pull "registry.k8s.io/pause:${SANDBOX_IMAGE##*:}" >/dev/null
-fi
+# the mirror works: pull the sandbox image through a name outside the registry
+crictl pull "registry.k8s.io/pause:${SANDBOX_IMAGE##*:}" >/dev/null

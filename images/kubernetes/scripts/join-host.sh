@@ -3,6 +3,11 @@
 # token, CA hash (and certificate key for masters) from join-cluster.sh.
 . ./scripts/lib.sh
 
+if ! is_master; then
+    # a node joins through the VIP: some master must answer behind it
+    wait_for 180 "the API servers through the VIP $VIP" \
+        kubectl --server "https://$VIP:6443" --insecure-skip-tls-verify get --raw /readyz
+fi
 if [ ! -f /etc/kubernetes/kubelet.conf ]; then
     KBUILD_TOKEN=$KUBE_TOKEN KBUILD_CA_HASH=$KUBE_CA_HASH KBUILD_CERT_KEY=${KUBE_CERT_KEY:-} \
         fill etc/kbuild/kubeadm-join.yaml etc/kbuild/kubeadm-join.final.yaml \

@@ -10,7 +10,7 @@ export KUBECONFIG=/etc/kubernetes/admin.conf
 CRI_SOCKET=unix:///run/containerd/containerd.sock
 # commands on the hosts' PATH (kubeadm reset and users call them by name)
 LINKED="kubeadm kubelet kubectl crictl ctr helm"
-UNITS="kubelet.service containerd.service kbuild-registry.service"
+UNITS="kubelet.service containerd.service kbuild-registry.service kbuild-vip.service"
 HOSTPATH_DIRS="/etc/ssl /etc/ssl/certs /etc/ca-certificates /etc/pki /etc/pki/ca-trust /etc/pki/tls
 /usr/share/ca-certificates /usr/local/share/ca-certificates /usr/libexec/kubernetes
 /usr/libexec/kubernetes/kubelet-plugins /usr/libexec/kubernetes/kubelet-plugins/volume
@@ -35,6 +35,9 @@ wait_for() {
 
 is_master0() { [ "$KBUILD_HOST" = "$KBUILD_MASTER0" ]; }
 is_master() { case ",$KBUILD_ROLES," in *,master,*) return 0 ;; esac; return 1; }
+
+# vip CMD...: the VIP agent of this cluster
+vip() { "$ROOTFS/bin/kbuild-vip" --vip "$VIP" --port 6443 --nft-root "$ROOTFS/opt/netfilter" "$@"; }
 
 # node_of IP: the Kubernetes node name with this InternalIP (master0 only)
 node_of() {

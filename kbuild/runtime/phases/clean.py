@@ -64,7 +64,7 @@ class CleanHostPhase(Phase):
         unmount_rootfs(conn, ctx.paths)
         c = ctx.cf.cluster
         conn.run(remote_script("remove-cluster.sh", c.data_root, c.name))
-        set_host_aliases(ctx, conn, remove=True)
+        set_host_aliases(ctx, host, remove=True)
         emit(ctx.progress, HostStatus(host.ip, "removed"))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from kbuild.runtime import render, titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.distribute import host_layers, send_missing
-from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.layers import final_templates
 from kbuild.runtime.mount import mount_rootfs
 from kbuild.runtime.phases.base import Phase
@@ -26,12 +26,13 @@ from kbuild.runtime.runevents import HostStatus, emit
 __all__ = ["ProvisionPhase", "set_host_aliases"]
 
 
-def set_host_aliases(ctx: Context, conn: Executor, *, remove: bool = False) -> None:
+def set_host_aliases(ctx: Context, host: Host, *, remove: bool = False) -> None:
     """The Clusterfile's hostAliases and the driver's in the host's /etc/hosts
     (marked with the cluster's name; ``remove`` takes them out)."""
+    conn = ctx.conn(host)
     lines = [] if remove else [
         f"{a['ip']} {' '.join(a['hostnames'])}" for a in ctx.cf.cluster.host_aliases
-    ] + ctx.driver.host_aliases(ctx)  # fmt: skip
+    ] + ctx.driver.host_aliases(ctx, host)  # fmt: skip
     text = "".join(line + "\n" for line in lines)
     res = conn.run(remote_script("host-aliases.sh", ctx.cf.cluster.name), stdin=text)
     if "changed" in res.stdout:
@@ -89,4 +90,4 @@ class ProvisionPhase(Phase):
         if written:
             emit(ctx.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
         conn.put_files(ctx.driver.private_files(ctx, conn, host))
-        set_host_aliases(ctx, conn)
+        set_host_aliases(ctx, host)

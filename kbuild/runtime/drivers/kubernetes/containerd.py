@@ -246,23 +246,31 @@ def ca_path(certs_dir: str, registry: str) -> str:
     return f"{certs_dir.rstrip('/')}/{_host_port(registry)}/ca.crt"
 
 
-def mirror_hosts_toml(mirror: str, *, ca: str | None, skip_verify: bool = False) -> str:
-    """A ``hosts.toml`` sending every pull and resolve of a registry to ``mirror``.
+def mirror_hosts_toml(
+    mirror: str, *, ca: str | None, skip_verify: bool = False, fallbacks: Iterable[str] = ()
+) -> str:
+    """A ``hosts.toml`` sending every pull and resolve of a registry to ``mirror``,
+    then to each of ``fallbacks`` in order when it fails.
 
-    ``mirror`` is ``host:port`` (HTTPS) or a URL; ``ca`` the CA file path on
-    the host (``None``: system roots).
+    ``mirror`` and ``fallbacks`` are ``host:port`` (HTTPS) or URLs; ``ca`` the
+    CA file path on the host (``None``: system roots).
     """
     url, override = _mirror_url(mirror)
-    host: dict[str, Any] = {"capabilities": ["pull", "resolve"]}
     server: dict[str, Any] = {"server": url, "capabilities": ["pull", "resolve"]}
-    for entry in (server, host):
+    hosts: dict[str, Any] = {}
+    for name in (mirror, *fallbacks):
+        u, over = _mirror_url(name)
+        hosts[u] = {"capabilities": ["pull", "resolve"]}
+        if over:
+            hosts[u]["override_path"] = True
+    for entry in (server, *hosts.values()):
         if ca:
             entry["ca"] = ca
         if skip_verify:
             entry["skip_verify"] = True
-        if override:
-            entry["override_path"] = True
-    doc: dict[str, Any] = {**server, "host": {url: host}}
+    if override:
+        server["override_path"] = True
+    doc: dict[str, Any] = {**server, "host": hosts}
     header = (
         "# Written by kbuild: pulls go to the cluster's embedded registry only;\n"
         "# the server is the mirror too, so a miss never reaches the internet.\n"
@@ -276,14 +284,16 @@ def hosts_files(
     certs_dir: str = DEFAULT_CERTS_DIR,
     with_ca: bool = True,
     hosts: Iterable[str] = MIRRORED_HOSTS,
+    fallbacks: Iterable[str] = (),
 ) -> dict[str, str]:
     """Every ``hosts.toml`` of the certs.d directory, by path relative to it.
 
     ``_default``, each of ``hosts`` and ``registry`` itself all point at
-    ``registry`` (HTTPS, CA at :func:`ca_path` when ``with_ca``).
+    ``registry`` (HTTPS, CA at :func:`ca_path` when ``with_ca``), then at
+    ``fallbacks``.
     """
     ca = ca_path(certs_dir, registry) if with_ca else None
-    text = mirror_hosts_toml(registry, ca=ca)
+    text = mirror_hosts_toml(registry, ca=ca, fallbacks=fallbacks)
     names = ["_default", *hosts, registry]
     out: dict[str, str] = {}
     for name in names:
@@ -299,12 +309,14 @@ def certs_d_files(
     *,
     certs_dir: str = DEFAULT_CERTS_DIR,
     hosts: Iterable[str] = MIRRORED_HOSTS,
+    fallbacks: Iterable[str] = (),
 ) -> dict[str, bytes]:
     """All files of the certs.d directory (hosts files and ``<registry>/ca.crt``)."""
     files = {
         path: text.encode()
         for path, text in hosts_files(
-            registry, certs_dir=certs_dir, with_ca=ca_pem is not None, hosts=hosts
+            registry, certs_dir=certs_dir, with_ca=ca_pem is not None, hosts=hosts,
+            fallbacks=fallbacks,
         ).items()
     }
     if ca_pem is not None:

@@ -14,9 +14,14 @@ from collections.abc import Mapping
 
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.driver import CONVERGE, ClusterDriver, DriverContext, PhaseList
-from kbuild.runtime.drivers.kubernetes import files, kubeadm, kubectl
-from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase, LabelsPhase
+from kbuild.runtime.driver import CONVERGE, DELETE_HOSTS, ClusterDriver, DriverContext, PhaseList
+from kbuild.runtime.drivers.kubernetes import files, ha, kubeadm, kubectl
+from kbuild.runtime.drivers.kubernetes.phases import (
+    AliasesPhase,
+    KubeconfigPhase,
+    LabelsPhase,
+    VipBackendsPhase,
+)
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
 from kbuild.runtime.executor import Executor, FileSpec
 
@@ -38,18 +43,21 @@ class KubernetesDriver(ClusterDriver):
         return files.LABEL in labels
 
     def extend(self, flow: str, phases: PhaseList) -> None:
-        """kubeconfig after init-cluster, labels after join-host."""
+        """kubeconfig after init-cluster; aliases, VIP backends and labels after
+        join-host; VIP backends after delete forgot hosts."""
         if flow == CONVERGE:
             phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
-            phases.insert_after(titles.JOIN_HOST, LabelsPhase())
+            phases.insert_after(titles.JOIN_HOST, AliasesPhase(), VipBackendsPhase(),
+                                LabelsPhase())  # fmt: skip
+        elif flow == DELETE_HOSTS:
+            phases.insert_after(titles.FORGET, VipBackendsPhase())
 
     def prepare(self, ctx: DriverContext) -> None:
         """The env the scripts use is checked; the cluster CA and the registry
         certificate in the local state."""
         if ctx.image is not None:
             files.check_env(files.effective_cluster(ctx.cf.cluster, ctx.image))
-        domain, _ = files.registry_address(ctx.cf.cluster)
-        self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster, domain)
+        self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster)
 
     def _pki(self, ctx: DriverContext) -> ClusterPki:
         if self.pki is None:
@@ -73,16 +81,15 @@ class KubernetesDriver(ClusterDriver):
         )  # fmt: skip
 
     def private_files(self, ctx: DriverContext, conn: Executor, host: Host) -> dict[str, FileSpec]:
-        """The embedded registry's certificate, key and configuration on master0."""
-        if host.ip != ctx.master0.ip:
-            return {}
-        return files.master0_secret_files(
-            ctx.paths.base, self._pki(ctx).registry, ctx.paths.rootfs
-        )
+        """The embedded registry's certificate (of this host), key and configuration."""
+        domain, port = files.registry_address(ctx.cf.cluster)
+        pair = self._pki(ctx).registry(domain, host.ip)
+        return files.registry_files(ctx.paths.base, pair, ctx.paths.rootfs, port)
 
-    def host_aliases(self, ctx: DriverContext) -> list[str]:
-        """The registry domain and the API server name."""
-        return [files.host_alias_lines(ctx.cf.cluster).rstrip("\n")]
+    def host_aliases(self, ctx: DriverContext, host: Host) -> list[str]:
+        """The registry domain (the host itself) and the API server name (the
+        host itself, the lead master or the VIP: :mod:`.ha`)."""
+        return ha.aliases(ctx.cf.cluster, ctx.state, host, ctx.lead)
 
     def secrets(self, ctx: DriverContext) -> list[str]:
         """Certificate keys and bootstrap tokens given in the Clusterfile's

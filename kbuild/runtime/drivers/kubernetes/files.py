@@ -4,8 +4,9 @@ Under ``etc/kbuild/`` in every host's rootfs (:func:`host_files`):
 ``kube.env`` (settings for the image's scripts), containerd's ``config.toml``
 and ``certs.d`` mirroring every registry to the embedded one, the kubeadm init
 configuration (master0) and a join configuration template (the others).
-Outside the rootfs, on master0, the embedded registry's key and
-configuration (:func:`master0_secret_files`, 0600).
+Outside the rootfs, on every host, the embedded registry's certificate, key
+and configuration (:func:`registry_files`, 0600); on nodes, the VIP agent's
+list of masters (``etc/kbuild/vip-backends``, :mod:`.ha`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from kbuild.errors import ClusterError, ClusterfileError
 from kbuild.runtime.clusterfile import Cluster, Clusterfile, Host
 from kbuild.runtime.drivers.kubernetes import containerd as ctrd
-from kbuild.runtime.drivers.kubernetes import kubeadm, pki
+from kbuild.runtime.drivers.kubernetes import ha, kubeadm, pki
 from kbuild.runtime.executor import Executor, FileSpec
 from kbuild.runtime.image import ImageInfo
 
@@ -137,11 +138,15 @@ def host_files(
             "POD_CIDR": config.cluster.get("networking", {}).get("podSubnet", ""),
             "KUBERNETES_VERSION": str(config.cluster.get("kubernetesVersion", "")),
             "SANDBOX_IMAGE": settings.sandbox_image,
+            "VIP": ha.vip(cluster),
         }),
         f"{gen}/containerd/config.toml": containerd_config(settings).encode(),
     }
-    for rel, data in ctrd.certs_d_files(registry, ca_pem).items():
+    fallbacks = ha.registry_fallbacks(cluster, host)
+    for rel, data in ctrd.certs_d_files(registry, ca_pem, fallbacks=fallbacks).items():
         files[f"{gen}/containerd/certs.d/{rel}"] = data
+    if not host.is_master:
+        files[ha.VIP_BACKENDS] = ha.backends_file(cluster)
     # kubeadm documents may hold bootstrap tokens and a certificate key (0600)
     if host.ip == m0.ip:
         files[f"{gen}/kubeadm-init.yaml"] = FileSpec(config.init_yaml().encode(), 0o600)
@@ -168,15 +173,18 @@ def containerd_config(settings: ctrd.ContainerdSettings) -> str:
     return header + ctrd.to_toml(doc)
 
 
-def master0_secret_files(base: str, pair: pki.KeyPair, rootfs: str) -> dict[str, FileSpec]:
-    """Files outside the rootfs on master0: the registry's certificate, key and config."""
+def registry_files(
+    base: str, pair: pki.KeyPair, rootfs: str, port: int
+) -> dict[str, FileSpec]:
+    """Files outside the rootfs on every host: the embedded registry's certificate,
+    key and configuration (it serves the rootfs' ``registry/``)."""
     config = (
         "version: 0.1\n"
         "log: {level: warn}\n"
         f"storage:\n  filesystem: {{rootdirectory: {rootfs}/registry}}\n"
         "  delete: {enabled: false}\n"
         "  maintenance: {uploadpurging: {enabled: false}, readonly: {enabled: true}}\n"
-        "http:\n  addr: 0.0.0.0:5000\n"
+        f"http:\n  addr: 0.0.0.0:{port}\n"
         f"  tls: {{certificate: {base}/pki/registry.crt, key: {base}/pki/registry.key}}\n"
     )
     return {
@@ -193,11 +201,3 @@ def containerd_root(conn: Executor, base: str) -> str:
     if fs == "overlayfs":
         return f"{base}/containerd"
     return "/var/lib/containerd"
-
-
-def host_alias_lines(cluster: Cluster) -> str:
-    """``/etc/hosts`` lines for the registry domain and the API server name."""
-    domain, _ = registry_address(cluster)
-    return f"{cluster.master0().ip} {domain} {kubeadm.API_SERVER_DOMAIN}\n"
-
-

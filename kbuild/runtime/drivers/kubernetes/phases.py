@@ -4,21 +4,30 @@
   ``~/.kbuild/<cluster>/kubeconfig`` (0600, server = master0's address);
 - labels (after join-host, master0): the Clusterfile's node labels on the
   hosts brought up, and the Clusterfile (redacted) as the Secret
-  ``kube-system/kbuild-clusterfile``.
+  ``kube-system/kbuild-clusterfile``;
+- aliases (after join-host, the hosts brought up): a master that has joined
+  reaches its own API server from now on;
+- vip-backends (after join-host, and after delete forgot hosts): every node's
+  VIP agent gets the current masters (no re-run of anything needed).
 """
 
 from __future__ import annotations
 
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.drivers.kubernetes import kubectl
-from kbuild.runtime.phases.base import Phase
+from kbuild.runtime.drivers.kubernetes import ha, kubectl
+from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
-from kbuild.runtime.runevents import HostStatus, emit
+from kbuild.runtime.phases.provision import set_host_aliases
+from kbuild.runtime.pool import run_on_hosts
+from kbuild.runtime.runevents import HostStatus, Message, emit
 
-__all__ = ["KUBECONFIG", "LABELS", "KubeconfigPhase", "LabelsPhase"]
+__all__ = ["ALIASES", "KUBECONFIG", "LABELS", "VIP_BACKENDS", "AliasesPhase", "KubeconfigPhase",
+           "LabelsPhase", "VipBackendsPhase"]  # fmt: skip
 
 KUBECONFIG = "kubeconfig"
 LABELS = "labels"
+ALIASES = "aliases"
+VIP_BACKENDS = "vip-backends"
 
 
 class KubeconfigPhase(Phase):
@@ -51,3 +60,36 @@ class LabelsPhase(Phase):
         if labelled:
             emit(ctx.progress, HostStatus(host.ip, "labels", ", ".join(labelled)))
         kubectl.store_clusterfile(conn, ctx.cf)
+
+
+class AliasesPhase(Phase):
+    """``/etc/hosts`` of the hosts brought up, now that they have joined."""
+
+    title = ALIASES
+    recorded = False
+    quiet = True
+
+    def run(self, ctx: Context, host: Host) -> None:
+        """The host's aliases again (only a changed line is written)."""
+        set_host_aliases(ctx, host)
+
+
+class VipBackendsPhase(ClientPhase):
+    """Every node's list of masters (its VIP agent reads it every second)."""
+
+    title = VIP_BACKENDS
+    quiet = True
+
+    def run_client(self, ctx: Context) -> None:
+        """Write it on every node that answers; say which did not."""
+        data = ha.backends_file(ctx.cf.cluster)
+        nodes = [h for h in ctx.cf.cluster.all_hosts() if not h.is_master]
+        res = run_on_hosts(
+            nodes,
+            lambda h: ctx.conn(h).put_files({ha.VIP_BACKENDS: data}, root=ctx.paths.rootfs),
+            name=lambda h: h.ip,
+            check=False,
+        )
+        for ip, err in res.errors.items():
+            why = err.message.splitlines()[0]
+            emit(ctx.progress, Message(f"{ip}: its VIP agent did not get the new masters: {why}"))

@@ -253,18 +253,32 @@ def san_names(pair: KeyPair) -> tuple[list[str], list[str]]:
 
 @dataclass(frozen=True)
 class ClusterPki:
-    """The cluster's CA and the registry's certificate (both also on disk)."""
+    """The cluster's CA (``<state>/pki/ca.{crt,key}``) and the embedded
+    registry's certificates, one per host (every host serves the images of
+    its own rootfs)."""
 
     ca: KeyPair
-    registry: KeyPair
+    directory: Path
+
+    def registry(self, domain: str, ip: str) -> KeyPair:
+        """The registry certificate of the host ``ip``: SANs the registry
+        domain, 127.0.0.1 and ``ip`` (``pki/registry-<ip>.{crt,key}``, issued
+        again when its names differ)."""
+        name = "registry-" + ip.replace(":", "_").replace("%", "_")
+        crt, key = self.directory / f"{name}.crt", self.directory / f"{name}.key"
+        if crt.exists() and key.exists():
+            pair = load_pair(crt, key)
+            names, ips = san_names(pair)
+            if domain in names and {ip, "127.0.0.1"} <= set(ips):
+                return pair
+        pair = registry_cert(self.ca, domain, [ip])
+        pair.write(self.directory, name)
+        return pair
 
 
-def cluster_pki(state_dir: Path, cluster: Cluster, registry_domain: str) -> ClusterPki:
-    """Load or create ``<state_dir>/pki/{ca,registry}.{crt,key}``.
-
-    The CA is made once per cluster. The registry certificate is issued again
-    when its names (registry domain, master0's IP) changed.
-    """
+def cluster_pki(state_dir: Path, cluster: Cluster) -> ClusterPki:
+    """Load or create the cluster CA ``<state_dir>/pki/ca.{crt,key}`` (made once
+    per cluster; the directory 0700, keys 0600)."""
     directory = state_dir / "pki"
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
@@ -274,16 +288,4 @@ def cluster_pki(state_dir: Path, cluster: Cluster, registry_domain: str) -> Clus
     else:
         ca = generate_ca(f"kbuild {cluster.name} CA")
         ca.write(directory, "ca")
-    domain = registry_domain
-    m0 = cluster.master0().ip
-    reg_crt, reg_key = directory / "registry.crt", directory / "registry.key"
-    reg: KeyPair | None = None
-    if reg_crt.exists() and reg_key.exists():
-        reg = load_pair(reg_crt, reg_key)
-        names, ips = san_names(reg)
-        if domain not in names or m0 not in ips:
-            reg = None
-    if reg is None:
-        reg = registry_cert(ca, domain, [m0])
-        reg.write(directory, "registry")
-    return ClusterPki(ca, reg)
+    return ClusterPki(ca, directory)

@@ -1,0 +1,3 @@
+module kbuild.invalid/vip-agent
+
+go 1.24
