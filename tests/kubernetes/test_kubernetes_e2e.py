@@ -28,14 +28,12 @@ a rerun only checks the cache.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import secrets
 import shutil
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,96 +41,45 @@ from pathlib import Path
 import pytest
 
 from kbuild.layerstore import Store, carried_images
-from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet
+from tests.kubernetes.helpers import (
+    BASE,
+    CP_TAINT,
+    DATA_ROOT,
+    KUBE_LEFTOVERS,
+    KUBECTL,
+    PAUSE,
+    STORE,
+    VIP,
+    assert_clean,
+    assert_taints,
+    bootstrap_tokens,
+    build_base,
+    etcd_members,
+    kubectl,
+    node_taints,
+    pods,
+    q,
+    ready_nodes,
+    wait,
+)
 from tests.kubernetes.secrets import Watch
 from tests.runtime.e2e_helpers import Env, kbuild, snapshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = "v1.37.2"
-BASE = f"kubernetes:{K8S}"
 APP = "kube-web:e2e"
 WEB = "docker.io/kbuild-test/web:e2e"
-CACHE = Path(os.environ.get("KBUILD_K8S_CACHE", "/var/cache/kbuild/kubernetes"))
-STORE = CACHE / "store"
-KUBECTL = CACHE / K8S / "bin" / "kubectl"
-DATA_ROOT = "/tmp/kbuild-k8s"  # tmpfs in the podman hosts (not overlayfs)
 CLUSTER = "k8s-e2e"
-PAUSE = "3.10.2"
 FLANNEL = "v0.28.10"
-CP_TAINT = "node-role.kubernetes.io/control-plane"
-VIP = "10.103.97.2"
 HERE = Path(__file__).parent
-
-# what a host may keep of a cluster after delete: nothing
-KUBE_LEFTOVERS = r"""
-echo '--- kube processes'
-ps -eo comm= | grep -E '^(kube|etcd|containerd|flanneld|coredns|registry|pause)' | sort -u
-echo '--- links'; ip -o link show | grep -oE ': (cni0|flannel[^:@]*|veth[^:@]*|kube-ipvs0)' | sort
-echo '--- lo'; ip -o addr show dev lo | awk '{print $4}' | sort
-echo '--- routes'; ip route show | grep -v -e '^default' -e 'proto kernel' | sort
-echo '--- mounts'
-grep -E ' (/var/lib/kubelet|/run/containerd|/run/netns|/var/lib/containerd|/tmp/kbuild-k8s)' \
-    /proc/self/mounts
-echo '--- files'
-ls -d /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /etc/cni /opt/cni \
-    /etc/containerd /var/lib/containerd /run/containerd /run/flannel /root/.kube /etc/crictl.yaml \
-    /etc/systemd/system/kubelet.service /etc/systemd/system/containerd.service \
-    /etc/systemd/system/kbuild-registry.service /usr/local/bin/kubectl \
-    /usr/local/bin/kubeadm 2>/dev/null
-echo '--- units'
-systemctl list-units --all --plain --no-legend | grep -E 'kubelet|containerd|kbuild-registry' | sort
-"""
-
-
-def _wait(what: str, fn: Callable[[], bool], timeout: float, step: float = 3.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if fn():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _netfilter_rules(container: str) -> str:
-    """iptables/nft rules in a host container's network namespace (read from here)."""
-    pid = subprocess.run(
-        ["podman", "inspect", "-f", "{{.State.Pid}}", container],
-        capture_output=True, text=True, check=True, timeout=60,
-    ).stdout.strip()  # fmt: skip
-    out = []
-    for cmd in (["iptables-save"], ["ip6tables-save"], ["nft", "list", "ruleset"]):
-        if shutil.which(cmd[0]) is None:
-            continue
-        proc = subprocess.run(
-            ["nsenter", "-t", pid, "-n", *cmd], capture_output=True, text=True, timeout=60,
-            check=False,
-        )  # fmt: skip
-        out.append(proc.stdout)
-    return "\n".join(out)
-
-
-def _kube_rules(container: str) -> list[str]:
-    return [
-        line for line in _netfilter_rules(container).splitlines()
-        if any(m in line for m in ("KUBE-", "FLANNEL", "CNI-", "kube-proxy", "kbuild-vip"))
-    ]  # fmt: skip
-
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     """The base image (build.sh, cached) and the app image with the web image."""
     base = tmp_path_factory.mktemp("k8s-e2e")
     e = Env(root=STORE, state=base / "state")
-    proc = subprocess.run(
-        [str(REPO / "images/kubernetes/build.sh"), K8S],
-        env={**os.environ, "KBUILD_ROOT": str(STORE), "PYTHONPATH": str(REPO),
-             "KBUILD": f"{sys.executable} -m kbuild.cli.main"},
-        capture_output=True, text=True, timeout=3600, check=False,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    build_base()
     web_ctx = base / "web"
     web_ctx.mkdir()
     subprocess.run(
@@ -163,63 +110,12 @@ def hosts(podman_hosts: Callable[..., HostSet]) -> HostSet:
     return podman_hosts(3, internal=True)
 
 
-def _kubectl(m0: Connection, args: str, *, check: bool = True) -> str:
-    res = m0.run(f"kubectl --kubeconfig /etc/kubernetes/admin.conf {args}", check=check)
-    return res.stdout
-
-
-def _ready_nodes(m0: Connection) -> dict[str, bool]:
-    out = _kubectl(m0, "get nodes -o json", check=False)
-    if not out.strip():
-        return {}
-    ready: dict[str, bool] = {}
-    for item in json.loads(out)["items"]:
-        addr = next(a["address"] for a in item["status"]["addresses"] if a["type"] == "InternalIP")
-        conds = {c["type"]: c["status"] for c in item["status"].get("conditions", [])}
-        ready[addr] = conds.get("Ready") == "True"
-    return ready
-
-
-def _assert_taints(m0: Connection, node: str, expected: list[tuple[str, str, str]]) -> None:
-    """The node's taints become ``expected`` (the node lifecycle controller
-    removes ``node.kubernetes.io/not-ready`` a moment after Ready, so wait)."""
-    deadline = time.monotonic() + 90
-    while _node_taints(m0, node) != expected and time.monotonic() < deadline:
-        time.sleep(3)
-    assert _node_taints(m0, node) == expected
-
-
-def _node_taints(m0: Connection, node: str) -> list[tuple[str, str, str]]:
-    """``(key, value, effect)`` of a node's taints, sorted."""
-    spec = json.loads(_kubectl(m0, f"get node {node} -o json"))["spec"]
-    return sorted((t["key"], t.get("value", ""), t["effect"]) for t in spec.get("taints", []))
-
-
-def _etcd_members(m0: Connection) -> list[str]:
-    return _kubectl(
-        m0, "-n kube-system exec etcd-h0 -- etcdctl --cacert /etc/kubernetes/pki/etcd/ca.crt "
-        "--cert /etc/kubernetes/pki/etcd/server.crt --key /etc/kubernetes/pki/etcd/server.key "
-        "member list").splitlines()
-
-
-def _pods(m0: Connection, selector: str, ns: str = "default") -> list[dict[str, str]]:
-    out = _kubectl(m0, f"-n {ns} get pods -l {selector} -o json", check=False)
-    if not out.strip():
-        return []
-    return [
-        {"name": p["metadata"]["name"], "node": p["spec"].get("nodeName", ""),
-         "phase": p["status"].get("phase", ""),
-         "ready": str(all(c.get("ready") for c in p["status"].get("containerStatuses", [{}])))}
-        for p in json.loads(out)["items"]
-    ]  # fmt: skip
-
-
 def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     h0, h1, h2 = hosts
     conns = {h.ip: hosts.connect(h) for h in hosts}
     m0 = conns[h0.ip]
     before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
-    leftovers_before = {ip: c.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout for ip, c in conns.items()}
+    leftovers_before = {ip: c.run("sh -c " + q(KUBE_LEFTOVERS)).stdout for ip, c in conns.items()}
     # the network really has no way out
     assert not m0.run("ip route show default").stdout.strip()
 
@@ -256,10 +152,10 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     out = kb("run", "-f", str(cf), "--progress", "plain", timeout=900)
     assert h0.root_password not in out.stdout + out.stderr
 
-    _wait("both nodes Ready",
-          lambda: _ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 240)  # fmt: skip
+    wait("both nodes Ready",
+          lambda: ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 240)  # fmt: skip
     print(f"run → both nodes Ready in {time.monotonic() - started:.0f}s")
-    _wait("CoreDNS running", lambda: bool(dns := _pods(m0, "k8s-app=kube-dns", "kube-system"))
+    wait("CoreDNS running", lambda: bool(dns := pods(m0, "k8s-app=kube-dns", "kube-system"))
           and all(p["phase"] == "Running" and p["ready"] == "True" for p in dns), 180)  # fmt: skip
 
     # the sandbox and every image came from the embedded registry, over TLS with the cluster CA
@@ -280,20 +176,20 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
 
     # the test deployment: one pod per node, each reaches the Service by name from
     # the other node (through CoreDNS, kube-proxy and flannel's vxlan)
-    _wait("web pods running on both nodes", lambda: sorted(
-        p["node"] for p in _pods(m0, "app=web") if p["phase"] == "Running" and p["ready"] == "True"
+    wait("web pods running on both nodes", lambda: sorted(
+        p["node"] for p in pods(m0, "app=web") if p["phase"] == "Running" and p["ready"] == "True"
     ) == ["h0", "h1"], 180)  # fmt: skip
-    pods = {p["node"]: p["name"] for p in _pods(m0, "app=web")}
+    web_pods = {p["node"]: p["name"] for p in pods(m0, "app=web")}
     for client, other in (("h1", "h0"), ("h0", "h1")):
         def answered(client: str = client, other: str = other) -> bool:
             res = m0.run(
                 "kubectl --kubeconfig /etc/kubernetes/admin.conf exec "
-                f"{pods[client]} -- /web get http://web.default.svc.cluster.local/ 10",
+                f"{web_pods[client]} -- /web get http://web.default.svc.cluster.local/ 10",
                 check=False,
             )
             return f"web on {other}\n" in res.stdout
 
-        _wait(f"an answer from the pod on {other} to the pod on {client}", answered, 90)
+        wait(f"an answer from the pod on {other} to the pod on {client}", answered, 90)
 
     # kubeconfig on this machine (0600), reaching the API server from here
     kcfg = sdir / "kubeconfig"
@@ -308,47 +204,47 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     assert " Ready " in res.stdout and "h1" in res.stdout
 
     # the Clusterfile in the cluster, labels applied
-    stored = _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+    stored = kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                           "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
     assert f"name: {CLUSTER}" in stored and h1.ip in stored
-    assert h0.root_password not in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+    assert h0.root_password not in kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                                                 "-o jsonpath={.data.Clusterfile} | base64 -d")
-    role = _kubectl(m0, "get node h1 -o jsonpath='{.metadata.labels.kbuild\\.test/role}'")
+    role = kubectl(m0, "get node h1 -o jsonpath='{.metadata.labels.kbuild\\.test/role}'")
     assert role == "worker"
     # taints: the removal made master0 schedulable, the node got its PreferNoSchedule
-    _assert_taints(m0, "h0", [])
-    _assert_taints(m0, "h1", [("kbuild.test/pref", "yes", "PreferNoSchedule")])
+    assert_taints(m0, "h0", [])
+    assert_taints(m0, "h1", [("kbuild.test/pref", "yes", "PreferNoSchedule")])
 
     # join a third node through the Clusterfile (`kbuild apply`), with a taint of its own
     cf2 = tmp_path / "Clusterfile2"
     cf2.write_text(cf.read_text().replace(init_doc, "") + f"  - {{ips: [{h2.ip}], roles: [node], "
                    "taints: ['kbuild.test/late=yes:NoSchedule']}\n" + init_doc)  # fmt: skip
     kb("apply", "-f", str(cf2), "--progress", "plain", timeout=600)
-    _wait("the third node Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
-    _assert_taints(m0, "h2", [("kbuild.test/late", "yes", "NoSchedule")])
-    assert _node_taints(m0, "h0") == []
-    assert h2.ip in _kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
+    wait("the third node Ready", lambda: ready_nodes(m0).get(h2.ip) is True, 240)
+    assert_taints(m0, "h2", [("kbuild.test/late", "yes", "NoSchedule")])
+    assert node_taints(m0, "h0") == []
+    assert h2.ip in kubectl(m0, "-n kube-system get secret kbuild-clusterfile "
                                  "-o jsonpath={.data.Clusterfile} | base64 -d")  # fmt: skip
 
     # delete it again: gone from the cluster, its host as before
     kb("delete", "--cluster-name", CLUSTER, "--nodes", h2.ip, "--progress", "plain")
-    assert h2.ip not in _ready_nodes(m0)
-    _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+    assert h2.ip not in ready_nodes(m0)
+    assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
 
     # the same host as a second master (certificate key, etcd member), then gone again
     kb("join", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain")
-    _wait("the second master Ready", lambda: _ready_nodes(m0).get(h2.ip) is True, 240)
-    assert "control-plane" in _kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
+    wait("the second master Ready", lambda: ready_nodes(m0).get(h2.ip) is True, 240)
+    assert "control-plane" in kubectl(m0, "get node h2 -o jsonpath='{.metadata.labels}'")
     # no taints listed for it: kubeadm's default control-plane taint
-    _assert_taints(m0, "h2", [(CP_TAINT, "", "NoSchedule")])
-    assert len(_etcd_members(m0)) == 2
+    assert_taints(m0, "h2", [(CP_TAINT, "", "NoSchedule")])
+    assert len(etcd_members(m0)) == 2
     kb("delete", "--cluster-name", CLUSTER, "--masters", h2.ip, "--progress", "plain")
-    assert h2.ip not in _ready_nodes(m0)
-    assert [m.split(", ")[2] for m in _etcd_members(m0)] == ["h0"]
-    _assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+    assert h2.ip not in ready_nodes(m0)
+    assert [m.split(", ")[2] for m in etcd_members(m0)] == ["h0"]
+    assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
 
     # no secret of the run in a process list, kbuild's output or a journal
-    tokens = _bootstrap_tokens(m0)
+    tokens = bootstrap_tokens(m0)
     assert len(tokens) >= 3  # init's, and one per join (apply, join --masters)
     watch.journals()
     found = watch.found({"SSH password": h0.root_password, "certificate key": cert_key,
@@ -358,30 +254,5 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     # delete --all: every host as before
     kbuild(env, "delete", "--all", "--cluster-name", CLUSTER, "--progress", "plain", timeout=600)
     for h in (h0, h1):
-        _assert_clean(conns[h.ip], h.container, before[h.ip], leftovers_before[h.ip])
+        assert_clean(conns[h.ip], h.container, before[h.ip], leftovers_before[h.ip])
     assert not sdir.exists()
-
-
-def _bootstrap_tokens(m0: Connection) -> list[str]:
-    """Every bootstrap token the cluster has (``kubeadm token list``)."""
-    text = m0.run("kubeadm token list -o json").stdout.strip()
-    decoder, pos, out = json.JSONDecoder(), 0, []
-    while pos < len(text):
-        obj, end = decoder.raw_decode(text, pos)
-        out.append(str(obj["token"]))
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return out
-
-
-def _assert_clean(conn: Connection, container: str, before: str, leftovers_before: str) -> None:
-    for now, was in ((snapshot(conn, DATA_ROOT), before),
-                     (conn.run("sh -c " + _q(KUBE_LEFTOVERS)).stdout, leftovers_before)):
-        diff = list(difflib.unified_diff(was.splitlines(), now.splitlines(), lineterm=""))
-        assert now == was, f"{conn.name} is not as before:\n" + "\n".join(diff)
-    assert _kube_rules(container) == []
-
-
-def _q(text: str) -> str:
-    return "'" + text.replace("'", "'\"'\"'") + "'"

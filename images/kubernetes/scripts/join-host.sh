@@ -5,8 +5,11 @@
 
 if ! is_master; then
     # a node joins through the VIP: some master must answer behind it
-    wait_for 180 "the API servers through the VIP $VIP" \
-        kubectl --server "https://$VIP:6443" --insecure-skip-tls-verify get --raw /readyz
+    if ! wait_for 180 "the API servers through the VIP $VIP" vip --probe; then
+        systemctl status --no-pager kbuild-vip.service 2>&1 | tail -n 15 >&2
+        cat /run/kbuild-vip/status.json >&2 2>/dev/null
+        exit 1
+    fi
 fi
 if [ ! -f /etc/kubernetes/kubelet.conf ]; then
     KBUILD_TOKEN=$KUBE_TOKEN KBUILD_CA_HASH=$KUBE_CA_HASH KBUILD_CERT_KEY=${KUBE_CERT_KEY:-} \

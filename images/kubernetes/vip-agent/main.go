@@ -78,10 +78,23 @@ func main() {
 	flag.DurationVar(&c.timeout, "timeout", time.Second, "timeout of one health check")
 	once := flag.Bool("once", false, "program the rules once with every backend and exit")
 	cleanup := flag.Bool("cleanup", false, "remove the table and the VIP address and exit")
+	probe := flag.Bool("probe", false, "ask /readyz through the VIP once; exit 0 when it answers")
 	flag.Parse()
 	log.SetFlags(0)
 	if net.ParseIP(c.vip).To4() == nil {
 		log.Fatalf("kbuild-vip: --vip %q is not an IPv4 address", c.vip)
+	}
+	if *probe {
+		url := "https://" + net.JoinHostPort(c.vip, fmt.Sprint(c.port)) + "/readyz"
+		resp, err := newClient(c.timeout * 3).Get(url)
+		if err != nil {
+			log.Fatalf("kbuild-vip: %s: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			log.Fatalf("kbuild-vip: %s: %s", url, resp.Status)
+		}
+		return
 	}
 	if *cleanup {
 		if err := removeAll(c); err != nil {
@@ -108,14 +121,20 @@ func main() {
 	run(ctx, c)
 }
 
-func run(ctx context.Context, c config) {
-	client := &http.Client{
-		Timeout: c.timeout,
+// newClient asks /readyz without verifying TLS: the answer only says "alive";
+// kubelet and kubectl verify their own connections.
+func newClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
 		Transport: &http.Transport{
 			TLSClientConfig:   &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // liveness only
 			DisableKeepAlives: true,
 		},
 	}
+}
+
+func run(ctx context.Context, c config) {
+	client := newClient(c.timeout)
 	var programmed []string
 	healthyBefore := map[string]bool{}
 	for {

@@ -141,6 +141,8 @@ def test_vip_follows_the_live_backends(agent: Path, netns: dict[str, str],
         _wait("both backends programmed", lambda: healthy() == ["10.77.1.2", "10.77.2.2"])
         seen = {ask() for _ in range(12)}
         assert seen == {"b1", "b2"}
+        probe = [*ns, str(agent), "--vip", VIP, "--probe"]
+        assert subprocess.run(probe, capture_output=True, timeout=30).returncode == 0
         servers["b1"].kill()
         servers["b1"].wait()
         took = _wait("b1 dropped", lambda: healthy() == ["10.77.2.2"])
@@ -167,3 +169,4 @@ def test_vip_follows_the_live_backends(agent: Path, netns: dict[str, str],
     addrs = subprocess.run([*ns, "ip", "-o", "addr", "show", "dev", "lo"], capture_output=True,
                            text=True, check=True).stdout  # fmt: skip
     assert "kbuild-vip" not in rules and VIP not in addrs
+    assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0
