@@ -60,6 +60,37 @@ go_build_start kbuild-k8s-build "${OUT}"
 stamp_ok() { [[ -f ${STAMPS}/$1 && $(cat "${STAMPS}/$1") == "$2" ]]; }
 stamp_set() { printf '%s\n' "$2" >"${STAMPS}/$1.tmp" && mv -f "${STAMPS}/$1.tmp" "${STAMPS}/$1"; }
 
+# The binaries of each component (besides kubernetes, which is per version).
+declare -A FILES=(
+	[etcd]="etcd etcdctl" [coredns]=coredns [pause]=pause [crictl]=crictl
+	[containerd]="containerd containerd-shim-runc-v2 ctr" [runc]=runc
+	[cni]="$(for p in ${CNI_PLUGINS}; do printf 'cni/%s ' "${p}"; done)"
+	[flannel]="flanneld cni/flannel" [registry]=registry [vip]=kbuild-vip
+)
+
+# reuse COMPONENT STAMP: link the component's binaries from the cache of
+# another Kubernetes version built with the same stamp (two versions share
+# containerd, runc, the CNI plugins…: each is built once).
+reuse() {
+	local c=$1 want=$2 other f ok
+	for other in "${CACHE_ROOT}"/*/; do
+		other=${other%/}
+		[[ ${other} == "${OUT}" || ! -f ${other}/stamps/${c} ]] && continue
+		[[ $(cat "${other}/stamps/${c}") == "${want}" ]] || continue
+		ok=1
+		for f in ${FILES[${c}]}; do [[ -f ${other}/bin/${f} ]] || ok=0; done
+		[[ ${ok} == 1 ]] || continue
+		for f in ${FILES[${c}]}; do
+			mkdir -p "$(dirname "${BIN}/${f}")"
+			ln -f "${other}/bin/${f}" "${BIN}/${f}" 2>/dev/null || cp -f "${other}/bin/${f}" "${BIN}/${f}"
+		done
+		stamp_set "${c}" "${want}"
+		log "${c}: reused from ${other##*/}"
+		return 0
+	done
+	return 1
+}
+
 # --- versions kubeadm expects, read from the chosen release's source ---------
 K8S_SRC=$(module_dir k8s.io/kubernetes "${KUBERNETES_VERSION}")
 kubeadm_const() {
@@ -113,6 +144,7 @@ build_kubernetes() {
 build_etcd() {
 	local v=${ETCD_VERSION} dir sha
 	stamp_ok etcd "${v}" && { log "etcd ${v}: cached"; return; }
+	reuse etcd "${v}" && return
 	dir=$(prepare_module go.etcd.io/etcd/server/v3 "${v}" "${v}")
 	sha=$(module_commit go.etcd.io/etcd/server/v3 "${v}")
 	go_bin etcd "${dir}" go.etcd.io/etcd/server/v3 "${v}" 0 "" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:8}"
@@ -130,6 +162,7 @@ build_etcd() {
 build_coredns() {
 	local v=${COREDNS_VERSION} dir
 	stamp_ok coredns "${v}" && { log "coredns ${v}: cached"; return; }
+	reuse coredns "${v}" && return
 	dir=$(prepare_module github.com/coredns/coredns "${v}" "${v}")
 	go_bin coredns "${dir}" github.com/coredns/coredns "${v}" 0 "" \
 		"-s -w -X github.com/coredns/coredns/coremain.GitCommit=$(module_commit github.com/coredns/coredns "${v}")"
@@ -139,6 +172,7 @@ build_coredns() {
 build_pause() {
 	local v=${PAUSE_VERSION} start
 	stamp_ok pause "${EXPECT[pause]}" && { log "pause ${v}: cached"; return; }
+	reuse pause "${EXPECT[pause]}" && return
 	start=$(date +%s)
 	"${NICE[@]}" gcc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"${v}\"" \
 		-o "${BIN}/.pause.tmp" "${HERE}/pause/pause.c"
@@ -151,6 +185,7 @@ build_pause() {
 build_crictl() {
 	local v=${CRICTL_VERSION} dir
 	stamp_ok crictl "${v}" && { log "crictl ${v}: cached"; return; }
+	reuse crictl "${v}" && return
 	dir=$(prepare_module sigs.k8s.io/cri-tools "${v}" "${v}")
 	go_bin crictl "${dir}" sigs.k8s.io/cri-tools/cmd/crictl "${v}" 0 "" \
 		"-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=${v}"
@@ -160,6 +195,7 @@ build_crictl() {
 build_containerd() {
 	local v=${CONTAINERD_VERSION} dir ld p=github.com/containerd/containerd/v2
 	stamp_ok containerd "${v}" && { log "containerd ${v}: cached"; return; }
+	reuse containerd "${v}" && return
 	dir=$(prepare_module "${p}" "${v}" "${v}")
 	ld="-s -w -X ${p}/version.Version=${v} -X ${p}/version.Revision=$(module_commit "${p}" "${v}") -X ${p}/version.Package=${p}"
 	# btrfs needs cgo + kernel headers; devmapper/zfs are not used by kbuild.
@@ -172,6 +208,7 @@ build_containerd() {
 build_runc() {
 	local v=${RUNC_VERSION} dir
 	stamp_ok runc "${v}" && { log "runc ${v}: cached"; return; }
+	reuse runc "${v}" && return
 	# runc's nsenter is C (cgo is mandatory). seccomp links libseccomp
 	# (libseccomp-dev, static); libpathrs (Rust) is left out -> Go fallback.
 	# netgo/osusergo: no glibc NSS calls in the static binary.
@@ -184,6 +221,7 @@ build_runc() {
 build_cni() {
 	local v=${CNI_PLUGINS_VERSION} dir x path p=github.com/containernetworking/plugins
 	stamp_ok cni "${v} ${CNI_PLUGINS}" && { log "cni plugins ${v}: cached"; return; }
+	reuse cni "${v} ${CNI_PLUGINS}" && return
 	dir=$(prepare_module "${p}" "${v}" "${v}")
 	mkdir -p "${BIN}/cni"
 	for x in ${CNI_PLUGINS}; do
@@ -201,6 +239,7 @@ build_cni() {
 build_flannel() {
 	local v=${FLANNEL_VERSION} dir src f
 	stamp_ok flannel "${EXPECT[flannel]}" && { log "flannel ${v}: cached"; return; }
+	reuse flannel "${EXPECT[flannel]}" && return
 	dir=$(prepare_module github.com/flannel-io/flannel "${v}" "${v}")
 	# flanneld's main package imports every backend; the tencentvpc backend's
 	# SDK (github.com/tencentcloud/tencentcloud-sdk-go/tencentcloud/vpc) is not
@@ -226,6 +265,7 @@ build_flannel() {
 build_registry() {
 	local v=${DISTRIBUTION_VERSION} dir p=github.com/distribution/distribution/v3
 	stamp_ok registry "${v}" && { log "registry ${v}: cached"; return; }
+	reuse registry "${v}" && return
 	dir=$(prepare_module "${p}" "${v}" "${v}")
 	go_bin registry "${dir}" "${p}/cmd/registry" "${v}" 0 "" \
 		"-s -w -X ${p}/version.version=${v} -X ${p}/version.revision=$(module_commit "${p}" "${v}") -X ${p}/version.mainpkg=${p}"
@@ -234,6 +274,7 @@ build_registry() {
 
 build_vip() {
 	stamp_ok vip "${EXPECT[vip]}" && { log "kbuild-vip: cached"; return; }
+	reuse vip "${EXPECT[vip]}" && return
 	# kbuild's own VIP agent (standard library only): nodes reach the masters
 	# through it (docs/kubernetes-image.md, "High availability").
 	mkdir -p "${WORK}/vip-agent"

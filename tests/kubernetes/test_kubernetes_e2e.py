@@ -171,7 +171,7 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     assert json.loads(conns[h1.ip].run("cat /run/kbuild-vip/status.json").stdout)[
         "programmed"] == [h0.ip]
     sdir = env.state / CLUSTER
-    for name in ("ca.key", "registry.key"):
+    for name in ("ca.key", f"registry-{h0.ip}.key", f"registry-{h1.ip}.key"):
         assert stat.S_IMODE((sdir / "pki" / name).stat().st_mode) == 0o600
 
     # the test deployment: one pod per node, each reaches the Service by name from
