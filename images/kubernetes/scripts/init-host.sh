@@ -52,7 +52,10 @@ if ! is_master; then
     systemctl enable --now kbuild-vip.service
 fi
 systemctl enable --now containerd.service
-wait_for 60 "containerd's CRI" crictl info
+if ! wait_for 180 "containerd's CRI" crictl info; then
+    journalctl -u containerd.service --no-pager -n 20 >&2
+    exit 1
+fi
 systemctl enable kubelet.service
 # the mirror works: pull the sandbox image through a name outside the registry
 crictl pull "registry.k8s.io/pause:${SANDBOX_IMAGE##*:}" >/dev/null
