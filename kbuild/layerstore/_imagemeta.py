@@ -117,11 +117,13 @@ def default_cmds(app: AppInfo) -> list[str]:
 
     A helm app whose directory is the chart (it holds ``Chart.yaml``, as sealer
     copies a chart directory's contents) installs ``.``; a packed chart or an
-    older image's nested chart directory installs that entry.
+    older image's nested chart directory installs that entry. ``helm upgrade
+    --install`` (sealer: ``helm install``): the same command installs the app
+    and, for a newer image on a running cluster, upgrades it.
     """
     if app.type == "helm" and app.files:
         chart = "." if "Chart.yaml" in app.files else app.files[0]
-        return [f"helm install {shlex.quote(app.name)} {shlex.quote(chart)}"]
+        return [f"helm upgrade --install {shlex.quote(app.name)} {shlex.quote(chart)}"]
     if app.type == "kube":
         return [f"kubectl apply -f {shlex.quote(f)}" for f in app.files]
     if app.type == "shell":

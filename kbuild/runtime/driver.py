@@ -98,6 +98,14 @@ class ClusterDriver:
     def extend(self, flow: str, phases: PhaseList) -> None:
         """Insert this driver's phases into the phase list of ``flow``."""
 
+    def version(self, labels: Mapping[str, str]) -> str:
+        """What an image with these labels is, for the state (Kubernetes: its version)."""
+        return ""
+
+    def check_update(self, ctx: DriverContext, image: ImageInfo) -> None:
+        """Raise when ``image`` may not replace the image the cluster runs by
+        ``kbuild run``/``apply`` (an update of apps); any image may by default."""
+
     def prepare(self, ctx: DriverContext) -> None:
         """Client-side preparation once a converge starts changing hosts."""
 

@@ -206,3 +206,15 @@ def image_labels(store: Store, ref: str) -> dict[str, str]:
     except (KbuildError, KeyError, TypeError, AttributeError):
         return {}
     return {str(k): str(v) for k, v in (inner.get("Labels") or {}).items()}
+
+
+def runs_image(store: Store, ref: str, manifest: str) -> bool:
+    """True when ``ref`` is (or, an index, contains) the manifest ``manifest``:
+    a cluster recorded with ``manifest`` runs the image ``ref`` names."""
+    desc = store.resolve(ref)
+    if desc.digest == manifest:
+        return True
+    if desc.media_type in MediaType.INDEXES:
+        index = store.read_manifest(desc)
+        return any(m.get("digest") == manifest for m in index.get("manifests") or [])
+    return False

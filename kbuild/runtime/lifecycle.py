@@ -23,7 +23,7 @@ from kbuild.runtime.clusterfile import Clusterfile, Host
 from kbuild.runtime.driver import select_driver
 from kbuild.runtime.executor import Credentials, Result
 from kbuild.runtime.hostkeys import KnownHosts
-from kbuild.runtime.image import image_labels
+from kbuild.runtime.image import image_labels, runs_image
 from kbuild.runtime.phases.base import PlannedPhase
 from kbuild.runtime.phases.context import Context, Options, credentials
 from kbuild.runtime.phases.lists import (
@@ -87,7 +87,12 @@ def _converge(cf: Clusterfile, opts: Options, *, dry_run: bool, provider: str = 
         # the driver's phases decide what "finished" means; the image tells the driver
         ctx.driver = select_driver(image_labels(opts.store, c.image), opts.drivers)
         mgr = converge_list(ctx.driver)
-        start_converge(ctx, mgr.incomplete(ctx, c.all_hosts()))
+        unfinished = mgr.incomplete(ctx, c.all_hosts())
+        if ctx.state.manifest and not runs_image(opts.store, c.image, ctx.state.manifest):
+            # another image: every host moves to it (an update of the apps)
+            start_converge(ctx, c.all_hosts(), new_hosts=unfinished)
+        else:
+            start_converge(ctx, unfinished)
         planned = mgr.converge(ctx, dry_run=dry_run)
         preflight = next(p for p in mgr.phases if isinstance(p, PreflightPhase))
         assert ctx.image is not None

@@ -59,13 +59,22 @@ class ClusterPaths:
 
     @property
     def upper(self) -> str:
-        """The overlay upper dir (rendered files)."""
-        return f"{self.base}/upper"
+        """The overlay upper dir (rendered files) of the cluster's first image."""
+        return self.upper_of("")
 
     @property
     def work(self) -> str:
-        """The overlay work dir."""
-        return f"{self.base}/work"
+        """The overlay work dir of the cluster's first image."""
+        return self.work_of("")
+
+    def upper_of(self, tag: str) -> str:
+        """The upper dir of an image generation (``tag``: "" for the first image,
+        else 12 hex digits of the image's manifest digest)."""
+        return f"{self.base}/upper" + (f"-{tag}" if tag else "")
+
+    def work_of(self, tag: str) -> str:
+        """The work dir that goes with :meth:`upper_of`."""
+        return f"{self.base}/work" + (f"-{tag}" if tag else "")
 
     @property
     def lower(self) -> str:
@@ -90,8 +99,9 @@ def mounts_escape(path: str) -> str:
     return "".join(table.get(c, c) for c in path)
 
 
-def unit_text(paths: ClusterPaths, layers: Sequence[Layer]) -> str:
-    """The mount unit for ``layers`` (bottom first, as in the manifest)."""
+def unit_text(paths: ClusterPaths, layers: Sequence[Layer], tag: str = "") -> str:
+    """The mount unit for ``layers`` (bottom first, as in the manifest) over the
+    upper dir of generation ``tag``."""
     lowers = ":".join(f"{paths.lower}/{i}" for i in reversed(range(len(layers))))
     return (
         "# Written by kbuild: the root filesystem of cluster "
@@ -105,34 +115,52 @@ def unit_text(paths: ClusterPaths, layers: Sequence[Layer]) -> str:
         "What=overlay\n"
         f"Where={paths.rootfs}\n"
         "Type=overlay\n"
-        f"Options=lowerdir={lowers},upperdir={paths.upper},workdir={paths.work}\n\n"
+        f"Options=lowerdir={lowers},upperdir={paths.upper_of(tag)},workdir={paths.work_of(tag)}\n\n"
         "[Install]\n"
         "WantedBy=local-fs.target\n"
     )
 
 
-def mount_rootfs(conn: Executor, paths: ClusterPaths, layers: Sequence[Layer]) -> bool:
-    """Make the rootfs mounted with exactly these layers; True when something changed.
+def mount_rootfs(
+    conn: Executor, paths: ClusterPaths, layers: Sequence[Layer], tag: str = ""
+) -> bool:
+    """Make the rootfs mounted with exactly these layers over the upper dir of
+    generation ``tag``; True when something changed.
 
     Idempotent: when the unit file is unchanged and the mount is active,
-    nothing is touched.
+    nothing is touched. A new generation (another image on a running host)
+    starts as a copy of the current upper dir (files kbuild and the scripts
+    wrote), and the old mount is detached lazily: processes started from it
+    (containerd's shims, the kubelet) keep running from it until they are
+    restarted, new processes see the new image.
     """
-    text = unit_text(paths, layers)
+    text = unit_text(paths, layers, tag)
     q = shlex.quote
     links = " ".join(
         q(f"{i}:{layer_store(paths.data_root)}/{layer.hex}/fs") for i, layer in enumerate(layers)
     )
+    upper, work = paths.upper_of(tag), paths.work_of(tag)
     script = f"""
 set -eu
 unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
 entry={q(" " + mounts_escape(paths.rootfs) + " overlay ")}
+upper={q(upper)}
 if [ -f "$unit" ] && cmp -s "$unit" - && systemctl is-active --quiet "$name" \
    && grep -qF -e "$entry" /proc/self/mounts; then
     echo unchanged; exit 0
 fi
-if systemctl is-active --quiet "$name"; then systemctl stop "$name"; fi
-mkdir -p {q(paths.upper)} {q(paths.work)} {q(paths.rootfs)} {q(paths.lower)}
+prev=""
+[ -f "$unit" ] && prev=$(sed -n 's/^Options=.*upperdir=\\([^,]*\\),.*/\\1/p' "$unit")
+mkdir -p "$upper" {q(work)} {q(paths.rootfs)} {q(paths.lower)}
 chmod 700 {q(paths.base)}
+if [ -n "$prev" ] && [ "$prev" != "$upper" ] && [ -d "$prev" ] && [ ! -e "$upper.copied" ]; then
+    cp -a "$prev/." "$upper/"
+    touch "$upper.copied"
+fi
+if grep -qF -e "$entry" /proc/self/mounts; then
+    umount "$rootfs" 2>/dev/null || umount -l "$rootfs"
+fi
+systemctl reset-failed "$name" 2>/dev/null || true
 rm -f {q(paths.lower)}/*
 for pair in {links}; do
     n=${{pair%%:*}}; target=${{pair#*:}}
@@ -145,7 +173,7 @@ chmod 644 "$tmp"
 mv -f "$tmp" "$unit"
 systemctl daemon-reload
 systemctl enable "$name" >/dev/null 2>&1
-if ! systemctl start "$name"; then
+if ! systemctl restart "$name"; then
     systemctl status --no-pager "$name" 2>&1 | tail -n 5 >&2 || true
     dmesg 2>/dev/null | grep -i overlay | tail -n 3 >&2 || true
     exit 4

@@ -36,6 +36,10 @@ class HostRecord:
 
     roles: list[str]
     steps: list[str] = field(default_factory=list)
+    image: str = ""
+    """The manifest digest of the image the host's rootfs is mounted with."""
+    upper: str = ""
+    """The generation tag of its upper dir ("" for the cluster's first image)."""
 
     def done(self, step: str) -> bool:
         """True when ``step`` finished on this host."""
@@ -55,6 +59,10 @@ class ClusterState:
     status: str = "new"
     provider: str = ""
     driver: str = ""
+    version: str = ""
+    """What the driver says the image is (Kubernetes: its version)."""
+    images: list[str] = field(default_factory=list)
+    """Every image manifest the cluster ran, oldest first."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form."""
@@ -66,8 +74,13 @@ class ClusterState:
             "status": self.status,
             "provider": self.provider,
             "driver": self.driver,
+            "version": self.version,
+            "images": list(self.images),
             "clusterSteps": list(self.cluster_steps),
-            "hosts": {ip: {"roles": r.roles, "steps": r.steps} for ip, r in self.hosts.items()},
+            "hosts": {
+                ip: {"roles": r.roles, "steps": r.steps, "image": r.image, "upper": r.upper}
+                for ip, r in self.hosts.items()
+            },
         }
 
     @classmethod
@@ -81,9 +94,16 @@ class ClusterState:
             status=data.get("status", "new"),
             provider=data.get("provider", ""),
             driver=data.get("driver", ""),
+            version=data.get("version", ""),
+            images=list(data.get("images", [])),
             cluster_steps=list(data.get("clusterSteps", [])),
             hosts={
-                ip: HostRecord(roles=list(h.get("roles", [])), steps=list(h.get("steps", [])))
+                ip: HostRecord(
+                    roles=list(h.get("roles", [])),
+                    steps=list(h.get("steps", [])),
+                    image=str(h.get("image", "")),
+                    upper=str(h.get("upper", "")),
+                )
                 for ip, h in data.get("hosts", {}).items()
             },
         )

@@ -44,7 +44,7 @@ LAUNCH ["calico", "nginx", "dash", "init", "other"]
     meta = _meta(built)
     apps = meta.apps
     # sealer's layout: the chart directory's contents are the app's directory
-    assert apps["nginx"].type == "helm" and apps["nginx"].cmds == ["helm install nginx ."]
+    assert apps["nginx"].type == "helm" and apps["nginx"].cmds == ["helm upgrade --install nginx ."]
     assert apps["nginx"].files == ["Chart.yaml", "values.yaml"]
     assert apps["dash"].type == "kube"
     assert apps["dash"].cmds == ["kubectl apply -f dashboard.yaml", "kubectl apply -f rbac.yml"]
@@ -146,7 +146,7 @@ LAUNCH ["es", "nginx", "cfg"]
                    for n in files)
     apps = _meta(built).apps
     assert apps["es"].cmds == ["kubectl apply -f es.yaml"] and apps["es"].app_cmds
-    assert (apps["nginx"].type, apps["nginx"].cmds) == ("helm", ["helm install nginx ."])
+    assert (apps["nginx"].type, apps["nginx"].cmds) == ("helm", ["helm upgrade --install nginx ."])
     assert apps["cfg"].cmds == ["kubectl apply -f a.yaml", "kubectl apply -f b.yml"]
     assert [(c.name, c.sources[0].app) for c in _meta(built).images] == [
         ("docker.io/local/nginx:1.27", "nginx"), ("docker.io/local/es:8", "es")]

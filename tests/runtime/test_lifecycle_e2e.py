@@ -142,6 +142,28 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
     ex = kbuild(env, "exec", "--cluster-name", "e2e", "--roles", "node", "--", "hostname")
     assert sorted(ex.stdout.splitlines()) == sorted(f"[{ips[i]}] h{i}" for i in (1, 2, 3))
 
+    # another image on the running cluster (an update): only its layer is
+    # sent, every rootfs moves to it in an upper dir of its own, the apps
+    # launch again, a re-run changes nothing
+    v2 = _update_image(env, tmp_path)
+    cf2 = tmp_path / "Clusterfile.v2"
+    cf2.write_text((sdir / "Clusterfile").read_text().replace(f"image: {IMAGE}", f"image: {v2}"))
+    up = kbuild(env, "run", "-f", str(cf2), "--progress", "plain")
+    running = ips
+    assert up.stderr.count("sending: layer 1/1 ") == len(running)
+    state = json.loads((sdir / "state.json").read_text())
+    assert len(state["images"]) == 2 and state["manifest"] == state["images"][1]
+    tag = state["images"][1][7:19]
+    for ip in running:
+        c = conns[ip]
+        assert c.run(f"cat {DATA_ROOT}/e2e/rootfs/v2.txt").stdout == "v2\n"
+        assert c.run(f"test -f {DATA_ROOT}/e2e/upper-{tag}/etc/hello-service.env").ok
+        assert state["hosts"][ip]["image"] == state["manifest"]
+        assert get(ip).startswith("hi-e2e from")
+    assert m0.run(f"cat {DATA_ROOT}/e2e/rootfs/v2-launched").stdout == "v2 launched\n"
+    again = kbuild(env, "run", "-f", str(cf2), "--progress", "plain")
+    assert "sending" not in again.stderr and "==>" not in again.stderr
+
     # delete one node: it is clean, the others still serve
     kbuild(env, "delete", "--nodes", ips[1], "--cluster-name", "e2e", "--progress", "plain")
     assert refused(ips[1])
@@ -156,6 +178,20 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
         assert snapshot(c, DATA_ROOT) == before[ip], ip
         assert refused(ip)
     assert not sdir.exists()
+
+
+def _update_image(env: Env, tmp_path: Path) -> str:
+    """hello-service v2: the example plus a file, and a launch of its own."""
+    ctx = tmp_path / "v2"
+    ctx.mkdir()
+    (ctx / "v2.txt").write_text("v2\n")
+    (ctx / "Kubefile").write_text(
+        f"FROM {IMAGE}\nCOPY v2.txt v2.txt\n"
+        'CMDS ["sh application/apps/welcome/welcome.sh",'
+        ' "echo v2 launched > $KBUILD_ROOTFS/v2-launched"]\n'
+    )
+    kbuild(env, "build", "-t", "hello-service:e2e-v2", "--progress", "plain", str(ctx))
+    return "hello-service:e2e-v2"
 
 
 def test_dry_run_changes_nothing(env: Env, two: HostSet, tmp_path: Path) -> None:

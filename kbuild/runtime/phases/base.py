@@ -51,6 +51,10 @@ class Phase(abc.ABC):
     when: Callable[[Context], bool] | None = None
     """A condition on the operation (e.g. a scale-up) besides having hosts."""
 
+    def record_key(self, ctx: Context) -> str:
+        """The name the state records this phase under (its title by default)."""
+        return self.title
+
     def applies_to(self, ctx: Context, host: Host) -> bool:
         """Whether the phase concerns ``host`` at all (e.g. join-host: not master0)."""
         return True

@@ -90,6 +90,9 @@ class Context:
         self.facts: dict[str, HostFacts] = {}
         self.targets: list[Host] = []
         """The hosts this operation works on (converge: those not finished)."""
+        self.generation = ""
+        """The image's generation tag: "" for the cluster's first image, else 12
+        hex digits of its manifest digest (its own upper dir, its own launch)."""
         self.scaleup = False
         """The converge adds hosts to a cluster that finished installing."""
         self.failed: dict[str, KbuildError] = {}
@@ -202,17 +205,19 @@ class Context:
     # ------------------------------------------------------------ image
 
     def load_image(self, arch: str | None) -> ImageInfo:
-        """The image for hosts of ``arch``, its layer scans, plugins and driver."""
+        """The image for hosts of ``arch``, its layer scans, plugins and driver.
+
+        Another image than the one the cluster runs is an update: the driver
+        says whether it may be one (Kubernetes: the same version; an upgrade
+        has a command of its own), and the image gets a generation of its own
+        (:attr:`generation`).
+        """
         image = inspect_image(self.opts.store, self.cf.cluster.image, arch=arch)
-        if self.state.manifest and self.state.manifest != image.manifest_digest:
-            raise ClusterError(
-                f"cluster {self.cf.cluster.name} runs {self.state.image} "
-                f"({self.state.manifest[:19]}), "
-                f"and {self.cf.cluster.image} is now {image.manifest_digest[:19]}",
-                hint="changing the image of a running cluster (upgrade) is not supported; "
-                "delete the cluster first or use the image it was created with",
-            )
         self._use_image(image)
+        if self.state.manifest and self.state.manifest != image.manifest_digest:
+            self.driver.check_update(self, image)
+        first = self.state.images[0] if self.state.images else image.manifest_digest
+        self.generation = "" if first == image.manifest_digest else image.manifest_digest[7:19]
         return image
 
     def try_load_image(self) -> None:

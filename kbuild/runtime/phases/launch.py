@@ -18,6 +18,10 @@ class LaunchPhase(Phase):
     title = titles.LAUNCH
     scope = "cluster"
 
+    def record_key(self, ctx: Context) -> str:
+        """Once per image: a newer image on the cluster launches its apps again."""
+        return f"{self.title}@{ctx.generation}" if ctx.generation else self.title
+
     def run(self, ctx: Context, host: Host) -> None:
         """The commands in order; the first failure stops them."""
         assert ctx.image is not None

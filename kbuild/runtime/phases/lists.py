@@ -46,11 +46,15 @@ from kbuild.runtime.phases.scripts import ScriptPhase
 __all__ = ["converge_list", "delete_cluster_list", "delete_hosts_list", "start_converge"]
 
 
-def start_converge(ctx: Context, targets: list[Host]) -> None:
-    """The hosts a converge works on, and whether it is a scale-up (hosts join a
-    cluster that finished installing), decided once before the list runs."""
+def start_converge(
+    ctx: Context, targets: list[Host], *, new_hosts: list[Host] | None = None
+) -> None:
+    """The hosts a converge works on, and whether it is a scale-up (hosts not
+    finished yet — ``new_hosts``, by default the targets — join a cluster that
+    finished installing), decided once before the list runs."""
     ctx.targets = targets
-    ctx.scaleup = titles.POST_INSTALL in ctx.state.cluster_steps and bool(targets)
+    joining = targets if new_hosts is None else new_hosts
+    ctx.scaleup = titles.POST_INSTALL in ctx.state.cluster_steps and bool(joining)
 
 
 def is_scaleup(ctx: Context) -> bool:

@@ -73,9 +73,10 @@ class Manager:
         hosts = [h for h in phase.hosts(ctx) if h.ip not in ctx.failed]
         if not phase.recorded:
             return hosts
+        key = phase.record_key(ctx)
         if phase.scope == "cluster":
-            return [] if phase.title in ctx.state.cluster_steps else hosts
-        return [h for h in hosts if not ctx.record(h).done(phase.title)]
+            return [] if key in ctx.state.cluster_steps else hosts
+        return [h for h in hosts if not ctx.record(h).done(key)]
 
     def incomplete(self, ctx: Context, hosts: Iterable[Host]) -> list[Host]:
         """Hosts on which some recorded host phase of this list is not done."""
@@ -83,21 +84,24 @@ class Manager:
         out = []
         for h in hosts:
             rec = ctx.state.hosts.get(h.ip)
-            if rec is None or any(p.applies_to(ctx, h) and not rec.done(p.title) for p in steps):
+            if rec is None or any(
+                p.applies_to(ctx, h) and not rec.done(p.record_key(ctx)) for p in steps
+            ):
                 out.append(h)
         return out
 
     def _mark_done(self, ctx: Context, phase: Phase, ips: Iterable[str]) -> None:
         if not phase.recorded:
             return
+        key = phase.record_key(ctx)
         if phase.scope == "cluster":
-            if phase.title not in ctx.state.cluster_steps:
-                ctx.state.cluster_steps.append(phase.title)
+            if key not in ctx.state.cluster_steps:
+                ctx.state.cluster_steps.append(key)
         else:
             for ip in ips:
                 steps = ctx.state.hosts[ip].steps
-                if phase.title not in steps:
-                    steps.append(phase.title)
+                if key not in steps:
+                    steps.append(key)
         ctx.save()
 
     # ------------------------------------------------------------ running

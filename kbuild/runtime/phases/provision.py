@@ -56,8 +56,11 @@ class ProvisionPhase(Phase):
         c = ctx.cf.cluster
         ctx.state.image = c.image
         ctx.state.manifest = ctx.image.manifest_digest
+        if ctx.image.manifest_digest not in ctx.state.images:
+            ctx.state.images.append(ctx.image.manifest_digest)
         ctx.state.data_root = c.data_root
         ctx.state.driver = ctx.driver.kind
+        ctx.state.version = ctx.driver.version(ctx.image.labels)
         ctx.state.status = "running"
         for h in c.all_hosts():
             ctx.record(h)
@@ -79,8 +82,12 @@ class ProvisionPhase(Phase):
         send_missing(
             conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
         )
-        if mount_rootfs(conn, paths, ctx.image.layers):
+        if mount_rootfs(conn, paths, ctx.image.layers, ctx.generation):
             emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
+        rec = ctx.record(host)
+        if (rec.image, rec.upper) != (ctx.image.manifest_digest, ctx.generation):
+            rec.image, rec.upper = ctx.image.manifest_digest, ctx.generation
+            ctx.save()
         files: dict[str, bytes | FileSpec] = dict(
             render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
         )

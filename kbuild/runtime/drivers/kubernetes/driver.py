@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from kbuild.errors import ClusterError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import CONVERGE, DELETE_HOSTS, ClusterDriver, DriverContext, PhaseList
@@ -24,6 +25,7 @@ from kbuild.runtime.drivers.kubernetes.phases import (
 )
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
 from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.image import ImageInfo
 
 __all__ = ["KubernetesDriver"]
 
@@ -51,6 +53,22 @@ class KubernetesDriver(ClusterDriver):
                                 LabelsPhase())  # fmt: skip
         elif flow == DELETE_HOSTS:
             phases.insert_after(titles.FORGET, VipBackendsPhase())
+
+    def version(self, labels: Mapping[str, str]) -> str:
+        """The Kubernetes version of the image."""
+        return labels.get(files.LABEL, "")
+
+    def check_update(self, ctx: DriverContext, image: ImageInfo) -> None:
+        """An app image on the running Kubernetes may replace the image; another
+        Kubernetes version is an upgrade (``kbuild upgrade``)."""
+        running = ctx.state.version
+        wanted = self.version(image.labels)
+        if running and wanted != running:
+            raise ClusterError(
+                f"cluster {ctx.cf.cluster.name} runs Kubernetes {running}; "
+                f"{ctx.cf.cluster.image} is Kubernetes {wanted or '(none)'}",
+                hint=f"move the cluster to it with `kbuild upgrade {ctx.cf.cluster.image}`",
+            )
 
     def prepare(self, ctx: DriverContext) -> None:
         """The env the scripts use is checked; the cluster CA and the registry
