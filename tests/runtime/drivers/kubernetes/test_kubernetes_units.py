@@ -17,7 +17,7 @@ import yaml
 
 from kbuild.errors import ClusterError
 from kbuild.runtime import clusterfile as cfmod
-from kbuild.runtime.drivers.kubernetes import KubernetesDriver, files, kubectl, pki
+from kbuild.runtime.drivers.kubernetes import KubernetesDriver, files, ha, kubectl, pki
 from kbuild.runtime.drivers.kubernetes.pki import cluster_pki
 from kbuild.runtime.executor import FileSpec, Result
 from kbuild.runtime.image import ImageInfo
@@ -61,23 +61,24 @@ def test_detection() -> None:
         files.kubernetes_version(image({files.LABEL: "latest"}))
 
 
-def test_cluster_pki_made_once_reissued_for_new_master0(tmp_path: Path) -> None:
+def test_cluster_pki_made_once_registry_cert_per_host(tmp_path: Path) -> None:
     cf = cfmod.loads(CF)
-    first = cluster_pki(tmp_path, cf.cluster, "sea.hub")
+    first = cluster_pki(tmp_path, cf.cluster)
+    m0 = first.registry("sea.hub", "10.0.0.2")
     d = tmp_path / "pki"
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
-    for name in ("ca.key", "registry.key"):
+    for name in ("ca.key", "registry-10.0.0.2.key"):
         assert stat.S_IMODE((d / name).stat().st_mode) == 0o600
-    names, ips = pki.san_names(first.registry)
-    assert "sea.hub" in names and "10.0.0.2" in ips
-    again = cluster_pki(tmp_path, cf.cluster, "sea.hub")
+    names, ips = pki.san_names(m0)
+    assert "sea.hub" in names and set(ips) == {"10.0.0.2", "127.0.0.1"}
+    n1 = first.registry("sea.hub", "10.0.0.3")
+    assert "10.0.0.2" not in pki.san_names(n1)[1]
+    again = cluster_pki(tmp_path, cf.cluster)
     assert again.ca.cert_pem == first.ca.cert_pem
-    assert again.registry.cert_pem == first.registry.cert_pem
-    moved = cfmod.loads(CF.replace("10.0.0.2", "10.0.0.9"))
-    third = cluster_pki(tmp_path, moved.cluster, "sea.hub")
-    assert third.ca.cert_pem == first.ca.cert_pem
-    assert third.registry.cert_pem != first.registry.cert_pem
-    assert "10.0.0.9" in pki.san_names(third.registry)[1]
+    assert again.registry("sea.hub", "10.0.0.2").cert_pem == m0.cert_pem
+    # another registry domain: the certificate is issued again, by the same CA
+    other = again.registry("hub.example", "10.0.0.2")
+    assert other.cert_pem != m0.cert_pem and "hub.example" in pki.san_names(other)[0]
     (tmp_path / "kubeconfig").write_text("x")
     kubectl.forget(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -92,7 +93,7 @@ Files = dict[str, bytes | FileSpec]
 
 def _files(tmp_path: Path) -> tuple[Files, Files, bytes]:
     cf = cfmod.loads(CF)
-    p = cluster_pki(tmp_path, cf.cluster, "sea.hub")
+    p = cluster_pki(tmp_path, cf.cluster)
     config = files.kubeadm_config(cf, image(), None)
     m0, n1 = (
         files.host_files(cf, cf.cluster.host(ip), image(), p.ca.cert_pem, rootfs="/d/kt/rootfs",
@@ -134,15 +135,18 @@ def test_host_files(tmp_path: Path) -> None:
     assert 'server = "https://sea.hub:5000"' in default
     env = m0["etc/kbuild/kube.env"].decode()
     assert "REGISTRY=sea.hub:5000\n" in env and "POD_CIDR=10.244.0.0/16\n" in env
-    aliases = files.host_alias_lines(cfmod.loads(CF).cluster)
-    assert aliases == "10.0.0.2 sea.hub apiserver.cluster.local\n"
+    # nodes reach the masters through the VIP agent; every host pulls from itself first
+    assert n1[ha.VIP_BACKENDS].decode().splitlines()[1:] == ["10.0.0.2"]
+    assert ha.VIP_BACKENDS not in m0
+    assert 'server = "https://10.0.0.2:5000"' not in str(m0)
+    assert "10.0.0.2:5000" in str(n1["etc/kbuild/containerd/certs.d/sea.hub:5000/hosts.toml"])
 
 
 def test_secret_files_modes(tmp_path: Path) -> None:
     cf = cfmod.loads(CF)
-    p = cluster_pki(tmp_path, cf.cluster, "sea.hub")
-    secret = files.master0_secret_files("/d/kt", p.registry, "/d/kt/rootfs")
-    assert secret["/d/kt/pki/registry.key"] == FileSpec(p.registry.key_pem, 0o600)
+    pair = cluster_pki(tmp_path, cf.cluster).registry("sea.hub", "10.0.0.3")
+    secret = files.registry_files("/d/kt", pair, "/d/kt/rootfs", 5000)
+    assert secret["/d/kt/pki/registry.key"] == FileSpec(pair.key_pem, 0o600)
     config = yaml.safe_load(secret["/d/kt/pki/registry.yml"].data)
     assert config["storage"]["filesystem"]["rootdirectory"] == "/d/kt/rootfs/registry"
     assert config["http"]["tls"]["key"] == "/d/kt/pki/registry.key"
