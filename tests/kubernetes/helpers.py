@@ -28,10 +28,11 @@ CP_TAINT = "node-role.kubernetes.io/control-plane"
 VIP = "10.103.97.2"
 
 
-def build_base() -> None:
-    """The base image (build.sh: cached binaries, cached layers) in STORE."""
+def build_base(version: str = K8S) -> None:
+    """The base image ``kubernetes:<version>`` (build.sh: cached binaries,
+    cached layers) in STORE."""
     proc = subprocess.run(
-        [str(REPO / "images/kubernetes/build.sh"), K8S],
+        [str(REPO / "images/kubernetes/build.sh"), version],
         env={**os.environ, "KBUILD_ROOT": str(STORE), "PYTHONPATH": str(REPO),
              "KBUILD": f"{sys.executable} -m kbuild.cli.main"},
         capture_output=True, text=True, timeout=3600, check=False,
@@ -102,8 +103,12 @@ def kubectl(m0: Connection, args: str, *, check: bool = True) -> str:
 
 
 def ready_nodes(m0: Connection) -> dict[str, bool]:
-    out = kubectl(m0, "get nodes -o json", check=False)
-    if not out.strip():
+    """Node address -> Ready, as the API server on ``m0`` answers ({} when it
+    does not answer: why is printed)."""
+    res = m0.run("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o json", check=False)
+    out = res.stdout
+    if not res.ok or not out.strip():
+        print(f"[{m0.host}] kubectl get nodes: rc={res.exit_status}: {res.stderr.strip()[-500:]}")
         return {}
     ready: dict[str, bool] = {}
     for item in json.loads(out)["items"]:

@@ -17,10 +17,12 @@ from kbuild.runtime.providers.podman.hosts import (
     delete_all,
     delete_by_label,
     delete_cluster,
+    freeze_host,
     list_clusters,
     restart_host,
     start_host,
     stop_host,
+    thaw_host,
     wait_for_ssh,
 )
 from kbuild.runtime.providers.podman.image import (
@@ -48,6 +50,7 @@ __all__ = [
     "delete_by_label",
     "delete_cluster",
     "ensure_host_image",
+    "freeze_host",
     "host_cache_dir",
     "list_clusters",
     "network_name",
@@ -55,6 +58,7 @@ __all__ = [
     "restart_host",
     "start_host",
     "stop_host",
+    "thaw_host",
     "volume_name",
     "wait_for_ssh",
 ]

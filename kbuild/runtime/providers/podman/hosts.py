@@ -247,6 +247,21 @@ def stop_host(container: str) -> None:
     podman("stop", "-t", "2", container, timeout=60, what=container)
 
 
+def freeze_host(container: str) -> None:
+    """Make a host stop answering at once, as a hung or powerless machine does:
+    every process in it is frozen (cgroup freezer); :func:`thaw_host` resumes it.
+
+    Not ``podman stop``/``start``: on cgroup v1 the host containers share the
+    name=systemd hierarchy, and one host's systemd shutting down or booting
+    wipes the cgroups the others' containerd and kubelet use."""
+    podman("pause", container, timeout=60, what=container)
+
+
+def thaw_host(container: str) -> None:
+    """Resume a host frozen by :func:`freeze_host`."""
+    podman("unpause", container, timeout=60, what=container)
+
+
 def start_host(host: PodmanHost, *, ssh_timeout: float = 90.0) -> str:
     """Start a stopped host again and wait for sshd; returns its (new) address."""
     podman("start", host.container, timeout=60, what=host.container)
