@@ -67,6 +67,12 @@ for r in m.get("Replace") or []:
     old = r["Old"]["Path"] + (" " + r["Old"]["Version"] if r["Old"].get("Version") else "")
     new_path = r["New"]["Path"]
     if new_path.startswith((".", "/")):
+        # a guard such as the etcd module "go.etcd.io/etcd => ./FORBIDDEN_DEPENDENCY",
+        # or a path whose major version cannot take relver: no replace
+        major = relver.lstrip("v").split(".")[0]
+        suffix = r["Old"]["Path"].rsplit("/", 1)[-1]
+        if "FORBIDDEN" in new_path or (major not in ("0", "1") and suffix != "v" + major):
+            continue
         new = "%s %s" % (r["Old"]["Path"], relver)
     else:
         new = new_path + (" " + r["New"]["Version"] if r["New"].get("Version") else "")

@@ -34,6 +34,8 @@ COMMAND_MODULES: dict[str, str] = {
     "delete": "cluster",
     "apply": "cluster",
     "exec": "cluster",
+    "upgrade": "day2",
+    "status": "day2",
 }
 
 

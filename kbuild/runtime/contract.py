@@ -12,6 +12,8 @@ their shebang when executable, else with ``sh``):
 * ``scripts/leave-cluster.sh``  master0, before hosts are deleted
 * ``scripts/clean-host.sh``     every host being deleted
 * ``scripts/clean-cluster.sh``  master0, at ``delete --all``
+* ``scripts/upgrade-host.sh``   every host moving to a newer image of its kind
+  (``kbuild upgrade``; the cluster driver says when and with what env)
 
 Their environment: the image's ENV, under the Clusterfile env, under the host
 env (names that are valid shell names), plus the ``KBUILD_*`` variables of
@@ -48,6 +50,7 @@ SCRIPTS = {
         titles.LEAVE_CLUSTER,
         titles.CLEAN_HOST,
         titles.CLEAN_CLUSTER,
+        titles.UPGRADE_HOST,
     )
 }
 """Contract phase name → script path in the rootfs."""

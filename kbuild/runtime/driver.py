@@ -29,8 +29,10 @@ from kbuild.runtime.image import ImageInfo
 from kbuild.runtime.mount import ClusterPaths
 from kbuild.runtime.state import ClusterState, StateDir
 
-__all__ = ["CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "ClusterDriver", "DriverContext",
-           "NullDriver", "PhaseList", "driver_by_kind", "select_driver"]  # fmt: skip
+__all__ = [
+    "CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "UPGRADE", "ClusterDriver",
+    "DriverContext", "NullDriver", "PhaseList", "driver_by_kind", "select_driver",
+]  # fmt: skip
 
 CONVERGE = "converge"
 """The flow of run, join and apply: bring hosts to the finished state."""
@@ -38,6 +40,8 @@ DELETE_HOSTS = "delete-hosts"
 """The flow of ``delete --masters/--nodes``."""
 DELETE_CLUSTER = "delete-cluster"
 """The flow of ``delete --all`` on hosts that stay."""
+UPGRADE = "upgrade"
+"""The flow of ``kbuild upgrade IMAGE`` (after a generic preflight of the new image)."""
 
 
 class DriverContext(Protocol):
@@ -50,6 +54,7 @@ class DriverContext(Protocol):
     paths: ClusterPaths
     image: ImageInfo | None
     targets: list[Host]
+    params: dict[str, object]
 
     @property
     def master0(self) -> Host:

@@ -288,23 +288,37 @@ def run_flow(
     params: Mapping[str, object] | None = None,
     dry_run: bool = False,
     cf: Clusterfile | None = None,
+    new_image: bool = False,
 ) -> FlowResult:
     """A flow of the cluster's driver (backup, restore, certificates, upgrade…)
     on a recorded cluster: the driver fills the phase list of ``flow``
     (:meth:`ClusterDriver.extend`), the manager runs it with ``params`` in
-    ``ctx.params``. A cluster whose kind has no such flow is an error."""
+    ``ctx.params``. A cluster whose kind has no such flow is an error.
+
+    ``new_image``: ``cf`` names another image the flow moves the cluster to
+    (upgrade); the list starts with the preflight that reads it on every host,
+    and the cluster's status says whether the flow finished (a re-run continues)."""
     cf = cf or load_recorded(name, opts)
     ctx = Context(cf, opts)
     try:
-        ctx.try_load_image()
-        mgr = Manager()
+        if new_image:
+            ctx.opts.store.resolve(cf.cluster.image)
+            ctx.driver = select_driver(image_labels(opts.store, cf.cluster.image), opts.drivers)
+            if ctx.state.driver and ctx.state.driver != ctx.driver.kind:
+                raise ClusterError(
+                    f"cluster {cf.cluster.name} is a {ctx.state.driver} cluster; "
+                    f"{cf.cluster.image} is a {ctx.driver.kind} image"
+                )
+        else:
+            ctx.try_load_image()
+        mgr = Manager([PreflightPhase()] if new_image else [])
         ctx.driver.extend(flow, mgr)
-        if not mgr.phases:
+        if len(mgr.phases) == (1 if new_image else 0):
             kind = ctx.driver.kind if ctx.driver.kind != "none" else "of no known kind"
             raise ClusterError(f"cluster {cf.cluster.name} ({kind}) has no {flow}")
         ctx.params = dict(params or {})
         ctx.targets = cf.cluster.all_hosts()
-        planned = mgr.run(ctx, dry_run=dry_run)
+        planned = (mgr.converge if new_image else mgr.run)(ctx, dry_run=dry_run)
         return FlowResult(planned, ctx.results)
     finally:
         ctx.close()

@@ -40,6 +40,8 @@ class HostRecord:
     """The manifest digest of the image the host's rootfs is mounted with."""
     upper: str = ""
     """The generation tag of its upper dir ("" for the cluster's first image)."""
+    version: str = ""
+    """What the driver says the host runs (Kubernetes: its kubelet's version)."""
 
     def done(self, step: str) -> bool:
         """True when ``step`` finished on this host."""
@@ -78,7 +80,8 @@ class ClusterState:
             "images": list(self.images),
             "clusterSteps": list(self.cluster_steps),
             "hosts": {
-                ip: {"roles": r.roles, "steps": r.steps, "image": r.image, "upper": r.upper}
+                ip: {"roles": r.roles, "steps": r.steps, "image": r.image, "upper": r.upper,
+                     "version": r.version}
                 for ip, r in self.hosts.items()
             },
         }
@@ -103,6 +106,7 @@ class ClusterState:
                     steps=list(h.get("steps", [])),
                     image=str(h.get("image", "")),
                     upper=str(h.get("upper", "")),
+                    version=str(h.get("version", "")),
                 )
                 for ip, h in data.get("hosts", {}).items()
             },

@@ -13,20 +13,7 @@ if [ ! -f etc/kbuild/absent-dirs ]; then
     mv etc/kbuild/absent-dirs.tmp etc/kbuild/absent-dirs
 fi
 for b in $LINKED; do ln -sfn "$ROOTFS/bin/$b" "/usr/local/bin/$b"; done
-mkdir -p /etc/containerd /etc/cni/net.d "$CONTAINERD_ROOT"
-cp etc/kbuild/containerd/config.toml /etc/containerd/config.toml.tmp
-mv -f /etc/containerd/config.toml.tmp /etc/containerd/config.toml
-rm -rf /etc/containerd/certs.d.tmp
-cp -r etc/kbuild/containerd/certs.d /etc/containerd/certs.d.tmp
-rm -rf /etc/containerd/certs.d
-mv /etc/containerd/certs.d.tmp /etc/containerd/certs.d
-cp etc/cni/net.d/10-flannel.conflist /etc/cni/net.d/10-flannel.conflist
-printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30\n' "$CRI_SOCKET" "$CRI_SOCKET" >/etc/crictl.yaml
-cp etc/systemd/containerd.service etc/systemd/kubelet.service etc/systemd/kbuild-registry.service \
-    /etc/systemd/system/
-if ! is_master; then
-    cp etc/systemd/kbuild-vip.service /etc/systemd/system/
-fi
+install_host_files
 # kubeadm preflight wants these; a host that is a container may not let us write them
 modprobe br_netfilter 2>/dev/null || true
 for s in net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do

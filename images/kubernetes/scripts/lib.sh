@@ -47,6 +47,24 @@ node_of() {
         done
 }
 
+# install_host_files: containerd's config and certs.d, the CNI config, crictl's
+# config and the units, from this rootfs to the host (init-host, upgrade-host)
+install_host_files() {
+    mkdir -p /etc/containerd /etc/cni/net.d "$CONTAINERD_ROOT"
+    cp etc/kbuild/containerd/config.toml /etc/containerd/config.toml.tmp
+    mv -f /etc/containerd/config.toml.tmp /etc/containerd/config.toml
+    rm -rf /etc/containerd/certs.d.tmp
+    cp -r etc/kbuild/containerd/certs.d /etc/containerd/certs.d.tmp
+    rm -rf /etc/containerd/certs.d
+    mv /etc/containerd/certs.d.tmp /etc/containerd/certs.d
+    cp etc/cni/net.d/10-flannel.conflist /etc/cni/net.d/10-flannel.conflist
+    printf 'runtime-endpoint: %s\nimage-endpoint: %s\ntimeout: 30\n' "$CRI_SOCKET" "$CRI_SOCKET" >/etc/crictl.yaml
+    cp etc/systemd/containerd.service etc/systemd/kubelet.service etc/systemd/kbuild-registry.service \
+        /etc/systemd/system/
+    if ! is_master; then
+        cp etc/systemd/kbuild-vip.service /etc/systemd/system/
+    fi
+}
 
 # fill SRC DEST NAME...: copy SRC to DEST (0600) with every "@NAME@" replaced by
 # the value of the environment variable NAME. The values travel through the

@@ -13,6 +13,7 @@ from kbuild.runtime.clusterfile.edit import (
     remove_hosts,
     split_ip_list,
     with_hosts,
+    with_image,
 )
 from kbuild.runtime.clusterfile.model import (
     API_VERSION,
@@ -73,4 +74,5 @@ __all__ = [
     "split_ip_list",
     "to_documents",
     "with_hosts",
+    "with_image",
 ]

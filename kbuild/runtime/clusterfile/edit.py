@@ -93,6 +93,13 @@ def with_hosts(cf: Clusterfile, groups: list[HostGroup]) -> Clusterfile:
     return loads(dumps(new), source="Clusterfile")
 
 
+def with_image(cf: Clusterfile, image: str) -> Clusterfile:
+    """A copy naming another image (validated again)."""
+    new = copy.deepcopy(cf)
+    new.cluster = replace(new.cluster, image=image)
+    return loads(dumps(new), source="Clusterfile")
+
+
 def add_hosts(
     cf: Clusterfile, ips: Sequence[str], role: str, ssh: SSH | None = None
 ) -> Clusterfile:

@@ -23,7 +23,7 @@ from kbuild.runtime.preflight import gather_facts
 from kbuild.runtime.remote import remote_script
 from kbuild.runtime.runevents import HostStatus, emit
 
-__all__ = ["ProvisionPhase", "set_host_aliases"]
+__all__ = ["ProvisionPhase", "mount_and_render", "send_layers", "set_host_aliases"]
 
 
 def set_host_aliases(ctx: Context, host: Host, *, remove: bool = False) -> None:
@@ -74,27 +74,42 @@ class ProvisionPhase(Phase):
 
     def run(self, ctx: Context, host: Host) -> None:
         """Bring one host's rootfs to the image and its rendered files."""
-        assert ctx.image is not None
-        conn, paths, data_root = ctx.conn(host), ctx.paths, ctx.cf.cluster.data_root
-        facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
-        conn.run(remote_script("prepare-data-root.sh", data_root))
-        todo = host_layers(conn, data_root, ctx.image)
-        send_missing(
-            conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
-        )
-        if mount_rootfs(conn, paths, ctx.image.layers, ctx.generation):
-            emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
-        rec = ctx.record(host)
-        if (rec.image, rec.upper) != (ctx.image.manifest_digest, ctx.generation):
-            rec.image, rec.upper = ctx.image.manifest_digest, ctx.generation
-            ctx.save()
-        files: dict[str, bytes | FileSpec] = dict(
-            render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
-        )
-        files.update(render.config_files(conn, paths.rootfs, ctx.cf.configs))
-        files.update(ctx.driver.host_files(ctx, conn, host))
-        written = conn.put_files(files, root=paths.rootfs)
-        if written:
-            emit(ctx.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
-        conn.put_files(ctx.driver.private_files(ctx, conn, host))
-        set_host_aliases(ctx, host)
+        send_layers(ctx, host)
+        mount_and_render(ctx, host)
+
+
+def send_layers(ctx: Context, host: Host) -> None:
+    """The data root and every layer of the image the host lacks."""
+    assert ctx.image is not None
+    conn, data_root = ctx.conn(host), ctx.cf.cluster.data_root
+    facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
+    conn.run(remote_script("prepare-data-root.sh", data_root))
+    todo = host_layers(conn, data_root, ctx.image)
+    send_missing(
+        conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
+    )
+
+
+def mount_and_render(ctx: Context, host: Host) -> None:
+    """The rootfs mounted with the image (its generation), the rendered files,
+    the driver's files, the ``/etc/hosts`` aliases; the host's record says
+    which image it runs."""
+    assert ctx.image is not None
+    conn, paths = ctx.conn(host), ctx.paths
+    if mount_rootfs(conn, paths, ctx.image.layers, ctx.generation):
+        emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
+    rec = ctx.record(host)
+    if (rec.image, rec.upper) != (ctx.image.manifest_digest, ctx.generation):
+        rec.image, rec.upper = ctx.image.manifest_digest, ctx.generation
+        rec.version = rec.version or ctx.driver.version(ctx.image.labels)
+        ctx.save()
+    files: dict[str, bytes | FileSpec] = dict(
+        render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
+    )
+    files.update(render.config_files(conn, paths.rootfs, ctx.cf.configs))
+    files.update(ctx.driver.host_files(ctx, conn, host))
+    written = conn.put_files(files, root=paths.rootfs)
+    if written:
+        emit(ctx.progress, HostStatus(host.ip, "rendered", ", ".join(written)))
+    conn.put_files(ctx.driver.private_files(ctx, conn, host))
+    set_host_aliases(ctx, host)

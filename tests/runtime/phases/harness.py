@@ -13,10 +13,11 @@ import yaml
 
 from kbuild.layerstore import AppInfo, ImageMeta, Store, TarEntry, pack_layer
 from kbuild.runtime import clusterfile as cfmod
-from kbuild.runtime.driver import CONVERGE, DELETE_CLUSTER, DELETE_HOSTS, ClusterDriver
+from kbuild.runtime.driver import CONVERGE, DELETE_CLUSTER, DELETE_HOSTS, UPGRADE, ClusterDriver
 from kbuild.runtime.phases.context import Context, Options
 from kbuild.runtime.phases.lists import converge_list, delete_cluster_list, delete_hosts_list
 from kbuild.runtime.phases.manager import Manager
+from kbuild.runtime.phases.preflight import PreflightPhase
 from kbuild.runtime.runevents import Event
 from kbuild.runtime.state import ClusterState
 from tests.runtime.recording import Facts, RecordingPool
@@ -102,6 +103,10 @@ def flow_list(flow: str, ctx: Context) -> Manager:
         return delete_hosts_list(ctx.driver, ctx.targets, forget_unreachable=False)
     if flow == DELETE_CLUSTER:
         return delete_cluster_list(ctx.driver)
+    if flow == UPGRADE:  # lifecycle.run_flow(new_image=True)
+        mgr = Manager([PreflightPhase()])
+        ctx.driver.extend(UPGRADE, mgr)
+        return mgr
     raise ValueError(flow)
 
 

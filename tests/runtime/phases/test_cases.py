@@ -55,6 +55,7 @@ def test_phase_case(path: Path, tmp_path: Path) -> None:
         start_converge(ctx, targets)
     else:
         ctx.targets = targets
+    ctx.params = dict(case.get("params") or {})
     if case.get("load_image", True):
         ctx.load_image(None)
     full = flow_list(case.get("flow", "converge"), ctx)

@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from kbuild.errors import ClusterError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.driver import CONVERGE, DELETE_HOSTS, ClusterDriver, DriverContext, PhaseList
+from kbuild.runtime.driver import (
+    CONVERGE,
+    DELETE_HOSTS,
+    UPGRADE,
+    ClusterDriver,
+    DriverContext,
+    PhaseList,
+)
 from kbuild.runtime.drivers.kubernetes import files, ha, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import (
     AliasesPhase,
@@ -24,6 +31,16 @@ from kbuild.runtime.drivers.kubernetes.phases import (
     VipBackendsPhase,
 )
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
+from kbuild.runtime.drivers.kubernetes.upgrade import (
+    UpgradeApplyPhase,
+    UpgradeCheckPhase,
+    UpgradeDonePhase,
+    UpgradeHostsPhase,
+    UpgradeLayersPhase,
+    UpgradePlanPhase,
+    UpgradePluginPhase,
+    UpgradeSwitchPhase,
+)
 from kbuild.runtime.executor import Executor, FileSpec
 from kbuild.runtime.image import ImageInfo
 
@@ -53,6 +70,13 @@ class KubernetesDriver(ClusterDriver):
                                 LabelsPhase())  # fmt: skip
         elif flow == DELETE_HOSTS:
             phases.insert_after(titles.FORGET, VipBackendsPhase())
+        elif flow == UPGRADE:
+            phases.add(
+                UpgradeCheckPhase(), UpgradeLayersPhase(), UpgradePlanPhase(),
+                UpgradeSwitchPhase(), UpgradeApplyPhase(), UpgradePluginPhase(),
+                UpgradeHostsPhase(masters=True), UpgradeHostsPhase(masters=False),
+                UpgradeDonePhase(),
+            )  # fmt: skip
 
     def version(self, labels: Mapping[str, str]) -> str:
         """The Kubernetes version of the image."""
@@ -63,7 +87,7 @@ class KubernetesDriver(ClusterDriver):
         Kubernetes version is an upgrade (``kbuild upgrade``)."""
         running = ctx.state.version
         wanted = self.version(image.labels)
-        if running and wanted != running:
+        if running and wanted != running and not ctx.params.get("upgrade"):
             raise ClusterError(
                 f"cluster {ctx.cf.cluster.name} runs Kubernetes {running}; "
                 f"{ctx.cf.cluster.image} is Kubernetes {wanted or '(none)'}",

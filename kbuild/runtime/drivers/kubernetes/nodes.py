@@ -1,0 +1,92 @@
+"""Nodes of a running cluster, through kubectl on a master: readiness, versions,
+etcd's health, cordon and drain (PodDisruptionBudgets respected)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+
+from kbuild.errors import ClusterError
+from kbuild.runtime.drivers.kubernetes.kubectl import KUBECTL
+from kbuild.runtime.executor import Executor
+
+__all__ = ["NodeInfo", "drain", "etcd_healthy", "nodes", "uncordon", "wait_node"]
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node as the API server reports it."""
+
+    name: str
+    ip: str
+    ready: bool
+    kubelet: str
+    unschedulable: bool
+
+
+def nodes(conn: Executor) -> dict[str, NodeInfo]:
+    """Every node by InternalIP."""
+    data = json.loads(conn.run(f"{KUBECTL} get nodes -o json").stdout or "{}")
+    out: dict[str, NodeInfo] = {}
+    for item in data.get("items", []):
+        status = item.get("status", {})
+        ip = next((a["address"] for a in status.get("addresses", [])
+                   if a.get("type") == "InternalIP"), "")  # fmt: skip
+        conds = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
+        out[ip] = NodeInfo(
+            name=item["metadata"]["name"],
+            ip=ip,
+            ready=conds.get("Ready") == "True",
+            kubelet=status.get("nodeInfo", {}).get("kubeletVersion", ""),
+            unschedulable=bool(item.get("spec", {}).get("unschedulable")),
+        )
+    return out
+
+
+def etcd_healthy(conn: Executor) -> bool:
+    """The API server's own view of etcd (``/readyz/etcd``)."""
+    res = conn.run(f"{KUBECTL} get --raw /readyz/etcd", check=False)
+    return res.ok and res.stdout.strip() == "ok"
+
+
+def drain(conn: Executor, node: str, *, timeout: float) -> None:
+    """Cordon and drain ``node`` (evictions: PodDisruptionBudgets are respected;
+    DaemonSet pods stay); bounded by ``timeout`` seconds."""
+    q = shlex.quote(node)
+    conn.run(f"{KUBECTL} cordon {q}")
+    res = conn.run(
+        f"{KUBECTL} drain {q} --ignore-daemonsets --delete-emptydir-data "
+        f"--timeout={shlex.quote(str(int(timeout)))}s",
+        check=False,
+        timeout=timeout + 60,
+    )
+    if not res.ok:
+        tail = "\n".join((res.stdout + res.stderr).strip().splitlines()[-8:])
+        raise ClusterError(
+            f"node {node} did not drain within {timeout:.0f}s:\n{tail}",
+            hint="a PodDisruptionBudget may allow no eviction; the node stays cordoned, "
+            "`kbuild upgrade` again continues here",
+        )
+
+
+def uncordon(conn: Executor, node: str) -> None:
+    """Let the scheduler use ``node`` again."""
+    conn.run(f"{KUBECTL} uncordon {shlex.quote(node)}")
+
+
+def wait_node(conn: Executor, ip: str, *, version: str, timeout: float) -> NodeInfo:
+    """Wait (bounded) until the node of ``ip`` is Ready with kubelet ``version``."""
+    deadline = time.monotonic() + timeout
+    info: NodeInfo | None = None
+    while time.monotonic() < deadline:
+        info = nodes(conn).get(ip)
+        if info is not None and info.ready and info.kubelet == version:
+            return info
+        time.sleep(3)
+    ready = "Ready" if info and info.ready else "not Ready"
+    raise ClusterError(
+        f"node {ip} is not Ready with kubelet {version} after {timeout:.0f}s "
+        f"({ready}, kubelet {info.kubelet if info else '?'})"
+    )
