@@ -21,8 +21,6 @@ from kbuild.runtime.mount import ClusterPaths, escape_path, mounts_escape, unit_
 from kbuild.runtime.preflight import parse_facts, problems
 from kbuild.runtime.remote import script_argv
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "kbuild" / "runtime" / "scripts"
-
 
 @pytest.mark.parametrize(
     ("text", "env", "expected"),
