@@ -93,9 +93,15 @@ def test_deleting_one_cluster_keeps_what_another_uses(tmp_path: Path) -> None:
     (only_a, a_data), (shared, s_data), (only_b, b_data) = (_layer(t) for t in "asb")
     coming, c_data = _layer("c", BIG)
     _run("prepare-data-root.sh", str(dr), "A", only_a, shared)
-    _run("prepare-data-root.sh", str(dr), "B", shared, only_b, coming)
-    assert (dr / "B" / "layers.list").read_text().split() == [shared, only_b, coming]
-    for hexname, data in ((only_a, a_data), (shared, s_data), (only_b, b_data)):
+    # B's rootfs is mounted on an older image (an update in progress): that
+    # image's layers stay listed until B's next provision
+    old, old_data = _layer("o")
+    (dr / "B" / "lower").mkdir(parents=True)
+    (dr / "B" / "lower" / "0").symlink_to(store / old / "fs")
+    _run("prepare-data-root.sh", str(dr), "B", shared, only_b, coming, shared)
+    assert (dr / "B" / "layers.list").read_text().split() == [shared, only_b, coming, old]
+    (dr / "B" / "lower" / "0").unlink()
+    for hexname, data in ((only_a, a_data), (shared, s_data), (only_b, b_data), (old, old_data)):
         assert _receive(dr, hexname, data) == f"received {hexname}\n"
     dead = _dead_transfer(store, coming, c_data)
     running = _start_transfer(store, coming, c_data)
@@ -105,7 +111,7 @@ def test_deleting_one_cluster_keeps_what_another_uses(tmp_path: Path) -> None:
         _run("remove-cluster.sh", str(dr), "A", rootfs)
         assert not (dr / "A").exists()
         assert sorted(p.name for p in store.iterdir() if not p.name.startswith(".")) == sorted(
-            [shared, only_b]
+            [shared, only_b, old]
         )
         assert _incoming(store) == [in_flight], "B's transfer must stay, the dead one go"
         assert running.stdin is not None

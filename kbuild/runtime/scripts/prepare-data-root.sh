@@ -3,10 +3,12 @@
 # layers the cluster uses (run by kbuild before any layer is sent).
 #
 # Usage: prepare-data-root.sh DATA_ROOT [CLUSTER HEX...]
-# DATA_ROOT/CLUSTER/layers.list gets the HEXes, one a line, under the host
-# lock (layer-store.sh): a delete of another cluster running at the same time
-# either sees the list and keeps those layers, or has removed them before
-# kbuild looks which layers the host has (and then they are sent).
+# DATA_ROOT/CLUSTER/layers.list gets the HEXes, one a line, and the layers
+# the rootfs is mounted on now (lower/: the image an update replaces, still
+# used by processes started from it), under the host lock (layer-store.sh):
+# a delete of another cluster running at the same time either sees the list
+# and keeps those layers, or has removed them before kbuild looks which
+# layers the host has (and then they are sent).
 set -eu
 dr=$1
 #include layer-store.sh
@@ -30,5 +32,10 @@ base=$dr/$2
 shift 2
 mkdir -p "$base"
 chmod 700 "$base"
-printf '%s\n' "$@" >"$base/layers.list.tmp"
+for l in "$base/lower"/*; do
+    t=$(readlink "$l" 2>/dev/null) || continue
+    t=${t%/fs}
+    set -- "$@" "${t##*/}"
+done
+printf '%s\n' "$@" | awk '!seen[$0]++' >"$base/layers.list.tmp"
 mv -f "$base/layers.list.tmp" "$base/layers.list"
