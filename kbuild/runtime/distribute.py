@@ -3,7 +3,13 @@
 Each host keeps a content-addressed layer store, ``<dataRoot>/layers/<hex>/``
 (``hex`` = the layer's diffID without ``sha256:``), holding ``fs/`` (the
 unpacked layer, an overlay lower dir) and the marker ``verified``. A layer
-whose marker is there is not sent again.
+whose marker can be trusted is not sent again: one written in this boot, or
+in an earlier one when the files still add up to the counts it records (a
+power cut may have lost files that were never synced). Clusters sharing a
+host share its store: each lists the layers it uses before any is sent
+(``<dataRoot>/<cluster>/layers.list``, :func:`record_layers`), and a delete
+removes only layers no other cluster lists; the rules are in
+``scripts/layer-store.sh``.
 
 A missing layer travels as ONE byte stream over an SSH exec channel into
 ``scripts/receive-layer.sh``: the blob as stored when the host can decompress
@@ -22,7 +28,6 @@ host, a layer of big files by decompression: side by side they overlap).
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,17 +63,21 @@ class HostLayers:
 
 
 def present_layers(conn: Executor, data_root: str, layers: Sequence[Layer]) -> set[str]:
-    """Hex names of the layers whose verified marker the host has (read-only)."""
+    """Hex names of the layers the host has complete (read-only): their marker
+    is from this boot, or from an earlier one and the files still add up
+    (``scripts/layer-store.sh``)."""
     if not layers:
         return set()
-    store = shlex.quote(layer_store(data_root))
-    names = " ".join(shlex.quote(layer.hex) for layer in layers)
-    cmd = (
-        f"cd {store} 2>/dev/null || exit 0; "
-        f'for h in {names}; do [ -f "$h/verified" ] && echo "$h"; done; exit 0'
-    )
-    out = conn.run(cmd).stdout
+    names = dict.fromkeys(layer.hex for layer in layers)
+    out = conn.run(remote_script("present-layers.sh", layer_store(data_root), *names)).stdout
     return {line.strip() for line in out.splitlines() if line.strip()}
+
+
+def record_layers(conn: Executor, data_root: str, cluster: str, image: ImageInfo) -> None:
+    """Create the data root and record the layers ``cluster`` uses, under the
+    host lock, before looking which ones the host has."""
+    hexes = dict.fromkeys(layer.hex for layer in image.layers)
+    conn.run(remote_script("prepare-data-root.sh", data_root, cluster, *hexes))
 
 
 def host_layers(conn: Executor, data_root: str, image: ImageInfo) -> HostLayers:
@@ -120,12 +129,6 @@ def send_layer(
             conn.run_with_input(cmd, stream, progress=on_bytes)
 
 
-def clear_incoming(conn: Executor, data_root: str) -> None:
-    """Remove temp dirs that an interrupted earlier transfer may have left."""
-    store = shlex.quote(layer_store(data_root))
-    conn.run(f"[ -d {store} ] && rm -rf {store}/.incoming-* ; exit 0")
-
-
 def send_missing(
     conn: Executor,
     store: Store,
@@ -139,7 +142,6 @@ def send_missing(
     if not todo.missing:
         emit(progress, HostStatus(conn.name, "layers", f"all {len(todo.present)} present"))
         return 0
-    clear_incoming(conn, data_root)
     total = len(todo.missing)
 
     def one(item: tuple[int, Layer]) -> int:

@@ -5,7 +5,10 @@ layers in the host's layer store (reached through short symlinks
 ``<dataRoot>/<cluster>/lower/<n>`` so the option string stays short) and whose
 upper dir ``<dataRoot>/<cluster>/upper`` takes the files rendered at run time.
 A ``.mount`` unit named by systemd's path escaping makes the mount survive a
-reboot; delete stops, disables and removes it.
+reboot; delete stops, disables and removes it. ``<dataRoot>/<cluster>/lower.ids``
+records which layer dirs (device:inode) the rootfs was mounted on: a layer
+sent again (its marker was not trusted after a power cut) is a new dir, and
+the rootfs is mounted again over it.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ class ClusterPaths:
         return f"{self.base}/lower"
 
     @property
+    def lower_ids(self) -> str:
+        """The file recording the layer dirs (device:inode) the rootfs is mounted on."""
+        return f"{self.base}/lower.ids"
+
+    @property
     def unit_name(self) -> str:
         """The mount unit's name."""
         return escape_path(self.rootfs) + ".mount"
@@ -97,6 +105,15 @@ def mounts_escape(path: str) -> str:
     backslash as octal escapes)."""
     table = {"\\": "\\134", " ": "\\040", "\t": "\\011", "\n": "\\012"}
     return "".join(table.get(c, c) for c in path)
+
+
+def in_mounts(path: str, fstype: str = "") -> str:
+    """A shell test: is something (of ``fstype``) mounted on ``path``? Compares
+    literally with the mount point as ``/proc/self/mounts`` writes it
+    (``scripts/remove-cluster.sh`` does the same with :func:`mounts_escape`'s
+    output as its argument)."""
+    entry = f" {mounts_escape(path)} " + (f"{fstype} " if fstype else "")
+    return f"grep -qF -e {shlex.quote(entry)} /proc/self/mounts"
 
 
 def unit_text(paths: ClusterPaths, layers: Sequence[Layer], tag: str = "") -> str:
@@ -127,12 +144,13 @@ def mount_rootfs(
     """Make the rootfs mounted with exactly these layers over the upper dir of
     generation ``tag``; True when something changed.
 
-    Idempotent: when the unit file is unchanged and the mount is active,
-    nothing is touched. A new generation (another image on a running host)
-    starts as a copy of the current upper dir (files kbuild and the scripts
-    wrote), and the old mount is detached lazily: processes started from it
-    (containerd's shims, the kubelet) keep running from it until they are
-    restarted, new processes see the new image.
+    Idempotent: when the unit file is unchanged, the mount is active and its
+    layer dirs are those it was mounted on, nothing is touched (a layer sent
+    again is a new dir: the rootfs is mounted again). A new generation
+    (another image on a running host) starts as a copy of the current upper
+    dir (files kbuild and the scripts wrote), and the old mount is detached
+    lazily: processes started from it (containerd's shims, the kubelet) keep
+    running from it until they are restarted, new processes see the new image.
     """
     text = unit_text(paths, layers, tag)
     q = shlex.quote
@@ -140,13 +158,14 @@ def mount_rootfs(
         q(f"{i}:{layer_store(paths.data_root)}/{layer.hex}/fs") for i, layer in enumerate(layers)
     )
     upper, work = paths.upper_of(tag), paths.work_of(tag)
+    mounted = in_mounts(paths.rootfs, "overlay")
     script = f"""
 set -eu
 unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
-entry={q(" " + mounts_escape(paths.rootfs) + " overlay ")}
-upper={q(upper)}
+upper={q(upper)} ids_file={q(paths.lower_ids)}
+ids=$(for pair in {links}; do stat -L -c %d:%i "${{pair#*:}}" 2>/dev/null || echo -; done)
 if [ -f "$unit" ] && cmp -s "$unit" - && systemctl is-active --quiet "$name" \
-   && grep -qF -e "$entry" /proc/self/mounts; then
+   && {mounted} && [ "$ids" = "$(cat "$ids_file" 2>/dev/null)" ]; then
     echo unchanged; exit 0
 fi
 prev=""
@@ -157,7 +176,7 @@ if [ -n "$prev" ] && [ "$prev" != "$upper" ] && [ -d "$prev" ] && [ ! -e "$upper
     cp -a "$prev/." "$upper/"
     touch "$upper.copied"
 fi
-if grep -qF -e "$entry" /proc/self/mounts; then
+if {mounted}; then
     umount "$rootfs" 2>/dev/null || umount -l "$rootfs"
 fi
 systemctl reset-failed "$name" 2>/dev/null || true
@@ -178,6 +197,7 @@ if ! systemctl restart "$name"; then
     dmesg 2>/dev/null | grep -i overlay | tail -n 3 >&2 || true
     exit 4
 fi
+printf '%s\n' "$ids" >"$ids_file"
 echo mounted
 """
     out = conn.run(script, stdin=text).stdout
@@ -189,12 +209,11 @@ def unmount_rootfs(conn: Executor, paths: ClusterPaths) -> None:
     q = shlex.quote
     script = f"""
 unit={q(paths.unit_path)} name={q(paths.unit_name)} rootfs={q(paths.rootfs)}
-entry={q(" " + mounts_escape(paths.rootfs) + " ")}
 if [ -f "$unit" ] || systemctl is-active --quiet "$name" 2>/dev/null; then
     systemctl disable "$name" >/dev/null 2>&1 || true
     systemctl stop "$name" 2>/dev/null || true
 fi
-if grep -qF -e "$entry" /proc/self/mounts; then
+if {in_mounts(paths.rootfs)}; then
     umount "$rootfs" 2>/dev/null || umount -l "$rootfs"
 fi
 rm -f "$unit"
@@ -207,8 +226,7 @@ exit 0
 
 def is_mounted(conn: Executor, paths: ClusterPaths) -> bool:
     """True when the rootfs overlay is mounted on the host."""
-    entry = shlex.quote(f" {mounts_escape(paths.rootfs)} overlay ")
-    res = conn.run(f"grep -qF -e {entry} /proc/self/mounts", check=False)
+    res = conn.run(in_mounts(paths.rootfs, "overlay"), check=False)
     if res.exit_status not in (0, 1):
         raise HostError(conn.name, "cannot read /proc/self/mounts", output_tail=res.stderr)
     return res.exit_status == 0

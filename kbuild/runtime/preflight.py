@@ -19,9 +19,10 @@ from kbuild.runtime.remote import remote_script
 
 REQUIRED_TOOLS = (
     "sh", "tar", "sha256sum", "systemctl", "mount", "umount", "mkfifo", "tee", "mktemp",
-    "find", "mknod", "grep", "cmp", "head", "stat", "mv",
+    "find", "mknod", "grep", "cmp", "head", "stat", "mv", "flock", "awk",
 )  # fmt: skip
-"""Commands a host must have (coreutils, tar, findutils, util-linux, systemd)."""
+"""Commands a host must have (coreutils, tar, findutils, util-linux, systemd, awk);
+``scripts/preflight.sh`` checks them (``flock``: the host's layer store lock)."""
 
 SPACE_MARGIN = 64 * 1024 * 1024
 UNSUPPORTED_FS = frozenset({"overlayfs", "aufs"})

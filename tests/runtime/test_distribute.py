@@ -99,11 +99,10 @@ def test_send_once_with_and_without_zstd(store: Store, hosts: tuple[HostSet, Hos
                 for x, s in zip(image.layers, scans, strict=True)
             }
             assert last == want
+            boot = conn.run("cat /proc/sys/kernel/random/boot_id").stdout
             for layer in image.layers:
-                assert (
-                    conn.run(f"cat {layer_store(DATA_ROOT)}/{layer.hex}/verified").stdout
-                    == layer.hex + "\n"
-                )
+                marker = conn.run(f"cat {layer_store(DATA_ROOT)}/{layer.hex}/verified").stdout
+                assert marker.startswith(f"hex={layer.hex}\nboot={boot}files=")
             big = conn.run(
                 f"sha256sum {layer_store(DATA_ROOT)}/{image.layers[0].hex}/fs/data/big.bin"
             ).stdout
@@ -161,6 +160,37 @@ def test_mount_overlay_unit_and_unmount(store: Store, hosts: tuple[HostSet, Host
         conn.run(f"rm -rf {DATA_ROOT}")
 
 
+def test_layer_lost_in_a_power_cut_is_sent_again_and_remounted(
+    store: Store, hosts: tuple[HostSet, HostSet]
+) -> None:
+    """A marker from an earlier boot whose files no longer add up (data never
+    synced before the power went): the layer is sent again, the rootfs
+    mounted again over it."""
+    image = _image(store)
+    conn = _conn(hosts[0])
+    paths = ClusterPaths(DATA_ROOT, "cut")
+    first = f"{layer_store(DATA_ROOT)}/{image.layers[0].hex}"
+    try:
+        facts = gather_facts(conn, DATA_ROOT)
+        send_missing(
+            conn, store, DATA_ROOT, host_layers(conn, DATA_ROOT, image), host_tools=facts.tools
+        )
+        assert mount_rootfs(conn, paths, image.layers) is True
+        conn.run(f"sed -i 's/^boot=.*/boot=before-the-cut/' {first}/verified")
+        assert host_layers(conn, DATA_ROOT, image).missing == []  # files add up: trusted
+        assert mount_rootfs(conn, paths, image.layers) is False
+        conn.run(f": > {first}/fs/data/keep.txt")  # its data never reached the disk
+        todo = host_layers(conn, DATA_ROOT, image)
+        assert todo.missing == [image.layers[0]]
+        send_missing(conn, store, DATA_ROOT, todo, host_tools=facts.tools)
+        assert mount_rootfs(conn, paths, image.layers) is True
+        assert conn.run(f"cat {paths.rootfs}/data/keep.txt").stdout == "keep\n"
+        assert mount_rootfs(conn, paths, image.layers) is False
+    finally:
+        unmount_rootfs(conn, paths)
+        conn.run(f"rm -rf {DATA_ROOT}")
+
+
 def _q(text: str) -> str:
     return "'" + text + "'"
 
@@ -171,7 +201,7 @@ def _receive_cmd(hexname: str, mode: str) -> str:
 
 def _leftovers(conn: Connection) -> str:
     return conn.run(
-        f"ls -a {layer_store(DATA_ROOT)} 2>/dev/null | grep -v -x -e . -e .. ; true"
+        f"ls -a {layer_store(DATA_ROOT)} 2>/dev/null | grep -v -x -e . -e .. -e .lock; true"
     ).stdout
 
 

@@ -211,7 +211,7 @@ def test_paramiko_prints_nothing_of_its_own(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and "paramiko" not in proc.stderr.lower(), proc.stderr
 
 
-_QUOTERS = {"quote", "q", "remote_script", "mounts_escape", "escape_path"}
+_QUOTERS = {"quote", "q", "remote_script", "mounts_escape", "escape_path", "in_mounts"}
 
 
 def _quoting(node: ast.expr) -> bool:

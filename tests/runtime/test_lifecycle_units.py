@@ -17,10 +17,9 @@ from kbuild.runtime import render
 from kbuild.runtime.contract import exports
 from kbuild.runtime.image import inspect_image
 from kbuild.runtime.layers import LayerScan, final_templates
-from kbuild.runtime.mount import ClusterPaths, escape_path, unit_text
+from kbuild.runtime.mount import ClusterPaths, escape_path, mounts_escape, unit_text
 from kbuild.runtime.preflight import parse_facts, problems
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "kbuild" / "runtime" / "scripts"
+from kbuild.runtime.remote import script_argv
 
 
 @pytest.mark.parametrize(
@@ -177,18 +176,21 @@ def test_remove_cluster_script_keeps_what_it_did_not_create(tmp_path: Path) -> N
     existing.mkdir()
     (existing / "other").write_text("keep")
     data_root = existing / "lib" / "kbuild" / "data"
-    script = SCRIPTS / "prepare-data-root.sh"
-    subprocess.run(["sh", str(script), str(data_root)], check=True)
+    subprocess.run(script_argv("prepare-data-root.sh", str(data_root)), check=True)
     assert (data_root / ".kbuild-created").read_text().strip() == str(existing / "lib")
     for cluster, layer in (("c1", "aa"), ("c2", "bb")):
         (data_root / cluster / "lower").mkdir(parents=True)
         (data_root / "layers" / layer / "fs").mkdir(parents=True)
         (data_root / cluster / "lower" / "0").symlink_to(data_root / "layers" / layer / "fs")
-    remove = SCRIPTS / "remove-cluster.sh"
-    subprocess.run(["sh", str(remove), str(data_root), "c1"], check=True)
+
+    def remove(cluster: str) -> list[str]:
+        rootfs = mounts_escape(str(data_root / cluster / "rootfs"))
+        return script_argv("remove-cluster.sh", str(data_root), cluster, rootfs)
+
+    subprocess.run(remove("c1"), check=True)
     assert not (data_root / "c1").exists() and (data_root / "c2").exists()
-    assert sorted(p.name for p in (data_root / "layers").iterdir()) == ["bb"]
-    subprocess.run(["sh", str(remove), str(data_root), "c2"], check=True)
+    assert sorted(p.name for p in (data_root / "layers").iterdir()) == [".lock", "bb"]
+    subprocess.run(remove("c2"), check=True)
     assert not (existing / "lib").exists()
     assert (existing / "other").read_text() == "keep"
 
@@ -204,22 +206,27 @@ def test_receive_script_locally_verifies_and_renames(tmp_path: Path) -> None:
         tar.addfile(info, io.BytesIO(b"hi"))
     data = buf.getvalue()
     hexname = hashlib.sha256(data).hexdigest()
-    script = SCRIPTS / "receive-layer.sh"
     store = tmp_path / "layers"
     ok = subprocess.run(
-        ["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True
+        script_argv("receive-layer.sh", str(store), hexname, "none"),
+        input=data,
+        capture_output=True,
     )
     assert ok.returncode == 0, ok.stderr
     assert (store / hexname / "fs" / "f").read_bytes() == b"hi"
     again = subprocess.run(
-        ["sh", str(script), str(store), hexname, "none"], input=data, capture_output=True
+        script_argv("receive-layer.sh", str(store), hexname, "none"),
+        input=data,
+        capture_output=True,
     )
     assert b"present" in again.stdout
     bad = subprocess.run(
-        ["sh", str(script), str(store), "0" * 64, "none"], input=data, capture_output=True
+        script_argv("receive-layer.sh", str(store), "0" * 64, "none"),
+        input=data,
+        capture_output=True,
     )
     assert bad.returncode == 4
-    assert sorted(p.name for p in store.iterdir()) == [hexname]
+    assert sorted(p.name for p in store.iterdir()) == [".lock", hexname]
 
 
 def test_image_plugins_are_read_from_plugins_dir() -> None:

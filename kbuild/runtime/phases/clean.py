@@ -16,7 +16,7 @@ from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.contract import run_script
-from kbuild.runtime.mount import unmount_rootfs
+from kbuild.runtime.mount import mounts_escape, unmount_rootfs
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.phases.provision import set_host_aliases
@@ -63,7 +63,8 @@ class CleanHostPhase(Phase):
                        progress=ctx.progress)  # fmt: skip
         unmount_rootfs(conn, ctx.paths)
         c = ctx.cf.cluster
-        conn.run(remote_script("remove-cluster.sh", c.data_root, c.name))
+        rootfs = mounts_escape(ctx.paths.rootfs)
+        conn.run(remote_script("remove-cluster.sh", c.data_root, c.name, rootfs))
         set_host_aliases(ctx, host, remove=True)
         emit(ctx.progress, HostStatus(host.ip, "removed"))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kbuild.runtime import render, titles
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.distribute import host_layers, send_missing
+from kbuild.runtime.distribute import host_layers, record_layers, send_missing
 from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.layers import final_templates
 from kbuild.runtime.mount import mount_rootfs
@@ -83,7 +83,7 @@ def send_layers(ctx: Context, host: Host) -> None:
     assert ctx.image is not None
     conn, data_root = ctx.conn(host), ctx.cf.cluster.data_root
     facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
-    conn.run(remote_script("prepare-data-root.sh", data_root))
+    record_layers(conn, data_root, ctx.cf.cluster.name, ctx.image)
     todo = host_layers(conn, data_root, ctx.image)
     send_missing(
         conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress

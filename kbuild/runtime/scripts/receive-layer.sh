@@ -15,13 +15,17 @@
 # bytes for a zstd layer and makes no extra copy of the tar. tar reads 1 MiB
 # records (-b 2048) instead of 10 KiB ones: a quarter less time per layer. Only when the
 # sum equals SUM is the temp dir renamed to STORE/HEX (holding fs/ and the
-# marker file "verified"). Any failure removes the temp dir, so an interrupted
-# transfer leaves no partial layer. OCI whiteouts (.wh.NAME) become overlay
-# whiteouts (0/0 char devices).
+# marker file "verified", see layer-store.sh). Any failure removes the temp
+# dir, so an interrupted transfer leaves no partial layer; the temp dir is
+# flocked while the transfer runs, and transfers whose owner died without
+# cleaning up (killed, power cut) are removed by the next transfer. A layer
+# whose marker is not trusted any more is replaced. OCI whiteouts (.wh.NAME)
+# become overlay whiteouts (0/0 char devices).
 set -eu
 store=$1 hex=$2 decompress=$3 sum=${4:-$2}
 umask 022
-if [ -f "$store/$hex/verified" ]; then
+#include layer-store.sh
+if layer_ok "$store" "$hex"; then
     cat >/dev/null
     echo "present $hex"
     exit 0
@@ -37,9 +41,14 @@ case $sum in
 esac
 [ ${#sum} = 64 ] || { echo "bad sha256 $sum" >&2; exit 2; }
 mkdir -p "$store"
+host_lock "$store" || { echo "layer store $store was removed" >&2; exit 6; }
 tmp=$(mktemp -d "$store/.incoming-$hex.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM HUP PIPE
+exec 9<"$tmp"
+flock -n 9
+clear_dead "$store" "$tmp"
+host_unlock
 chmod 755 "$tmp"
 mkfifo "$tmp/fifo"
 mkdir "$tmp/fs"
@@ -91,12 +100,18 @@ if [ -n "$(find "$tmp/fs" -name '.wh..wh..opq' -print -quit)" ]; then
         for o do setfattr -n trusted.overlay.opaque -v y "${o%/*}" && rm -f "$o"; done' sh {} +
 fi
 rm -f "$tmp/fifo" "$tmp/sum" "$tmp/tar.err"
-echo "$hex" >"$tmp/verified"
+write_marker "$tmp" "$hex"
 sync "$tmp/verified" 2>/dev/null || sync
-[ -f "$store/$hex/verified" ] || rm -rf "$store/$hex"
-if ! mv -T "$tmp" "$store/$hex" 2>/dev/null; then
-    [ -f "$store/$hex/verified" ] || { echo "cannot move layer into $store/$hex" >&2; exit 6; }
-    rm -rf "$tmp"
+host_lock "$store" || { echo "layer store $store was removed" >&2; exit 6; }
+if layer_ok "$store" "$hex"; then
+    rm -rf "$tmp"  # another transfer put it there meanwhile
+else
+    # a layer not trusted any more is replaced (kbuild remounts the rootfs
+    # over it: mount.py compares the layer dirs with those it mounted)
+    if [ -e "$store/$hex" ]; then mv -T "$store/$hex" "$tmp.old"; fi
+    mv -T "$tmp" "$store/$hex" || { echo "cannot move layer into $store/$hex" >&2; exit 6; }
+    rm -rf "$tmp.old"
 fi
+host_unlock
 trap - EXIT
 echo "received $hex"
