@@ -126,13 +126,14 @@ def _state(env: Env) -> dict[str, object]:
     return json.loads((env.state / CLUSTER / "state.json").read_text())
 
 
-def _kill_after_control_plane(env: Env) -> None:
+def _kill_after_control_plane(env: Env, log: Path) -> None:
     """``kbuild upgrade`` killed once the control plane is recorded as done."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kbuild.cli.main", "upgrade", f"kubernetes:{NEW}",
-         "--cluster-name", CLUSTER, "--progress", "plain"],
-        env=env.vars(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kbuild.cli.main", "upgrade", f"kubernetes:{NEW}",
+             "--cluster-name", CLUSTER, "--progress", "plain"],
+            env=env.vars(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     deadline = time.monotonic() + 1200
     try:
         while time.monotonic() < deadline and proc.poll() is None:
@@ -143,7 +144,8 @@ def _kill_after_control_plane(env: Env) -> None:
                 return
             time.sleep(0.5)
         raise AssertionError(f"kbuild upgrade ended ({proc.returncode}) before the control plane "
-                             "was recorded, or did not get there in 20 min")  # fmt: skip
+                             "was recorded, or did not get there in 20 min:\n"
+                             + log.read_text()[-4000:])  # fmt: skip
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -194,7 +196,7 @@ def test_upgrade_and_app_images(env: Env, hosts: HostSet, tmp_path: Path) -> Non
     assert "upgrade-apply" in plan.stdout and "upgrade-nodes" in plan.stdout
 
     started = time.monotonic()
-    _kill_after_control_plane(env)
+    _kill_after_control_plane(env, tmp_path / "upgrade.log")
     killed_at = time.monotonic() - started
     assert _state(env)["status"] in ("running", "failed")
     kbuild(env, "upgrade", f"kubernetes:{NEW}", "--cluster-name", CLUSTER, "--progress", "plain",

@@ -30,9 +30,10 @@ if ! is_master && changed kbuild-vip.service "$ROOTFS/bin/kbuild-vip"; then
 fi
 
 if [ "${KBUILD_UPGRADE_APPLY:-}" = 1 ]; then
-    withheld kubeadm upgrade apply "$KUBERNETES_VERSION" --yes --certificate-renewal=true
+    withheld kubeadm upgrade apply "$KUBERNETES_VERSION" --yes --certificate-renewal=true \
+        --ignore-preflight-errors="$KUBEADM_IGNORE_PREFLIGHT"
 else
-    withheld kubeadm upgrade node
+    withheld kubeadm upgrade node --ignore-preflight-errors="$KUBEADM_IGNORE_PREFLIGHT"
 fi
 systemctl restart kubelet.service
 if is_master; then

@@ -69,13 +69,16 @@ def check_env(cluster: Cluster) -> None:
         )
 
 
+def _ignored_preflight(cluster: Cluster) -> tuple[str, ...]:
+    """kubeadm preflight errors to ignore (env KubeadmIgnorePreflightErrors)."""
+    text = cluster.env.get("KubeadmIgnorePreflightErrors") or "SystemVerification"
+    return tuple(x for x in text.split(",") if x)
+
+
 def _settings(cluster: Cluster, version: str) -> kubeadm.Settings:
     domain, port = registry_address(cluster)
     env = cluster.env
-    ignore = tuple(
-        x for x in (env.get("KubeadmIgnorePreflightErrors") or "SystemVerification").split(",")
-        if x
-    )
+    ignore = _ignored_preflight(cluster)
     return kubeadm.Settings(
         kubernetes_version=version,
         registry=f"{domain}:{port}",
@@ -139,6 +142,7 @@ def host_files(
             "KUBERNETES_VERSION": str(config.cluster.get("kubernetesVersion", "")),
             "SANDBOX_IMAGE": settings.sandbox_image,
             "VIP": ha.vip(cluster),
+            "KUBEADM_IGNORE_PREFLIGHT": ",".join(_ignored_preflight(cluster)),
         }),
         f"{gen}/containerd/config.toml": containerd_config(settings).encode(),
     }
