@@ -12,7 +12,8 @@ from kbuild.errors import ClusterError, KbuildError
 from kbuild.layerstore import Store, carried_images
 from kbuild.runtime import lifecycle
 from kbuild.runtime.clusterfile import with_image
-from kbuild.runtime.driver import UPGRADE
+from kbuild.runtime.driver import CHECK, UPGRADE
+from kbuild.runtime.drivers.kubernetes.imagecheck import ImageReport
 from kbuild.runtime.state import StateDir
 
 from .cluster import _cluster_name, _options, _with_common
@@ -127,4 +128,39 @@ def status_command(ctx: click.Context, cluster_name: str | None, fmt: str) -> No
         click.echo(f"Container images it carries: {len(info['carried'])}")
         for c in info["carried"]:
             click.echo(f"  {c}")
-commands = [upgrade_command, status_command]
+@click.command("check")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@click.option("--timeout", type=click.IntRange(0), default=60, show_default=True,
+              metavar="SECONDS", help="How long to wait for pods still being created.")
+@_with_common
+@click.pass_context
+def check_command(
+    ctx: click.Context,
+    cluster_name: str | None,
+    timeout: int,
+    accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:
+    """Check that a running cluster needs nothing from outside: every pod's
+    image is carried by the cluster image (its embedded registry serves it)
+    and no pod is stuck on an image pull. Exit status 1 when one is."""
+    name = _cluster_name(cluster_name)
+    display = renderer(progress_mode)
+    try:
+        res = lifecycle.run_flow(name, CHECK, _options(ctx, display, accept_changed_host_key),
+                                 params={"check_timeout": timeout})  # fmt: skip
+    finally:
+        display.close()
+    report = res.results.get("images")
+    assert isinstance(report, ImageReport)
+    if report.not_carried:
+        raise ClusterError(
+            f"{len(report.not_carried)} of {report.checked} containers run an image "
+            f"cluster {name} does not carry:\n  " + "\n  ".join(map(str, report.not_carried)),
+            hint="a new node could not pull them; carry them in the image (manifests, "
+            "imageList, IMAGE) and run it",
+        )
+    click.echo(f"Cluster {name}: all {report.checked} containers run carried images.")
+
+
+commands = [upgrade_command, status_command, check_command]

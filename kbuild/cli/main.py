@@ -36,6 +36,7 @@ COMMAND_MODULES: dict[str, str] = {
     "exec": "cluster",
     "upgrade": "day2",
     "status": "day2",
+    "check": "day2",
 }
 
 

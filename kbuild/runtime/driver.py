@@ -30,7 +30,7 @@ from kbuild.runtime.mount import ClusterPaths
 from kbuild.runtime.state import ClusterState, StateDir
 
 __all__ = [
-    "CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "UPGRADE", "ClusterDriver",
+    "CHECK", "CONVERGE", "DELETE_CLUSTER", "DELETE_HOSTS", "UPGRADE", "ClusterDriver",
     "DriverContext", "NullDriver", "PhaseList", "driver_by_kind", "select_driver",
 ]  # fmt: skip
 
@@ -40,6 +40,8 @@ DELETE_HOSTS = "delete-hosts"
 """The flow of ``delete --masters/--nodes``."""
 DELETE_CLUSTER = "delete-cluster"
 """The flow of ``delete --all`` on hosts that stay."""
+CHECK = "check"
+"""The flow of ``kbuild check``: what the running cluster needs is in it."""
 UPGRADE = "upgrade"
 """The flow of ``kbuild upgrade IMAGE`` (after a generic preflight of the new image)."""
 

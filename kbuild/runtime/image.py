@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kbuild.errors import ClusterError, KbuildError, StoreError
-from kbuild.layerstore import ImageMeta, MediaType, Platform, Store, default_cmds, pick_manifest
+from kbuild.layerstore import (
+    CarriedImage,
+    ImageMeta,
+    MediaType,
+    Platform,
+    Store,
+    default_cmds,
+    pick_manifest,
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,8 @@ class ImageInfo:
     launch: list[str] | None
     cmds: list[str] | None
     cmd: list[str]
+    images: list[CarriedImage] = field(default_factory=list)
+    """The container images it carries in ``registry/`` (its metadata's list)."""
 
     def launch_commands(
         self, app_names: list[str], cmds: list[str]
@@ -178,6 +188,7 @@ def inspect_image(
         launch=meta.launch,
         cmds=meta.cmds,
         cmd=meta.cmd,
+        images=list(meta.images),
     )
 
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -202,6 +203,20 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     assert sorted(nodes) == ["node/h0", "node/h1"]
     res = kbuild(env, "exec", "--roles", "master", "--", "kubectl", "get", "nodes")
     assert " Ready " in res.stdout and "h1" in res.stdout
+
+    # proven at run: `run` checked the images after launch; `kbuild check` does it
+    # again; a pod whose image nobody carries is named, with the pull it waits on
+    assert "none stuck" in out.stdout + out.stderr
+    res = kbuild(env, "check", "--cluster-name", CLUSTER, "--progress", "plain")
+    assert "run carried images" in res.stdout
+    kubectl(m0, "create deployment nowhere --image=quay.io/kbuild-test/nowhere:1")
+    res = kbuild(env, "check", "--cluster-name", CLUSTER, "--timeout", "120",
+                 "--progress", "plain", check=False)  # fmt: skip
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert re.search(r"nowhere-\S+ container nowhere: quay.io/kbuild-test/nowhere:1 "
+                     r"\((ErrImagePull|ImagePullBackOff)\): the cluster image does not carry it",
+                     res.stderr), res.stderr  # fmt: skip
+    kubectl(m0, "delete deployment nowhere --wait=true")
 
     # the Clusterfile in the cluster, labels applied
     stored = kubectl(m0, "-n kube-system get secret kbuild-clusterfile "

@@ -16,6 +16,7 @@ from kbuild.errors import ClusterError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import (
+    CHECK,
     CONVERGE,
     DELETE_HOSTS,
     UPGRADE,
@@ -26,6 +27,7 @@ from kbuild.runtime.driver import (
 from kbuild.runtime.drivers.kubernetes import files, ha, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import (
     AliasesPhase,
+    ImageCheckPhase,
     KubeconfigPhase,
     LabelsPhase,
     VipBackendsPhase,
@@ -68,6 +70,9 @@ class KubernetesDriver(ClusterDriver):
             phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
             phases.insert_after(titles.JOIN_HOST, AliasesPhase(), VipBackendsPhase(),
                                 LabelsPhase())  # fmt: skip
+            phases.insert_after(titles.LAUNCH, ImageCheckPhase())
+        elif flow == CHECK:
+            phases.add(ImageCheckPhase())
         elif flow == DELETE_HOSTS:
             phases.insert_after(titles.FORGET, VipBackendsPhase())
         elif flow == UPGRADE:

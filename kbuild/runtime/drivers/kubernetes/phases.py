@@ -8,26 +8,29 @@
 - aliases (after join-host, the hosts brought up): a master that has joined
   reaches its own API server from now on;
 - vip-backends (after join-host, and after delete forgot hosts): every node's
-  VIP agent gets the current masters (no re-run of anything needed).
+  VIP agent gets the current masters (no re-run of anything needed);
+- images (after launch, and ``kbuild check``): every pod runs a carried image,
+  none is stuck on a pull (:mod:`.imagecheck`).
 """
 
 from __future__ import annotations
 
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.drivers.kubernetes import ha, kubectl
+from kbuild.runtime.drivers.kubernetes import ha, imagecheck, kubectl
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.phases.provision import set_host_aliases
 from kbuild.runtime.pool import run_on_hosts
 from kbuild.runtime.runevents import HostStatus, Message, emit
 
-__all__ = ["ALIASES", "KUBECONFIG", "LABELS", "VIP_BACKENDS", "AliasesPhase", "KubeconfigPhase",
-           "LabelsPhase", "VipBackendsPhase"]  # fmt: skip
+__all__ = ["ALIASES", "IMAGES", "KUBECONFIG", "LABELS", "VIP_BACKENDS", "AliasesPhase",
+           "ImageCheckPhase", "KubeconfigPhase", "LabelsPhase", "VipBackendsPhase"]  # fmt: skip
 
 KUBECONFIG = "kubeconfig"
 LABELS = "labels"
 ALIASES = "aliases"
 VIP_BACKENDS = "vip-backends"
+IMAGES = "images"
 
 
 class KubeconfigPhase(Phase):
@@ -93,3 +96,24 @@ class VipBackendsPhase(ClientPhase):
         for ip, err in res.errors.items():
             why = err.message.splitlines()[0]
             emit(ctx.progress, Message(f"{ip}: its VIP agent did not get the new masters: {why}"))
+
+
+class ImageCheckPhase(Phase):
+    """Every pod's image carried, none stuck on a pull (bounded wait)."""
+
+    title = IMAGES
+    scope = "cluster"
+    recorded = False
+    read_only = True
+
+    def run(self, ctx: Context, host: Host) -> None:
+        """Check on the lead master; a pull that cannot happen is an error."""
+        assert ctx.image is not None
+        timeout = float(str(ctx.params.get("check_timeout", 180)))
+        report = imagecheck.check_images(ctx.conn(host), ctx.image.images, timeout=timeout)
+        ctx.results["images"] = report
+        for c in report.not_carried:
+            emit(ctx.progress, Message(f"not carried by {ctx.cf.cluster.image}: {c}"))
+        imagecheck.raise_if_stuck(report, ctx.cf.cluster.image)
+        emit(ctx.progress, HostStatus(host.ip, "images", f"{report.checked} containers checked, "
+                                      f"{len(report.not_carried)} not carried, none stuck"))
