@@ -40,5 +40,7 @@ if is_master; then
     mkdir -p /root/.kube
     cp /etc/kubernetes/admin.conf /root/.kube/config
     chmod 600 /root/.kube/config
+    # ready, and authorizing again (a restarted API server forbids a moment)
     wait_for 180 "the API server" kubectl get --raw /readyz
+    wait_for 120 "the API server's authorization" kubectl get nodes
 fi

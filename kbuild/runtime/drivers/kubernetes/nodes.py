@@ -8,7 +8,7 @@ import shlex
 import time
 from dataclasses import dataclass
 
-from kbuild.errors import ClusterError
+from kbuild.errors import ClusterError, HostError
 from kbuild.runtime.drivers.kubernetes.kubectl import KUBECTL
 from kbuild.runtime.executor import Executor
 
@@ -77,16 +77,23 @@ def uncordon(conn: Executor, node: str) -> None:
 
 
 def wait_node(conn: Executor, ip: str, *, version: str, timeout: float) -> NodeInfo:
-    """Wait (bounded) until the node of ``ip`` is Ready with kubelet ``version``."""
+    """Wait (bounded) until the node of ``ip`` is Ready with kubelet ``version``
+    (an API server that restarts a moment ago may refuse or forbid a while:
+    asked again until the deadline)."""
     deadline = time.monotonic() + timeout
     info: NodeInfo | None = None
+    why = ""
     while time.monotonic() < deadline:
-        info = nodes(conn).get(ip)
-        if info is not None and info.ready and info.kubelet == version:
-            return info
+        try:
+            info = nodes(conn).get(ip)
+        except HostError as exc:
+            why = f"; last answer: {str(exc).splitlines()[-1].strip()}"
+        else:
+            if info is not None and info.ready and info.kubelet == version:
+                return info
         time.sleep(3)
     ready = "Ready" if info and info.ready else "not Ready"
     raise ClusterError(
         f"node {ip} is not Ready with kubelet {version} after {timeout:.0f}s "
-        f"({ready}, kubelet {info.kubelet if info else '?'})"
+        f"({ready}, kubelet {info.kubelet if info else '?'}){why}"
     )
