@@ -34,13 +34,12 @@ import os
 import re
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kubernetes_run import machine
+from kubernetes_run import bench_hosts, kbuild, machine
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -121,26 +120,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "benchmarks/results/ha_failover.md"))
     args = ap.parse_args()
     name = f"kbha-{secrets.token_hex(3)}"
-    password = "bp-" + secrets.token_urlsafe(12)
     names = ["m0", "m1", "m2", "n0"]
     with tempfile.TemporaryDirectory(prefix="kbha-") as tmp:
-        state = Path(tmp) / "state"
-        env = {**os.environ, "KBUILD_ROOT": args.store, "KBUILD_STATE_DIR": str(state)}
         try:
-            hosts = podman.create_hosts(name, names, internal=True, root_password=password)
+            hosts, cf, env = bench_hosts(name, args.image, names, 3, tmp, args.store)
             ips = [h.ip for h in hosts]
-            cf = Path(tmp) / "Clusterfile"
-            cf.write_text(
-                "apiVersion: sealer.io/v2\nkind: Cluster\n"
-                f"metadata: {{name: {name}}}\nspec:\n  image: {args.image}\n"
-                f"  ssh: {{passwd: {password}}}\n  dataRoot: /tmp/kbuild-bench\n"
-                "  hosts:\n"
-                f"  - {{ips: [{', '.join(ips[:3])}], roles: [master]}}\n"
-                f"  - {{ips: [{ips[3]}], roles: [node]}}\n"
-            )
-            subprocess.run([sys.executable, "-m", "kbuild.cli.main", "run", "-f", str(cf),
-                            "--progress", "plain"], env=env, check=True, timeout=1800,
-                           capture_output=True)  # fmt: skip
+            kbuild(env, "run", "-f", str(cf), "--progress", "plain")
             node = Connection(ips[3], hosts[3].credentials, known_hosts=Path(tmp) / "kh")
             wait("all nodes Ready", lambda: ready(node, 4), 300)
             wait("the VIP over 3 masters", lambda: programmed(node) == sorted(ips[:3]), 120)
@@ -154,9 +139,7 @@ def main() -> None:
                 node.close()
                 node = Connection(ips[3], hosts[3].credentials, known_hosts=Path(tmp) / "kh")
             node.close()
-            subprocess.run([sys.executable, "-m", "kbuild.cli.main", "delete", "--all",
-                            "--cluster-name", name, "--progress", "plain"],
-                           env=env, capture_output=True, timeout=900, check=False)  # fmt: skip
+            kbuild(env, "delete", "--all", "--cluster-name", name, "--progress", "plain")
         finally:
             podman.delete_cluster(name)
 

@@ -86,43 +86,66 @@ def pods_ready(kubectl: Path, kubeconfig: Path, hosts: int) -> bool:
     return dns >= 1 and flannel == hosts
 
 
+def bench_hosts(name: str, image: str, names: list[str], masters: int, tmp: str,
+                store: str) -> tuple[list[podman.PodmanHost], Path, dict[str, str]]:  # fmt: skip
+    """Podman hosts on an --internal network, the first ``masters`` of them
+    masters, and a Clusterfile running ``image`` on them: (hosts, Clusterfile,
+    the environment of kbuild commands). The caller deletes the hosts."""
+    password = "bp-" + secrets.token_urlsafe(12)
+    hosts = podman.create_hosts(name, names, internal=True, root_password=password)
+    ips = [h.ip for h in hosts]
+    cf = Path(tmp) / "Clusterfile"
+    cf.write_text(
+        "apiVersion: sealer.io/v2\nkind: Cluster\n"
+        f"metadata: {{name: {name}}}\nspec:\n  image: {image}\n"
+        f"  ssh: {{passwd: {password}}}\n  dataRoot: /tmp/kbuild-bench\n"
+        "  hosts:\n"
+        f"  - {{ips: [{', '.join(ips[:masters])}], roles: [master]}}\n"
+        f"  - {{ips: [{', '.join(ips[masters:])}], roles: [node]}}\n"
+    )
+    env = {**os.environ, "KBUILD_ROOT": store, "KBUILD_STATE_DIR": str(Path(tmp) / "state")}
+    return hosts, cf, env
+
+
+def kbuild(env: dict[str, str], *args: str, timeout: float = 1800) -> None:
+    """A kbuild command; its output is shown when it fails."""
+    proc = subprocess.run([sys.executable, "-m", "kbuild.cli.main", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"kbuild {args[0]} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+def timed_kbuild(env: dict[str, str], *args: str) -> tuple[dict[str, float], float, str]:
+    """A kbuild command with ``--progress plain``: when each phase started
+    (seconds, from its ``==> PHASE on …`` line as it arrives), the total, the output."""
+    marks: dict[str, float] = {}
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kbuild.cli.main", *args],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    log = []
+    for line in proc.stdout:
+        log.append(line)
+        m = re.match(r"==> (\S+) on ", line)
+        if m and m.group(1) not in marks:
+            marks[m.group(1)] = time.monotonic() - start
+    rc = proc.wait(timeout=1800)
+    if rc != 0:
+        raise SystemExit(f"kbuild {args[0]} failed ({rc}):\n{''.join(log[-40:])}")
+    return marks, time.monotonic() - start, "".join(log)
+
+
 def one_run(image: str, store: str, nodes: int, kubectl: Path) -> dict[str, float]:
     name = f"kbench-{secrets.token_hex(3)}"
-    password = "bp-" + secrets.token_urlsafe(12)
     names = ["m0"] + [f"n{i}" for i in range(1, nodes + 1)]
     with tempfile.TemporaryDirectory(prefix="kbench-") as tmp:
         state = Path(tmp) / "state"
         try:
-            hosts = podman.create_hosts(name, names, internal=True, root_password=password)
-            ips = [h.ip for h in hosts]
-            cf = Path(tmp) / "Clusterfile"
-            cf.write_text(
-                "apiVersion: sealer.io/v2\nkind: Cluster\n"
-                f"metadata: {{name: {name}}}\nspec:\n  image: {image}\n"
-                f"  ssh: {{passwd: {password}}}\n  dataRoot: /tmp/kbuild-bench\n"
-                "  hosts:\n"
-                f"  - {{ips: [{ips[0]}], roles: [master]}}\n"
-                f"  - {{ips: [{', '.join(ips[1:])}], roles: [node]}}\n"
-            )
-            env = {**os.environ, "KBUILD_ROOT": store, "KBUILD_STATE_DIR": str(state)}
-            marks: dict[str, float] = {}
+            _, cf, env = bench_hosts(name, image, names, 1, tmp, store)
             start = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kbuild.cli.main", "run", "-f", str(cf),
-                 "--progress", "plain"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            log = []
-            for line in proc.stdout:
-                log.append(line)
-                m = re.match(r"==> (\S+) on ", line)
-                if m and m.group(1) not in marks:
-                    marks[m.group(1)] = time.monotonic() - start
-            rc = proc.wait(timeout=1200)
-            end = time.monotonic() - start
-            if rc != 0:
-                raise SystemExit(f"kbuild run failed ({rc}):\n{''.join(log[-40:])}")
+            marks, end, _ = timed_kbuild(env, "run", "-f", str(cf), "--progress", "plain")
             kubeconfig = state / name / "kubeconfig"
             deadline = time.monotonic() + 300
             while True:

@@ -19,13 +19,12 @@ import argparse
 import os
 import re
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from kubernetes_run import machine, ready_nodes
+from kubernetes_run import bench_hosts, kbuild, machine, ready_nodes, timed_kbuild
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -49,26 +48,12 @@ def new_bytes(store: Store) -> tuple[int, int]:
 
 def one_run(store: str, nodes: int, kubectl: Path) -> dict[str, object]:
     name = f"kbup-{secrets.token_hex(3)}"
-    password = "bp-" + secrets.token_urlsafe(12)
     names = ["m0"] + [f"n{i}" for i in range(1, nodes + 1)]
     with tempfile.TemporaryDirectory(prefix="kbup-") as tmp:
         state = Path(tmp) / "state"
-        env = {**os.environ, "KBUILD_ROOT": store, "KBUILD_STATE_DIR": str(state)}
         try:
-            hosts = podman.create_hosts(name, names, internal=True, root_password=password)
-            ips = [h.ip for h in hosts]
-            cf = Path(tmp) / "Clusterfile"
-            cf.write_text(
-                "apiVersion: sealer.io/v2\nkind: Cluster\n"
-                f"metadata: {{name: {name}}}\nspec:\n  image: {OLD}\n"
-                f"  ssh: {{passwd: {password}}}\n  dataRoot: /tmp/kbuild-bench\n"
-                "  hosts:\n"
-                f"  - {{ips: [{ips[0]}], roles: [master]}}\n"
-                f"  - {{ips: [{', '.join(ips[1:])}], roles: [node]}}\n"
-            )
-            subprocess.run([sys.executable, "-m", "kbuild.cli.main", "run", "-f", str(cf),
-                            "--progress", "plain"], env=env, check=True, timeout=1800,
-                           capture_output=True)  # fmt: skip
+            _, cf, env = bench_hosts(name, OLD, names, 1, tmp, store)
+            kbuild(env, "run", "-f", str(cf), "--progress", "plain")
             kubeconfig = state / name / "kubeconfig"
             deadline = time.monotonic() + 300
             while not (len(r := ready_nodes(kubectl, kubeconfig)) == len(names)
@@ -76,31 +61,13 @@ def one_run(store: str, nodes: int, kubectl: Path) -> dict[str, object]:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"nodes not Ready after 300 s: {r}")
                 time.sleep(2)
-            marks: dict[str, float] = {}
-            start = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "kbuild.cli.main", "upgrade", NEW, "--cluster-name", name,
-                 "--progress", "plain"],
-                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-            assert proc.stdout is not None
-            log = []
-            for line in proc.stdout:
-                log.append(line)
-                m = re.match(r"==> (\S+) on ", line)
-                if m and m.group(1) not in marks:
-                    marks[m.group(1)] = time.monotonic() - start
-            rc = proc.wait(timeout=1800)
-            total = time.monotonic() - start
-            if rc != 0:
-                raise SystemExit(f"kbuild upgrade failed ({rc}):\n{''.join(log[-40:])}")
-            sent = re.findall(r"sent (\d+), (\d+) present", "".join(log))
+            marks, total, log = timed_kbuild(env, "upgrade", NEW, "--cluster-name", name,
+                                             "--progress", "plain")  # fmt: skip
+            sent = re.findall(r"sent (\d+), (\d+) present", log)
             order = [p for p in PHASES if p in marks]
             spans = {p: (marks[order[i + 1]] if i + 1 < len(order) else total) - marks[p]
                      for i, p in enumerate(order)}  # fmt: skip
-            subprocess.run([sys.executable, "-m", "kbuild.cli.main", "delete", "--all",
-                            "--cluster-name", name, "--progress", "plain"],
-                           env=env, capture_output=True, timeout=900, check=False)  # fmt: skip
+            kbuild(env, "delete", "--all", "--cluster-name", name, "--progress", "plain")
             return {"spans": spans, "total": total, "sent": sent}
         finally:
             podman.delete_cluster(name)

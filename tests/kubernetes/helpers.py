@@ -176,3 +176,36 @@ def assert_clean(conn: Connection, container: str, before: str, leftovers_before
 
 def q(text: str) -> str:
     return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+def clusterfile(name: str, image: str, password: str, masters: list[str], nodes: list[str],
+                extra: str = "") -> str:  # fmt: skip
+    """A Clusterfile of the e2e tests: DATA_ROOT, the flannel pod CIDR, one group
+    per role (``extra``: more YAML appended, e.g. kubeadm documents)."""
+    text = (
+        "apiVersion: sealer.io/v2\nkind: Cluster\n"
+        f"metadata: {{name: {name}}}\n"
+        f"spec:\n  image: {image}\n  ssh: {{passwd: {password}}}\n"
+        f"  dataRoot: {DATA_ROOT}\n  env: [PodCIDR=10.244.0.0/16]\n"
+        "  hosts:\n"
+        f"  - {{ips: [{', '.join(masters)}], roles: [master]}}\n"
+    )
+    if nodes:
+        text += f"  - {{ips: [{', '.join(nodes)}], roles: [node]}}\n"
+    return text + extra
+
+
+def build_web(kbuild_build: Callable[..., object], workdir: Path, tag: str) -> Path:
+    """The web test image (tests/kubernetes/web, a static Go binary) built as
+    ``tag``; returns the directory holding the ``web`` binary."""
+    here = Path(__file__).parent / "web"
+    ctx = workdir / "web"
+    ctx.mkdir()
+    subprocess.run(
+        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(ctx / "web"),
+         str(here / "main.go")],
+        check=True, capture_output=True, timeout=300, env={**os.environ, "CGO_ENABLED": "0"},
+    )  # fmt: skip
+    kbuild_build("build", "--progress", "plain", "-f", str(here / "Kubefile"), "-t", tag,
+                 str(ctx))  # fmt: skip
+    return ctx

@@ -35,6 +35,7 @@ from tests.kubernetes.helpers import (
     VIP,
     assert_clean,
     build_base,
+    clusterfile,
     etcd_members,
     kubectl,
     pods,
@@ -88,15 +89,7 @@ def test_losing_master0(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
     leftovers = {ip: c.run("sh -c " + q(KUBE_LEFTOVERS)).stdout for ip, c in conns.items()}
     cf = tmp_path / "Clusterfile"
-    cf.write_text(
-        "apiVersion: sealer.io/v2\nkind: Cluster\n"
-        f"metadata: {{name: {CLUSTER}}}\n"
-        f"spec:\n  image: {BASE}\n  ssh: {{passwd: {m0.root_password}}}\n"
-        f"  dataRoot: {DATA_ROOT}\n  env: [PodCIDR=10.244.0.0/16]\n"
-        "  hosts:\n"
-        f"  - {{ips: [{m0.ip}, {m1.ip}, {m2.ip}], roles: [master]}}\n"
-        f"  - {{ips: [{n0.ip}], roles: [node]}}\n"
-    )
+    cf.write_text(clusterfile(CLUSTER, BASE, m0.root_password, [m0.ip, m1.ip, m2.ip], [n0.ip]))
     started = time.monotonic()
     kbuild(env, "run", "-f", str(cf), "--progress", "plain", timeout=1500)
     wait("all four Ready", lambda: ready_nodes(lead) == {

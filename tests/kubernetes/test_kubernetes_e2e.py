@@ -29,7 +29,6 @@ a rerun only checks the cache.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import shutil
@@ -56,6 +55,7 @@ from tests.kubernetes.helpers import (
     assert_taints,
     bootstrap_tokens,
     build_base,
+    build_web,
     etcd_members,
     kubectl,
     node_taints,
@@ -81,15 +81,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("k8s-e2e")
     e = Env(root=STORE, state=base / "state")
     build_base()
-    web_ctx = base / "web"
-    web_ctx.mkdir()
-    subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(web_ctx / "web"),
-         str(HERE / "web" / "main.go")],
-        check=True, capture_output=True, timeout=300, env={**os.environ, "CGO_ENABLED": "0"},
-    )  # fmt: skip
-    kbuild(e, "build", "--progress", "plain", "-f", str(HERE / "web" / "Kubefile"), "-t", WEB,
-           str(web_ctx))  # fmt: skip
+    build_web(lambda *a: kbuild(e, *a), base, WEB)
     app_ctx = base / "app"
     app_ctx.mkdir()
     shutil.copy(HERE / "web" / "web.yaml", app_ctx / "web.yaml")

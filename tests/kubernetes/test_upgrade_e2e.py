@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -41,6 +40,8 @@ from tests.kubernetes.helpers import (
     STORE,
     assert_clean,
     build_base,
+    build_web,
+    clusterfile,
     kubectl,
     pods,
     q,
@@ -84,15 +85,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     e = Env(root=STORE, state=base / "state")
     build_base(OLD)
     build_base(NEW)
-    web_ctx = base / "web"
-    web_ctx.mkdir()
-    subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w", "-o", str(web_ctx / "web"),
-         str(HERE / "web" / "main.go")],
-        check=True, capture_output=True, timeout=300, env={**os.environ, "CGO_ENABLED": "0"},
-    )  # fmt: skip
-    kbuild(e, "build", "--progress", "plain", "-f", str(HERE / "web" / "Kubefile"), "-t", WEB,
-           str(web_ctx))  # fmt: skip
+    web_ctx = build_web(lambda *a: kbuild(e, *a), base, WEB)
     _app(e, base, "up-web:old", f"kubernetes:{OLD}")
     _app(e, base, "up-web:v1", f"kubernetes:{NEW}", "v1")
     _app(e, base, "up-web:v2", f"kubernetes:{NEW}", "v2")
@@ -165,15 +158,7 @@ def test_upgrade_and_app_images(env: Env, hosts: HostSet, tmp_path: Path) -> Non
     before = {ip: snapshot(c, DATA_ROOT) for ip, c in conns.items()}
     leftovers = {ip: c.run("sh -c " + q(KUBE_LEFTOVERS)).stdout for ip, c in conns.items()}
     cf = tmp_path / "Clusterfile"
-    cf.write_text(
-        "apiVersion: sealer.io/v2\nkind: Cluster\n"
-        f"metadata: {{name: {CLUSTER}}}\n"
-        f"spec:\n  image: up-web:old\n  ssh: {{passwd: {h0.root_password}}}\n"
-        f"  dataRoot: {DATA_ROOT}\n  env: [PodCIDR=10.244.0.0/16]\n"
-        "  hosts:\n"
-        f"  - {{ips: [{h0.ip}], roles: [master]}}\n"
-        f"  - {{ips: [{h1.ip}], roles: [node]}}\n"
-    )
+    cf.write_text(clusterfile(CLUSTER, "up-web:old", h0.root_password, [h0.ip], [h1.ip]))
     kbuild(env, "run", "-f", str(cf), "--progress", "plain", timeout=1200)
     wait("both nodes Ready", lambda: ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 300)
     wait("web pods running on both nodes", lambda: sorted(
