@@ -106,8 +106,9 @@ def _poller(m: Connection, web_binary: Path, container: str, url: str) -> None:
     """On the master host: ask ``url`` twice a second, one line per answer."""
     subprocess.run(["podman", "cp", str(web_binary), f"{container}:/usr/local/bin/kbuild-web"],
                    check=True, timeout=60)  # fmt: skip
-    m.run("nohup sh -c " + q(f"while :; do kbuild-web get {url} 1 >>/tmp/polls 2>&1; "
-                             "sleep 0.5; done") + " >/dev/null 2>&1 &")  # fmt: skip
+    loop = (f"echo $$ >/tmp/polls.pid; while :; do kbuild-web get {url} 1 >>/tmp/polls 2>&1; "
+            "sleep 0.5; done")
+    m.run("nohup sh -c " + q(loop) + " >/dev/null 2>&1 &")
 
 
 def _polls(m: Connection) -> tuple[int, list[str]]:
