@@ -34,6 +34,9 @@ COMMAND_MODULES: dict[str, str] = {
     "delete": "cluster",
     "apply": "cluster",
     "exec": "cluster",
+    "backup": "backup",
+    "restore": "backup",
+    "cert": "backup",
 }
 
 

@@ -16,7 +16,7 @@ from kbuild.errors import ClusterError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import CONVERGE, DELETE_HOSTS, ClusterDriver, DriverContext, PhaseList
-from kbuild.runtime.drivers.kubernetes import files, ha, kubeadm, kubectl
+from kbuild.runtime.drivers.kubernetes import files, flows, ha, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import (
     AliasesPhase,
     KubeconfigPhase,
@@ -46,7 +46,8 @@ class KubernetesDriver(ClusterDriver):
 
     def extend(self, flow: str, phases: PhaseList) -> None:
         """kubeconfig after init-cluster; aliases, VIP backends and labels after
-        join-host; VIP backends after delete forgot hosts."""
+        join-host; VIP backends after delete forgot hosts; day-2 flows: :mod:`.flows`."""
+        flows.extend(flow, phases)
         if flow == CONVERGE:
             phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
             phases.insert_after(titles.JOIN_HOST, AliasesPhase(), VipBackendsPhase(),

@@ -1,0 +1,133 @@
+"""kbuild CLI: day-2 commands of a cluster's driver (backup, restore, cert)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import click
+
+from kbuild.errors import UsageError
+from kbuild.runtime import lifecycle
+
+from .cluster import _cluster_name, _options, _with_common
+from .common import read_secret
+from .progress import renderer
+
+PASSPHRASE_ENV = "KBUILD_BACKUP_PASSPHRASE"
+
+_passphrase_options = [
+    click.option("--passphrase-stdin", is_flag=True,
+                 help="Read the backup's passphrase from stdin."),
+    click.option("--passphrase-file", type=click.Path(dir_okay=False),
+                 help=f"Read the passphrase from a file's first line (or ${PASSPHRASE_ENV})."),
+]  # fmt: skip
+
+
+def _with_passphrase(fn):  # type: ignore[no-untyped-def]
+    for opt in reversed(_passphrase_options):
+        fn = opt(fn)
+    return fn
+
+
+def backup_passphrase(stdin: bool, file: str | None) -> str | None:
+    """The passphrase from ``--passphrase-stdin``, ``--passphrase-file`` or
+    ``$KBUILD_BACKUP_PASSPHRASE`` (never from argv: ``ps`` would show it)."""
+    if stdin and file is not None:
+        raise UsageError("give the passphrase one way: --passphrase-stdin or --passphrase-file")
+    value = read_secret(stdin, file, "--passphrase-file")
+    if value is None:
+        return os.environ.get(PASSPHRASE_ENV) or None
+    if not value:
+        raise UsageError("the passphrase is empty")
+    return value
+
+
+def _flow(
+    ctx: click.Context, name: str | None, flow: str, params: dict[str, object],
+    accept_changed: bool, progress_mode: str, *, dry_run: bool = False,
+) -> lifecycle.FlowResult:  # fmt: skip
+    display = renderer(progress_mode)
+    try:
+        return lifecycle.run_flow(
+            _cluster_name(name), flow, _options(ctx, display, accept_changed),
+            params=params, dry_run=dry_run,
+        )  # fmt: skip
+    finally:
+        display.close()
+
+
+@click.command("backup")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="The archive to write (mode 0600).")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@_with_passphrase
+@_with_common
+@click.pass_context
+def backup_command(
+    ctx: click.Context, output: str, cluster_name: str | None, passphrase_stdin: bool,
+    passphrase_file: str | None, accept_changed_host_key: bool, progress_mode: str,
+) -> None:  # fmt: skip
+    """Back up the cluster: etcd snapshot, PKI, kubeadm configuration, Clusterfile
+    and kbuild's state, in one archive here (sealed when a passphrase is given)."""
+    params: dict[str, object] = {
+        "output": os.path.abspath(output),
+        "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
+    }
+    res = _flow(ctx, cluster_name, "backup", params, accept_changed_host_key, progress_mode)
+    sealed = " (sealed)" if params["passphrase"] else ""
+    click.echo(f"Backup written to {res.results['archive']}{sealed}.")
+
+
+@click.command("restore")
+@click.argument("backup", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@_with_passphrase
+@_with_common
+@click.pass_context
+def restore_command(
+    ctx: click.Context, backup: str, cluster_name: str | None, passphrase_stdin: bool,
+    passphrase_file: str | None, accept_changed_host_key: bool, progress_mode: str,
+) -> None:  # fmt: skip
+    """Restore the cluster's etcd from BACKUP on its running hosts (every master;
+    the control plane restarts). A backup of another cluster is refused."""
+    params: dict[str, object] = {
+        "file": os.path.abspath(backup),
+        "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
+    }
+    _flow(ctx, cluster_name, "restore", params, accept_changed_host_key, progress_mode)
+    click.echo(f"Restored cluster {_cluster_name(cluster_name)} from {backup}.")
+
+
+@click.group("cert")
+def cert_group() -> None:
+    """The cluster's certificates."""
+
+
+@cert_group.command("check")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)  # fmt: skip
+@_with_common
+@click.pass_context
+def cert_check_command(
+    ctx: click.Context, cluster_name: str | None, fmt: str, accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:  # fmt: skip
+    """Every certificate on every host (and kbuild's CA here) with its expiry."""
+    res = _flow(ctx, cluster_name, "cert-check", {}, accept_changed_host_key, progress_mode)
+    found: Any = res.results.get("certificates") or []
+    certs: list[Any] = sorted(found, key=lambda c: (c.host, c.path, c.subject))
+    if fmt == "json":
+        click.echo(json.dumps([c.to_json() for c in certs], indent=2))
+        return
+    click.echo(f"{'HOST':<16} {'EXPIRES':<20} {'DAYS':>5}  {'PATH':<50} SUBJECT")
+    for c in certs:
+        when = c.not_after.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{c.host:<16} {when:<20} {c.days_left:>5}  {c.path:<50} {c.subject}")
+
+
+commands: list[click.Command] = [backup_command, restore_command, cert_group]
+
+__all__ = ["backup_passphrase", "commands"]

@@ -1,0 +1,26 @@
+"""The Kubernetes driver's day-2 flows (``kbuild backup``, ``restore``,
+``cert``): each a phase list of its own, run by
+:func:`kbuild.runtime.lifecycle.run_flow`."""
+
+from __future__ import annotations
+
+from kbuild.runtime.driver import PhaseList
+from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
+from kbuild.runtime.drivers.kubernetes.certs import CertCheckPhase
+from kbuild.runtime.drivers.kubernetes.restore import restore_phases
+
+__all__ = ["BACKUP", "CERT_CHECK", "RESTORE", "extend"]
+
+BACKUP = "backup"
+RESTORE = "restore"
+CERT_CHECK = "cert-check"
+
+
+def extend(flow: str, phases: PhaseList) -> None:
+    """Fill the list of one of the flows above (other flows are left alone)."""
+    if flow == BACKUP:
+        phases.add(BackupPhase())
+    elif flow == RESTORE:
+        phases.add(*restore_phases())
+    elif flow == CERT_CHECK:
+        phases.add(CertCheckPhase())
