@@ -100,9 +100,33 @@ def restore_command(
     click.echo(f"Restored cluster {_cluster_name(cluster_name)} from {backup}.")
 
 
-@click.group("cert")
-def cert_group() -> None:
-    """The cluster's certificates."""
+@click.group("cert", invoke_without_command=True)
+@click.option("--alt-names", metavar="A,B",
+              help="Add names/IPs to the API server certificate on every master.")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@_with_common
+@click.pass_context
+def cert_group(
+    ctx: click.Context, alt_names: str | None, cluster_name: str | None,
+    accept_changed_host_key: bool, progress_mode: str,
+) -> None:  # fmt: skip
+    """The cluster's certificates: check, renew, or --alt-names a,b."""
+    if ctx.invoked_subcommand is not None:
+        if alt_names:
+            raise UsageError("--alt-names goes without a subcommand")
+        return
+    if not alt_names:
+        click.echo(ctx.get_help())
+        return
+    names = [n.strip() for n in alt_names.split(",") if n.strip()]
+    if not names:
+        raise UsageError("--alt-names: give names or IPs, a,b")
+    params: dict[str, object] = {"alt_names": names}
+    res = _flow(ctx, cluster_name, "cert-alt-names", params, accept_changed_host_key,
+                progress_mode)  # fmt: skip
+    added: Any = res.results.get("added") or []
+    click.echo(f"API server certificates now name {', '.join(names)} "
+               f"({', '.join(added) or 'none'} new).")  # fmt: skip
 
 
 @cert_group.command("check")
@@ -126,6 +150,20 @@ def cert_check_command(
     for c in certs:
         when = c.not_after.strftime("%Y-%m-%d %H:%M")
         click.echo(f"{c.host:<16} {when:<20} {c.days_left:>5}  {c.path:<50} {c.subject}")
+
+
+@cert_group.command("renew")
+@click.option("--cluster-name", help="The cluster (default: the only one recorded).")
+@_with_common
+@click.pass_context
+def cert_renew_command(
+    ctx: click.Context, cluster_name: str | None, accept_changed_host_key: bool,
+    progress_mode: str,
+) -> None:  # fmt: skip
+    """Renew kubeadm's certificates master by master (control plane restarted,
+    API server waited for) and fetch a fresh admin kubeconfig."""
+    _flow(ctx, cluster_name, "cert-renew", {}, accept_changed_host_key, progress_mode)
+    click.echo(f"Certificates of cluster {_cluster_name(cluster_name)} renewed.")
 
 
 commands: list[click.Command] = [backup_command, restore_command, cert_group]

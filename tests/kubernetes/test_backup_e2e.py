@@ -10,7 +10,10 @@ podman hosts (1 master + 1 node, no route out).
   ConfigMap and the Deployment's pod Running are back, the ConfigMap made
   after the backup is gone, both nodes Ready, the control plane answers;
 - ``kbuild cert check --format json`` lists kubeadm's certificates on the
-  master, the kubelet's on the node, kbuild's CA here;
+  master, the kubelet's on the node, kbuild's CA here; ``cert renew`` moves
+  every NotAfter of the master forward, the cluster answers and the
+  kubeconfig here works; ``cert --alt-names`` adds names the API server's
+  certificate then carries;
 - the passphrase and the SSH password appear in no process list, output or
   journal.
 """
@@ -31,12 +34,13 @@ from pathlib import Path
 import pytest
 
 from kbuild.runtime.drivers.kubernetes import archive
-from kbuild.runtime.drivers.kubernetes.pki import generate_ca
+from kbuild.runtime.drivers.kubernetes.pki import KeyPair, generate_ca, san_names
 from tests.fixtures.hosts import HostSet
 from tests.kubernetes.helpers import (
     BASE,
     CP_TAINT,
     DATA_ROOT,
+    KUBECTL,
     PAUSE,
     STORE,
     build_base,
@@ -210,6 +214,41 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         assert all(c["daysLeft"] > 300 for c in certs)
         table = kb("cert", "check", "--cluster-name", CLUSTER, "--progress", "plain").stdout
         assert "apiserver.crt" in table and "DAYS" in table
+
+        # renew: every kubeadm certificate on the master moves forward, the
+        # cluster answers, the kubeconfig here (fetched again) works
+        def not_after(found: list[dict[str, str]]) -> dict[str, str]:
+            return {c["path"]: c["notAfter"] for c in found if c["host"] == h0.ip
+                    and c["path"].startswith("/etc/kubernetes/")
+                    and not c["path"].endswith("ca.crt")}  # fmt: skip
+
+        before = not_after(certs)
+        time.sleep(2)
+        kb("cert", "renew", "--cluster-name", CLUSTER, "--progress", "plain")
+        after = not_after(json.loads(kb("cert", "check", "--cluster-name", CLUSTER, "--format",
+                                        "json").stdout))  # fmt: skip
+        assert "/etc/kubernetes/pki/apiserver.crt" in before
+        moved = {p for p in before if after.get(p, "") > before[p]}
+        assert moved == set(before), (before, after)
+        kubeconfig = env.state / CLUSTER / "kubeconfig"
+        assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+        nodes = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(kubeconfig), "get", "nodes", "-o", "name"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert nodes.returncode == 0 and len(nodes.stdout.split()) == 2, nodes.stderr
+
+        # alt-names: openssl shows the new names, kubeadm-config and the Clusterfile keep them
+        kb("cert", "--alt-names", "api.backup.test,10.99.0.7", "--cluster-name", CLUSTER,
+           "--progress", "plain")  # fmt: skip
+        pem = m0.run("cat /etc/kubernetes/pki/apiserver.crt").stdout.encode()
+        dns, ips = san_names(KeyPair(pem, b""))
+        assert "api.backup.test" in dns and "10.99.0.7" in ips, (dns, ips)
+        config = kubectl(m0, "-n kube-system get configmap kubeadm-config -o yaml")
+        assert "api.backup.test" in config
+        assert "api.backup.test" in (env.state / CLUSTER / "Clusterfile").read_text()
+        wait("both nodes Ready after the certificates",
+             lambda: ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 120)  # fmt: skip
 
         watch.journals()
         found = watch.found({"passphrase": passphrase, "SSH password": h0.root_password})

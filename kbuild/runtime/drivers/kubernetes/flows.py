@@ -7,13 +7,17 @@ from __future__ import annotations
 from kbuild.runtime.driver import PhaseList
 from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
 from kbuild.runtime.drivers.kubernetes.certs import CertCheckPhase
+from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase
+from kbuild.runtime.drivers.kubernetes.renew import AltNamesPhase, RenewPhase
 from kbuild.runtime.drivers.kubernetes.restore import restore_phases
 
-__all__ = ["BACKUP", "CERT_CHECK", "RESTORE", "extend"]
+__all__ = ["ALT_NAMES", "BACKUP", "CERT_CHECK", "CERT_RENEW", "RESTORE", "extend"]
 
 BACKUP = "backup"
 RESTORE = "restore"
 CERT_CHECK = "cert-check"
+CERT_RENEW = "cert-renew"
+ALT_NAMES = "cert-alt-names"
 
 
 def extend(flow: str, phases: PhaseList) -> None:
@@ -24,3 +28,7 @@ def extend(flow: str, phases: PhaseList) -> None:
         phases.add(*restore_phases())
     elif flow == CERT_CHECK:
         phases.add(CertCheckPhase())
+    elif flow == CERT_RENEW:
+        phases.add(RenewPhase(), KubeconfigPhase())
+    elif flow == ALT_NAMES:
+        phases.add(AltNamesPhase())
