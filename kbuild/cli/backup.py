@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from kbuild.errors import UsageError
+from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import lifecycle
+from kbuild.runtime.state import StateDir
 
 from .cluster import _cluster_name, _options, _with_common
 from .common import read_secret
@@ -82,22 +84,45 @@ def backup_command(
 
 @click.command("restore")
 @click.argument("backup", type=click.Path(exists=True, dir_okay=False))
+@click.option("-f", "--clusterfile", type=click.Path(exists=True, dir_okay=False),
+              help="Bring the cluster back on fresh hosts (after delete --all) from this "
+              "Clusterfile: its PKI, kbuild's CA and etcd's data from BACKUP.")
 @click.option("--cluster-name", help="The cluster (default: the only one recorded).")
 @_with_passphrase
 @_with_common
 @click.pass_context
 def restore_command(
-    ctx: click.Context, backup: str, cluster_name: str | None, passphrase_stdin: bool,
-    passphrase_file: str | None, accept_changed_host_key: bool, progress_mode: str,
+    ctx: click.Context, backup: str, clusterfile: str | None, cluster_name: str | None,
+    passphrase_stdin: bool, passphrase_file: str | None, accept_changed_host_key: bool,
+    progress_mode: str,
 ) -> None:  # fmt: skip
     """Restore the cluster's etcd from BACKUP on its running hosts (every master;
-    the control plane restarts). A backup of another cluster is refused."""
+    the control plane restarts), or with -f onto fresh hosts at the same
+    addresses. A backup of another cluster is refused before any change."""
     params: dict[str, object] = {
         "file": os.path.abspath(backup),
         "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
     }
-    _flow(ctx, cluster_name, "restore", params, accept_changed_host_key, progress_mode)
-    click.echo(f"Restored cluster {_cluster_name(cluster_name)} from {backup}.")
+    if clusterfile is None:
+        _flow(ctx, cluster_name, "restore", params, accept_changed_host_key, progress_mode)
+        click.echo(f"Restored cluster {_cluster_name(cluster_name)} from {backup}.")
+        return
+    cf = cfmod.load(clusterfile)
+    if cluster_name and cluster_name != cf.cluster.name:
+        raise UsageError(f"{clusterfile} is cluster {cf.cluster.name}, not {cluster_name}")
+    if StateDir(cf.cluster.name).exists():
+        raise UsageError(
+            f"cluster {cf.cluster.name} is recorded here",
+            hint="restore onto its running hosts without -f, or `kbuild delete --all` first",
+        )
+    display = renderer(progress_mode)
+    try:
+        lifecycle.run_cluster(cf, _options(ctx, display, accept_changed_host_key),
+                              params={**params, "fresh": True})  # fmt: skip
+    finally:
+        display.close()
+    click.echo(f"Cluster {cf.cluster.name} restored from {backup} on "
+               f"{len(cf.cluster.all_hosts())} hosts.")  # fmt: skip
 
 
 @click.group("cert", invoke_without_command=True)

@@ -14,6 +14,9 @@ podman hosts (1 master + 1 node, no route out).
   every NotAfter of the master forward, the cluster answers and the
   kubeconfig here works; ``cert --alt-names`` adds names the API server's
   certificate then carries;
+- ``delete --all``, then ``kbuild restore -f Clusterfile`` onto the hosts
+  (clean, at the same addresses) → both nodes Ready, the ConfigMap back,
+  kubeadm's CA the same, a kubeconfig of the old cluster still works;
 - the passphrase and the SSH password appear in no process list, output or
   journal.
 """
@@ -249,6 +252,36 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         assert "api.backup.test" in (env.state / CLUSTER / "Clusterfile").read_text()
         wait("both nodes Ready after the certificates",
              lambda: ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 120)  # fmt: skip
+
+        # -------------------------------------------------- everything lost
+        # a backup after the certificate work, a kubeconfig of the old cluster,
+        # then delete --all: the hosts are as fresh as before the run
+        kb("backup", "--cluster-name", CLUSTER, "-o", str(out), "--passphrase-file",
+           str(pass_file), "--progress", "plain")  # fmt: skip
+        old_kubeconfig = tmp_path / "old-kubeconfig"
+        old_kubeconfig.write_bytes(kubeconfig.read_bytes())
+        kb("delete", "--all", "--cluster-name", CLUSTER, "--progress", "plain")
+        assert m0.run("ls -d /var/lib/etcd /etc/kubernetes", check=False).stdout.strip() == ""
+        proc = kb("restore", str(out), "-f", str(cf), "--progress", "plain", check=False,
+                  extra={"KBUILD_BACKUP_PASSPHRASE": "not-the-passphrase"})  # fmt: skip
+        assert proc.returncode != 0 and "wrong passphrase" in proc.stderr, proc.stderr
+        t = time.monotonic()
+        kb("restore", str(out), "-f", str(cf), "--progress", "plain", timeout=900,
+           extra={"KBUILD_BACKUP_PASSPHRASE": passphrase})  # fmt: skip
+        print(f"restore onto fresh hosts in {time.monotonic() - t:.0f}s")
+        wait("both nodes Ready on the fresh hosts",
+             lambda: ready_nodes(m0) == {h0.ip: True, h1.ip: True}, 240)  # fmt: skip
+        data = json.loads(kubectl(m0, f"-n {NS} get configmap settings -o json"))["data"]
+        assert data == {"colour": "teal", "size": "42"}
+        assert m0.run("cat /etc/kubernetes/pki/ca.key").stdout.encode() == ca_key
+        old = subprocess.run(
+            [str(KUBECTL), "--kubeconfig", str(old_kubeconfig), "-n", NS, "get", "configmap",
+             "settings", "-o", "name"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert old.returncode == 0 and old.stdout.strip() == "configmap/settings", old.stderr
+        wait("the sleeper Running on the fresh hosts",
+             lambda: [p["phase"] for p in pods(m0, "app=sleeper", NS)] == ["Running"], 180)
 
         watch.journals()
         found = watch.found({"passphrase": passphrase, "SSH password": h0.root_password})

@@ -16,7 +16,7 @@ from kbuild.errors import ClusterError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import CONVERGE, DELETE_HOSTS, ClusterDriver, DriverContext, PhaseList
-from kbuild.runtime.drivers.kubernetes import files, flows, ha, kubeadm, kubectl
+from kbuild.runtime.drivers.kubernetes import files, flows, fresh, ha, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import (
     AliasesPhase,
     KubeconfigPhase,
@@ -76,6 +76,7 @@ class KubernetesDriver(ClusterDriver):
         certificate in the local state."""
         if ctx.image is not None:
             files.check_env(files.effective_cluster(ctx.cf.cluster, ctx.image))
+        fresh.prepare_fresh(ctx)  # a restore onto fresh hosts brings kbuild's CA back first
         self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster)
 
     def _pki(self, ctx: DriverContext) -> ClusterPki:

@@ -4,7 +4,8 @@
 
 from __future__ import annotations
 
-from kbuild.runtime.driver import PhaseList
+from kbuild.runtime.driver import CONVERGE, PhaseList
+from kbuild.runtime.drivers.kubernetes import fresh
 from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
 from kbuild.runtime.drivers.kubernetes.certs import CertCheckPhase
 from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase
@@ -21,8 +22,11 @@ ALT_NAMES = "cert-alt-names"
 
 
 def extend(flow: str, phases: PhaseList) -> None:
-    """Fill the list of one of the flows above (other flows are left alone)."""
-    if flow == BACKUP:
+    """Fill the list of one of the flows above; a converge gets the phases of a
+    restore onto fresh hosts (they run only when it is one: :mod:`.fresh`)."""
+    if flow == CONVERGE:
+        fresh.extend_converge(phases)
+    elif flow == BACKUP:
         phases.add(BackupPhase())
     elif flow == RESTORE:
         phases.add(*restore_phases())

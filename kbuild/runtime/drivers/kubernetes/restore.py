@@ -99,6 +99,10 @@ class RestoreCheckPhase(ClientPhase):
 
     title = RESTORE_CHECK
 
+    def should_run(self, ctx: Context, hosts: list[Host]) -> bool:
+        """Unless ``when`` says otherwise (a converge without a backup)."""
+        return self.when is None or self.when(ctx)
+
     def run_client(self, ctx: Context) -> None:
         """Nothing that runs changes here; on failure the prepared files go."""
         file = Path(str(ctx.params["file"]))
