@@ -63,19 +63,24 @@ def _flow(
 @click.command("backup")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The archive to write (mode 0600).")
+@click.option("--from-host", is_flag=True,
+              help="Take the newest scheduled snapshot of the lead master (EtcdSnapshotSchedule) "
+              "instead of a new one.")
 @click.option("--cluster-name", help="The cluster (default: the only one recorded).")
 @_with_passphrase
 @_with_common
 @click.pass_context
 def backup_command(
-    ctx: click.Context, output: str, cluster_name: str | None, passphrase_stdin: bool,
-    passphrase_file: str | None, accept_changed_host_key: bool, progress_mode: str,
+    ctx: click.Context, output: str, from_host: bool, cluster_name: str | None,
+    passphrase_stdin: bool, passphrase_file: str | None, accept_changed_host_key: bool,
+    progress_mode: str,
 ) -> None:  # fmt: skip
     """Back up the cluster: etcd snapshot, PKI, kubeadm configuration, Clusterfile
     and kbuild's state, in one archive here (sealed when a passphrase is given)."""
     params: dict[str, object] = {
         "output": os.path.abspath(output),
         "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
+        "from_host": from_host,
     }
     res = _flow(ctx, cluster_name, "backup", params, accept_changed_host_key, progress_mode)
     sealed = " (sealed)" if params["passphrase"] else ""
@@ -117,8 +122,10 @@ def restore_command(
         )
     display = renderer(progress_mode)
     try:
-        lifecycle.run_cluster(cf, _options(ctx, display, accept_changed_host_key),
-                              params={**params, "fresh": True})  # fmt: skip
+        opts = _options(ctx, display, accept_changed_host_key)
+        # a backup that cannot be read, or of another cluster, changes nothing
+        lifecycle.run_flow(cf.cluster.name, "restore-verify", opts, params=params, cf=cf)
+        lifecycle.run_cluster(cf, opts, params={**params, "fresh": True})
     finally:
         display.close()
     click.echo(f"Cluster {cf.cluster.name} restored from {backup} on "

@@ -1,6 +1,8 @@
 """End to end: backup, restore and certificates of a Kubernetes cluster on
 podman hosts (1 master + 1 node, no route out).
 
+- the Clusterfile asks for an etcd snapshot every 10 s, 2 kept: the master
+  keeps the newest 2, ``backup --from-host`` takes one of them;
 - a namespace with a ConfigMap and a Deployment; ``kbuild backup`` sealed
   with a passphrase (a file) → a 0600 archive that does not show the CA key;
 - the namespace deleted; a truncated copy, a wrong passphrase and a backup
@@ -134,7 +136,8 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         "apiVersion: sealer.io/v2\nkind: Cluster\n"
         f"metadata: {{name: {CLUSTER}}}\n"
         f"spec:\n  image: {BASE}\n  ssh: {{passwd: {h0.root_password}}}\n"
-        f"  dataRoot: {DATA_ROOT}\n  env: [PodCIDR=10.244.0.0/16]\n"
+        f"  dataRoot: {DATA_ROOT}\n"
+        "  env: [PodCIDR=10.244.0.0/16, 'EtcdSnapshotSchedule=*:*:0/10', EtcdSnapshotRetention=2]\n"
         "  hosts:\n"
         f"  - {{ips: [{h0.ip}], roles: [master], taints: [{CP_TAINT}:NoSchedule-]}}\n"
         f"  - {{ips: [{h1.ip}], roles: [node]}}\n"
@@ -147,6 +150,23 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         m0.run("kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -", stdin=DEPLOY)
         wait("the sleeper Running", lambda: [p["phase"] for p in pods(m0, "app=sleeper", NS)]
              == ["Running"], 180)  # fmt: skip
+
+        # -------------------------------------------------- scheduled snapshots
+        def snapshots() -> list[str]:
+            return m0.run("ls -1 /var/lib/kbuild-backup/snapshots/ | grep '^snapshot-'",
+                          check=False).stdout.split()  # fmt: skip
+
+        wait("two scheduled snapshots", lambda: len(snapshots()) == 2, 60, step=2)
+        first = snapshots()
+        wait("the oldest snapshot replaced", lambda: snapshots()[0] != first[0], 60, step=2)
+        assert len(snapshots()) == 2
+        from_host = tmp_path / "from-host.kbk"
+        kb("backup", "--cluster-name", CLUSTER, "--from-host", "-o", str(from_host),
+           "--progress", "plain")  # fmt: skip
+        on_host = {m0.run(f"sha256sum /var/lib/kbuild-backup/snapshots/{n}").stdout.split()[0]
+                   for n in snapshots()}  # fmt: skip
+        taken = archive.read_archive(from_host, tmp_path / "from-host", passphrase=None)
+        assert taken.members["etcd/snapshot.db"].sha256 in on_host
 
         # -------------------------------------------------- backup
         out = tmp_path / "cluster.kbk"
@@ -265,6 +285,8 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         proc = kb("restore", str(out), "-f", str(cf), "--progress", "plain", check=False,
                   extra={"KBUILD_BACKUP_PASSPHRASE": "not-the-passphrase"})  # fmt: skip
         assert proc.returncode != 0 and "wrong passphrase" in proc.stderr, proc.stderr
+        assert not (env.state / CLUSTER / "Clusterfile").exists()
+        assert m0.run("ls -d /etc/kubernetes", check=False).stdout.strip() == ""
         t = time.monotonic()
         kb("restore", str(out), "-f", str(cf), "--progress", "plain", timeout=900,
            extra={"KBUILD_BACKUP_PASSPHRASE": passphrase})  # fmt: skip
@@ -290,6 +312,7 @@ def test_backup_restore_certs(env: Env, hosts: HostSet, tmp_path: Path) -> None:
         kbuild(env, "delete", "--all", "--cluster-name", CLUSTER, "--progress", "plain",
                timeout=600, check=False)  # fmt: skip
     assert not (env.state / CLUSTER).exists()
-    assert m0.run("ls -d /var/lib/etcd /var/lib/kbuild-backup " + q(DATA_ROOT + "/" + CLUSTER),
+    assert m0.run("ls -d /var/lib/etcd /var/lib/kbuild-backup " + q(DATA_ROOT + "/" + CLUSTER)
+                  + " /etc/systemd/system/kbuild-etcd-snapshot.timer",
                   check=False).stdout.strip() == ""  # fmt: skip
     assert os.path.exists(out)

@@ -7,7 +7,9 @@
 - ``kbuild/Clusterfile`` (without SSH passwords), ``kbuild/state.json`` and
   ``kbuild/pki/ca.{crt,key}`` (kbuild's own CA of the embedded registries).
 
-Params: ``output`` (the archive's path), ``passphrase`` (seals it, optional).
+Params: ``output`` (the archive's path), ``passphrase`` (seals it, optional),
+``from_host`` (the newest scheduled snapshot of the lead master instead of a
+new one: :mod:`.schedule`).
 Results: ``archive`` (its path), ``manifest``.
 """
 
@@ -27,6 +29,7 @@ from kbuild.fsutil import write_private
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.drivers.kubernetes import etcd, kubectl
 from kbuild.runtime.drivers.kubernetes.archive import Manifest, write_archive
+from kbuild.runtime.drivers.kubernetes.schedule import SNAPSHOTS
 from kbuild.runtime.phases.base import Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.runevents import HostStatus, emit
@@ -42,9 +45,24 @@ HOST_MEMBERS = (
 )  # fmt: skip
 
 
-def _snapshot_script(rootfs: str) -> str:
-    """Snapshot, check, collect; a tar of it all on stdout; nothing stays."""
+def _snapshot_script(rootfs: str, from_host: bool) -> str:
+    """Snapshot (or the newest scheduled one), check, collect; a tar of it all
+    on stdout; nothing stays."""
     pki = " ".join(etcd.SHARED_PKI)
+    config = (
+        f"{kubectl.KUBECTL} -n kube-system get configmap kubeadm-config "
+        "-o jsonpath='{.data.ClusterConfiguration}'"
+    )
+    if from_host:
+        snapshot = (
+            f"S=$(ls -1 {SNAPSHOTS}/snapshot-*.db 2>/dev/null | sort -r | head -n 1)\n"
+            f'[ -n "$S" ] || {{ echo "no scheduled snapshot in {SNAPSHOTS}" >&2; exit 1; }}\n'
+            'echo "$S" >&2\ncp "$S" "$D/etcd/snapshot.db"'
+        )
+        config = f"{{ cat {SNAPSHOTS}/ClusterConfiguration.yaml 2>/dev/null || {config}; }}"
+    else:
+        snapshot = etcd.etcdctl(rootfs, 'snapshot save "$D/etcd/snapshot.db"') + " >&2"
+    status = etcd.etcdutl(rootfs, 'snapshot status "$D/etcd/snapshot.db" -w json')
     return f"""set -eu
 umask 077
 export PATH={shlex.quote(rootfs)}/bin:$PATH
@@ -52,11 +70,10 @@ mkdir -p -m 700 {etcd.WORK}
 D=$(mktemp -d {etcd.WORK}/backup.XXXXXX)
 trap 'rm -rf "$D"' EXIT
 mkdir -p "$D/etcd" "$D/kubeadm/pki/etcd"
-{etcd.etcdctl(rootfs, 'snapshot save "$D/etcd/snapshot.db"')} >&2
-{etcd.etcdutl(rootfs, 'snapshot status "$D/etcd/snapshot.db" -w json')} >"$D/etcd/status.json"
+{snapshot}
+{status} >"$D/etcd/status.json"
 for f in {pki}; do cp {etcd.PKI}/$f "$D/kubeadm/pki/$f"; done
-{kubectl.KUBECTL} -n kube-system get configmap kubeadm-config \\
-    -o jsonpath='{{.data.ClusterConfiguration}}' >"$D/kubeadm/ClusterConfiguration.yaml"
+{config} >"$D/kubeadm/ClusterConfiguration.yaml"
 tar -C "$D" -cf - etcd kubeadm
 """
 
@@ -107,7 +124,8 @@ class BackupPhase(Phase):
         """One round trip to the master, then the archive (0600, atomic)."""
         output = Path(str(ctx.params["output"]))
         passphrase = str(ctx.params.get("passphrase") or "") or None
-        data = ctx.conn(host).run(_snapshot_script(ctx.paths.rootfs), timeout=900).data
+        script = _snapshot_script(ctx.paths.rootfs, bool(ctx.params.get("from_host")))
+        data = ctx.conn(host).run(script, timeout=900).data
         with tempfile.TemporaryDirectory(prefix="kbuild-backup-") as tmp:
             files = host_members(data, Path(tmp), host.ip)
             files.update(_client_members(ctx, Path(tmp)))

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from kbuild.runtime.driver import CONVERGE, PhaseList
-from kbuild.runtime.drivers.kubernetes import fresh
+from kbuild.runtime.drivers.kubernetes import fresh, schedule
 from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
 from kbuild.runtime.drivers.kubernetes.certs import CertCheckPhase
 from kbuild.runtime.drivers.kubernetes.phases import KubeconfigPhase
@@ -23,9 +23,13 @@ ALT_NAMES = "cert-alt-names"
 
 def extend(flow: str, phases: PhaseList) -> None:
     """Fill the list of one of the flows above; a converge gets the phases of a
-    restore onto fresh hosts (they run only when it is one: :mod:`.fresh`)."""
+    restore onto fresh hosts (they run only when it is one: :mod:`.fresh`) and
+    the snapshot timer (when the env asks for one: :mod:`.schedule`)."""
     if flow == CONVERGE:
         fresh.extend_converge(phases)
+        schedule.extend_converge(phases)
+    elif flow == fresh.RESTORE_VERIFY:
+        phases.add(fresh.VerifyBackupPhase())
     elif flow == BACKUP:
         phases.add(BackupPhase())
     elif flow == RESTORE:

@@ -15,7 +15,9 @@ with the backup in ``ctx.params`` (``file``, ``passphrase``, ``fresh``):
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from kbuild.errors import BackupError
@@ -27,12 +29,14 @@ from kbuild.runtime.drivers.kubernetes import etcd
 from kbuild.runtime.drivers.kubernetes.archive import read_archive
 from kbuild.runtime.drivers.kubernetes.restore import passphrase, restore_phases
 from kbuild.runtime.executor import FileSpec
-from kbuild.runtime.phases.base import Phase
+from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
 
-__all__ = ["RESTORE_PKI", "extend_converge", "is_fresh_restore", "prepare_fresh"]
+__all__ = ["RESTORE_PKI", "RESTORE_VERIFY", "VerifyBackupPhase", "extend_converge",
+           "is_fresh_restore", "prepare_fresh"]
 
 RESTORE_PKI = "restore-pki"
+RESTORE_VERIFY = "restore-verify"
 _PKI_KEY = "kubeadm_pki"
 
 
@@ -41,10 +45,9 @@ def is_fresh_restore(ctx: Context) -> bool:
     return bool(ctx.params.get("fresh") and ctx.params.get("file"))
 
 
-def prepare_fresh(ctx: DriverContext) -> None:
-    """Verify the backup; kbuild's CA into the local state; kubeadm's PKI kept."""
-    if not isinstance(ctx, Context) or not is_fresh_restore(ctx) or _PKI_KEY in ctx.params:
-        return
+@contextlib.contextmanager
+def _unpacked(ctx: Context) -> Iterator[Path]:
+    """The backup verified in a private temp directory, and of this cluster."""
     where = str(ctx.params["file"])
     with tempfile.TemporaryDirectory(prefix="kbuild-restore-") as tmp:
         unpacked = Path(tmp) / "backup"
@@ -55,10 +58,30 @@ def prepare_fresh(ctx: DriverContext) -> None:
                 f"not of {ctx.cf.cluster.name}",
                 hint="restore it with a Clusterfile of that cluster",
             )
+        yield unpacked
+
+
+def prepare_fresh(ctx: DriverContext) -> None:
+    """Verify the backup; kbuild's CA into the local state; kubeadm's PKI kept."""
+    if not isinstance(ctx, Context) or not is_fresh_restore(ctx) or _PKI_KEY in ctx.params:
+        return
+    with _unpacked(ctx) as unpacked:
         ctx.params[_PKI_KEY] = {
             f: (unpacked / "kubeadm/pki" / f).read_bytes() for f in etcd.SHARED_PKI
         }
-        _restore_kbuild_ca(ctx, unpacked, where)
+        _restore_kbuild_ca(ctx, unpacked, str(ctx.params["file"]))
+
+
+class VerifyBackupPhase(ClientPhase):
+    """Before a restore onto fresh hosts changes anything (even the local
+    record): the backup is readable with its passphrase and of this cluster."""
+
+    title = RESTORE_VERIFY
+
+    def run_client(self, ctx: Context) -> None:
+        """Unpack and check; nothing is kept."""
+        with _unpacked(ctx):
+            pass
 
 
 def _restore_kbuild_ca(ctx: Context, unpacked: Path, where: str) -> None:
