@@ -34,7 +34,7 @@ from kbuild.runtime.phases.base import Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.runevents import HostStatus, emit
 
-__all__ = ["BACKUP", "BackupPhase", "host_members"]
+__all__ = ["BACKUP", "BackupPhase", "host_members", "passphrase"]
 
 BACKUP = "backup"
 SNAPSHOT = "etcd/snapshot.db"
@@ -113,6 +113,14 @@ def _client_members(ctx: Context, dest: Path) -> dict[str, Path]:
     return out
 
 
+def passphrase(ctx: Context) -> str | None:
+    """The flow's passphrase (masked in everything shown from now on)."""
+    value = str(ctx.params.get("passphrase") or "")
+    if value:
+        ctx.redactor.add([value])
+    return value or None
+
+
 class BackupPhase(Phase):
     """Snapshot etcd on the lead master, collect the rest, write the archive here."""
 
@@ -123,7 +131,7 @@ class BackupPhase(Phase):
     def run(self, ctx: Context, host: Host) -> None:
         """One round trip to the master, then the archive (0600, atomic)."""
         output = Path(str(ctx.params["output"]))
-        passphrase = str(ctx.params.get("passphrase") or "") or None
+        secret = passphrase(ctx)
         script = _snapshot_script(ctx.paths.rootfs, bool(ctx.params.get("from_host")))
         data = ctx.conn(host).run(script, timeout=900).data
         with tempfile.TemporaryDirectory(prefix="kbuild-backup-") as tmp:
@@ -135,7 +143,7 @@ class BackupPhase(Phase):
                 ca_sha256=hashlib.sha256(files[CA_MEMBER].read_bytes()).hexdigest(),
                 created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             )
-            write_archive(output, manifest, files, passphrase=passphrase)
+            write_archive(output, manifest, files, passphrase=secret)
         ctx.results["archive"] = str(output)
         ctx.results["manifest"] = manifest
         emit(ctx.progress, HostStatus(host.ip, BACKUP, str(output)))

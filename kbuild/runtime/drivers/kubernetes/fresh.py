@@ -27,7 +27,8 @@ from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.driver import DriverContext, PhaseList
 from kbuild.runtime.drivers.kubernetes import etcd
 from kbuild.runtime.drivers.kubernetes.archive import read_archive
-from kbuild.runtime.drivers.kubernetes.restore import passphrase, restore_phases
+from kbuild.runtime.drivers.kubernetes.backup import passphrase
+from kbuild.runtime.drivers.kubernetes.restore import restore_phases
 from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context

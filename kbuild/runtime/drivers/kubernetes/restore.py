@@ -27,7 +27,7 @@ from kbuild.errors import BackupError, ClusterError
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.drivers.kubernetes import etcd, kubectl
 from kbuild.runtime.drivers.kubernetes.archive import Manifest, read_archive
-from kbuild.runtime.drivers.kubernetes.backup import CA_MEMBER, SNAPSHOT
+from kbuild.runtime.drivers.kubernetes.backup import CA_MEMBER, SNAPSHOT, passphrase
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.pool import run_on_hosts
@@ -41,14 +41,6 @@ RESTORE_WAIT = "restore-wait"
 RESTORE_FINISH = "restore-finish"
 RECEIVED = f"{etcd.WORK}/restore.db"
 API_TIMEOUT = 300.0
-
-
-def passphrase(ctx: Context) -> str | None:
-    """The flow's passphrase (masked in everything shown from now on)."""
-    value = str(ctx.params.get("passphrase") or "")
-    if value:
-        ctx.redactor.add([value])
-    return value or None
 
 
 def check_backup(ctx: Context, manifest: Manifest, unpacked: Path, running_ca: bytes) -> None:
