@@ -72,7 +72,7 @@ def _fill(conn: Connection, count: int) -> float:
 
 
 def _count(conn: Connection) -> int:
-    out = conn.run(f"{KUBECTL} -n bench get configmaps -o name | wc -l", timeout=300).stdout
+    out = conn.run(f"{KUBECTL} -n bench get configmaps -o name | grep -c /cm-", timeout=300).stdout
     return int(out.strip())
 
 
