@@ -37,3 +37,10 @@ def write_results(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_report(out: Path, lines: list[str]) -> None:
+    """Write a results table (markdown lines) to ``out`` and show it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sysinfo import cpu_model, memory_gib
+from _sysinfo import cpu_model, memory_gib, write_report
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -222,10 +222,7 @@ def main() -> None:
         "`podman cp`, no image transfer) took ≈70 s for 1+1 (docs/kubernetes.md).",
         "The machine's 2 cores were shared with other engineers' test runs.",
     ]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(Path(args.out), lines)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ shown only with ``--debug``. Messages never contain secrets.
     │   ├── HostKeyError     a changed host key
     │   └── HostsError       several hosts failed (``errors`` per host)
     └── ClusterError         cluster state / life-cycle problem
+        └── BackupError      a backup archive is corrupt, foreign, or its passphrase wrong
 """
 
 from __future__ import annotations
@@ -177,6 +178,10 @@ class HostKeyError(HostError):
 
 class ClusterError(KbuildError):
     """The cluster's recorded state does not allow the operation."""
+
+
+class BackupError(ClusterError):
+    """A backup archive cannot be written, read or used (names the file)."""
 
 
 class HostsError(HostError):

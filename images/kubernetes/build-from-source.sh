@@ -11,8 +11,8 @@
 #       done          written last; its presence means the set is complete
 #
 # Usage: build-from-source.sh [K8S_VERSION] [COMPONENT...]
-#   COMPONENT: kubernetes etcd coredns pause crictl containerd runc cni flannel vip
-#              registry (default: all). A component whose stamp matches is skipped.
+#   COMPONENT: kubernetes etcd etcdutl coredns pause crictl containerd runc cni flannel
+#              vip registry (default: all). A component whose stamp matches is skipped.
 #
 # Environment: KBUILD_K8S_CACHE (cache root), KBUILD_BUILD_JOBS (go build -p,
 # default 2), GOMAXPROCS (default 2). Builds run under `nice -n 19`.
@@ -28,7 +28,7 @@ if [[ $# -gt 0 && $1 == v* ]]; then
 fi
 COMPONENTS=("$@")
 if [[ ${#COMPONENTS[@]} -eq 0 ]]; then
-	COMPONENTS=(kubernetes etcd coredns pause crictl containerd runc cni flannel registry vip)
+	COMPONENTS=(kubernetes etcd etcdutl coredns pause crictl containerd runc cni flannel registry vip)
 fi
 
 if [[ ! ${KUBERNETES_VERSION} =~ ^v1\.([0-9]+)\.([0-9]+)$ ]]; then
@@ -62,7 +62,7 @@ stamp_set() { printf '%s\n' "$2" >"${STAMPS}/$1.tmp" && mv -f "${STAMPS}/$1.tmp"
 
 # The binaries of each component (besides kubernetes, which is per version).
 declare -A FILES=(
-	[etcd]="etcd etcdctl" [coredns]=coredns [pause]=pause [crictl]=crictl
+	[etcd]="etcd etcdctl" [etcdutl]=etcdutl [coredns]=coredns [pause]=pause [crictl]=crictl
 	[containerd]="containerd containerd-shim-runc-v2 ctr" [runc]=runc
 	[cni]="$(for p in ${CNI_PLUGINS}; do printf 'cni/%s ' "${p}"; done)"
 	[flannel]="flanneld cni/flannel" [registry]=registry [vip]=kbuild-vip
@@ -108,6 +108,7 @@ done
 declare -A EXPECT=(
 	[kubernetes]=${KUBERNETES_VERSION}
 	[etcd]=${ETCD_VERSION}
+	[etcdutl]=${ETCD_VERSION}
 	[coredns]=${COREDNS_VERSION}
 	[pause]="${PAUSE_VERSION}-$(sha256sum <"${HERE}/pause/pause.c" | cut -c1-16)"
 	[crictl]=${CRICTL_VERSION}
@@ -148,15 +149,20 @@ build_etcd() {
 	dir=$(prepare_module go.etcd.io/etcd/server/v3 "${v}" "${v}")
 	sha=$(module_commit go.etcd.io/etcd/server/v3 "${v}")
 	go_bin etcd "${dir}" go.etcd.io/etcd/server/v3 "${v}" 0 "" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:8}"
-	# etcdctl: optional (the image only needs the server). The proxy does not
-	# list every etcdctl tag; use the same version if it resolves.
-	if go mod download "go.etcd.io/etcd/etcdctl/v3@${v}" 2>/dev/null; then
-		dir=$(prepare_module go.etcd.io/etcd/etcdctl/v3 "${v}" "${v}")
-		go_bin etcdctl "${dir}" go.etcd.io/etcd/etcdctl/v3 "${v}" 0 "" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:8}"
-	else
-		log "etcdctl ${v} not on the module proxy; skipped"
-	fi
+	# etcdctl and etcdutl travel in the hosts' bin/ (kbuild backup/restore).
+	dir=$(prepare_module go.etcd.io/etcd/etcdctl/v3 "${v}" "${v}")
+	go_bin etcdctl "${dir}" go.etcd.io/etcd/etcdctl/v3 "${v}" 0 "" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:8}"
 	stamp_set etcd "${v}"
+}
+
+build_etcdutl() {
+	local v=${ETCD_VERSION} dir sha
+	stamp_ok etcdutl "${v}" && { log "etcdutl ${v}: cached"; return; }
+	reuse etcdutl "${v}" && return
+	dir=$(prepare_module go.etcd.io/etcd/etcdutl/v3 "${v}" "${v}")
+	sha=$(module_commit go.etcd.io/etcd/etcdutl/v3 "${v}")
+	go_bin etcdutl "${dir}" go.etcd.io/etcd/etcdutl/v3 "${v}" 0 "" "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=${sha:0:8}"
+	stamp_set etcdutl "${v}"
 }
 
 build_coredns() {
@@ -287,7 +293,7 @@ build_vip() {
 rm -f "${OUT}/done"
 for c in "${COMPONENTS[@]}"; do
 	case ${c} in
-		kubernetes | etcd | coredns | pause | crictl | containerd | runc | cni | flannel | registry | vip) "build_${c}" ;;
+		kubernetes | etcd | etcdutl | coredns | pause | crictl | containerd | runc | cni | flannel | registry | vip) "build_${c}" ;;
 		*) echo "build-from-source: unknown component '${c}'" >&2; exit 2 ;;
 	esac
 done
@@ -310,7 +316,7 @@ mv -f "${OUT}/versions.tmp" "${OUT}/versions"
 
 # done only when every component of the full set has a current stamp.
 complete=1
-for c in kubernetes etcd coredns pause crictl containerd runc cni flannel registry; do
+for c in kubernetes etcd etcdutl coredns pause crictl containerd runc cni flannel registry; do
 	stamp_ok "${c}" "${EXPECT[${c}]}" || complete=0
 done
 (cd "${BIN}" && find . -type f ! -name '.*' -printf '%P\n' | LC_ALL=C sort | xargs sha256sum) >"${OUT}/SHA256SUMS.tmp"

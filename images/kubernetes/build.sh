@@ -50,6 +50,14 @@ else
 	"${HERE}/build-from-source.sh" "${K8S}"
 fi
 [[ -f ${CACHE}/done ]] || { log "${CACHE}/done missing after the binary build"; exit 1; }
+# the cluster image's bin/: only what runs on the hosts (the control plane,
+# etcd, coredns, kube-proxy and flanneld travel as container images;
+# etcdctl and etcdutl serve kbuild backup and restore)
+HOST_BINARIES=(kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry kbuild-vip
+	etcdctl etcdutl)
+for b in "${HOST_BINARIES[@]}"; do
+	[[ -x ${BIN}/${b} ]] || { log "${BIN}/${b} missing after the binary build"; exit 1; }
+done
 (cd "${BIN}" && sha256sum --quiet -c ../SHA256SUMS) || { log "${CACHE}/SHA256SUMS does not match"; exit 1; }
 # shellcheck disable=SC1091 # written by the binary build
 . "${CACHE}/versions"
@@ -71,9 +79,6 @@ sync_tree() { # SRC DEST: DEST becomes a copy of SRC (hard links when possible)
 	mv "${tmp}" "${dest}"
 }
 sync_tree "${BIN}" "${STAGE}/bin"
-# the cluster image's bin/: only what runs on the hosts (the control plane,
-# etcd, coredns, kube-proxy and flanneld travel as container images)
-HOST_BINARIES=(kubeadm kubelet kubectl containerd containerd-shim-runc-v2 ctr runc crictl registry kbuild-vip)
 rm -rf "${STAGE}/hostbin.tmp"
 mkdir -p "${STAGE}/hostbin.tmp/bin/cni"
 for b in "${HOST_BINARIES[@]}"; do ln "${STAGE}/bin/${b}" "${STAGE}/hostbin.tmp/bin/${b}"; done

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import sys
 import threading
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ from kbuild.runtime.runevents import (
 )
 from kbuild.runtime.state import StateDir, list_clusters
 
-from .common import store_root
+from .common import read_secret, store_root
 from .progress import PlainRenderer, RichRenderer, human, renderer
 
 
@@ -65,14 +64,8 @@ def ssh_password(passwd: str | None, passwd_stdin: bool, passwd_file: str | None
     given = [x for x in (passwd is not None, passwd_stdin, passwd_file is not None) if x]
     if len(given) > 1:
         raise UsageError("give the SSH password one way: --passwd, --passwd-stdin or --passwd-file")
-    if passwd_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    if passwd_file is not None:
-        try:
-            with open(passwd_file, encoding="utf-8") as fh:
-                return fh.readline().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--passwd-file {passwd_file}: cannot read it ({exc})") from None
+    if passwd_stdin or passwd_file is not None:
+        return read_secret(passwd_stdin, passwd_file, "--passwd-file")
     return passwd if passwd is not None else os.environ.get("KBUILD_SSH_PASSWORD")
 
 

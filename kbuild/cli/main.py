@@ -37,6 +37,9 @@ COMMAND_MODULES: dict[str, str] = {
     "upgrade": "day2",
     "status": "day2",
     "check": "day2",
+    "backup": "backup",
+    "restore": "backup",
+    "cert": "backup",
 }
 
 

@@ -68,9 +68,13 @@ class Plan:
     phases: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
-def _converge(cf: Clusterfile, opts: Options, *, dry_run: bool, provider: str = "") -> Plan:
+def _converge(
+    cf: Clusterfile, opts: Options, *, dry_run: bool, provider: str = "",
+    params: Mapping[str, object] | None = None,
+) -> Plan:  # fmt: skip
     """Bring every host of the Clusterfile to the finished state (or plan it)."""
     ctx = Context(cf, opts)
+    ctx.params = dict(params or {})
     try:
         c = cf.cluster
         m0 = c.master0()
@@ -112,12 +116,14 @@ _NOT_PRINTED = frozenset({titles.PREFLIGHT, titles.PROVISION})
 
 
 def run_cluster(
-    cf: Clusterfile, opts: Options, *, dry_run: bool = False, provider: str = ""
-) -> Plan:
+    cf: Clusterfile, opts: Options, *, dry_run: bool = False, provider: str = "",
+    params: Mapping[str, object] | None = None,
+) -> Plan:  # fmt: skip
     """``kbuild run``: bring the Clusterfile's hosts up (or continue a failed run).
 
     ``provider`` records which provider made the hosts, so ``delete --all``
-    removes them through it.
+    removes them through it. ``params`` go to the driver's phases (a
+    restore onto fresh hosts: the backup).
     """
     sd = StateDir(cf.cluster.name, opts.state_root)
     if sd.exists():
@@ -129,7 +135,7 @@ def run_cluster(
                 f"cluster {cf.cluster.name} is recorded with hosts {', '.join(sorted(have))}",
                 hint="use `kbuild apply -f Clusterfile` to change the hosts, or join/delete",
             )
-    return _converge(cf, opts, dry_run=dry_run, provider=provider)
+    return _converge(cf, opts, dry_run=dry_run, provider=provider, params=params)
 
 
 def load_recorded(name: str, opts: Options) -> Clusterfile:

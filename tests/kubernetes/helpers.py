@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 K8S = "v1.37.2"
 BASE = f"kubernetes:{K8S}"
 CACHE = Path(os.environ.get("KBUILD_K8S_CACHE", "/var/cache/kbuild/kubernetes"))
-STORE = CACHE / "store"
+STORE = Path(os.environ.get("KBUILD_K8S_STORE", CACHE / "store"))
+"""The kbuild store of the base image (KBUILD_K8S_STORE: one of a worktree's own)."""
 KUBECTL = CACHE / K8S / "bin" / "kubectl"
 DATA_ROOT = "/tmp/kbuild-k8s"  # tmpfs in the podman hosts (not overlayfs)
 PAUSE = "3.10.2"

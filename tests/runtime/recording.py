@@ -43,6 +43,20 @@ class Rule:
     match: str
     stdout: str = ""
     exit: int = 0
+    tar: dict[str, str] | None = None
+    """Instead of ``stdout``: a tar of these files (name → text) as the output."""
+
+    def data(self) -> bytes:
+        """The output as bytes."""
+        if self.tar is None:
+            return self.stdout.encode()
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, text in self.tar.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(text.encode())
+                tar.addfile(info, io.BytesIO(text.encode()))
+        return buf.getvalue()
 
 
 @dataclass
@@ -131,7 +145,7 @@ class _Answered(Process):
                 self.on_output(self.name, "stdout", out)
         if check and rule.exit != 0:
             raise command_failed(self.name, display(self.cmd), rule.exit, rule.stdout)
-        return Result(rule.exit, rule.stdout, "", rule.stdout.encode())
+        return Result(rule.exit, rule.stdout, "", rule.data())
 
     def kill(self) -> None:
         pass

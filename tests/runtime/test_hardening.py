@@ -259,7 +259,8 @@ def unquoted_values(source: str) -> list[tuple[int, str]]:
                         continue
                     e = part.value
                     ok = _quoting(e) or isinstance(e, ast.Constant) or (
-                        isinstance(e, ast.Name) and (e.id in quoted or e.id.isupper()))
+                        isinstance(e, ast.Name) and (e.id in quoted or e.id.isupper())) or (
+                        isinstance(e, ast.Attribute) and e.attr.isupper())  # module constant
                     if not ok:
                         out.append((n.lineno, ast.unparse(e)))
     return out

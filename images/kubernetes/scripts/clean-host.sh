@@ -59,7 +59,8 @@ systemctl daemon-reload
 systemctl reset-failed >/dev/null 2>&1
 rm -rf /etc/kubernetes /var/lib/kubelet /var/lib/etcd /var/lib/cni /run/flannel /run/kubeadm \
     /etc/containerd /run/containerd "$CONTAINERD_ROOT" /var/lib/containerd /root/.kube /etc/crictl.yaml \
-    /var/log/pods /var/log/containers
+    /var/log/pods /var/log/containers /var/lib/kbuild-backup /var/lib/etcd.kbuild-restore \
+    /var/lib/etcd.kbuild-before-restore
 rm -f /etc/cni/net.d/10-flannel.conflist
 rmdir /etc/cni/net.d /etc/cni 2>/dev/null
 if [ -f etc/kbuild/absent-dirs ]; then

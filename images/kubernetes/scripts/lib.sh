@@ -11,7 +11,8 @@ export KUBECONFIG=/etc/kubernetes/admin.conf
 CRI_SOCKET=unix:///run/containerd/containerd.sock
 # commands on the hosts' PATH (kubeadm reset and users call them by name)
 LINKED="kubeadm kubelet kubectl crictl ctr helm"
-UNITS="kubelet.service containerd.service kbuild-registry.service kbuild-vip.service"
+UNITS="kubelet.service containerd.service kbuild-registry.service kbuild-vip.service
+    kbuild-etcd-snapshot.timer kbuild-etcd-snapshot.service"
 HOSTPATH_DIRS="/etc/ssl /etc/ssl/certs /etc/ca-certificates /etc/pki /etc/pki/ca-trust /etc/pki/tls
 /usr/share/ca-certificates /usr/local/share/ca-certificates /usr/libexec/kubernetes
 /usr/libexec/kubernetes/kubelet-plugins /usr/libexec/kubernetes/kubelet-plugins/volume

@@ -3,6 +3,7 @@ in a temporary store, and the case files of ``cases/`` (facts in, commands out).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ import yaml
 from kbuild.layerstore import AppInfo, ImageMeta, Store, TarEntry, pack_layer
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime.driver import CONVERGE, DELETE_CLUSTER, DELETE_HOSTS, UPGRADE, ClusterDriver
+from kbuild.runtime.drivers.kubernetes.archive import Manifest, write_archive
 from kbuild.runtime.phases.context import Context, Options
 from kbuild.runtime.phases.lists import converge_list, delete_cluster_list, delete_hosts_list
 from kbuild.runtime.phases.manager import Manager
@@ -107,7 +109,25 @@ def flow_list(flow: str, ctx: Context) -> Manager:
         mgr = Manager([PreflightPhase()])
         ctx.driver.extend(UPGRADE, mgr)
         return mgr
-    raise ValueError(flow)
+    mgr = Manager()
+    ctx.driver.extend(flow, mgr)  # a driver's flow (backup, restore, cert-check…)
+    if not mgr.phases:
+        raise ValueError(flow)
+    return mgr
+
+
+def write_case_archive(path: Path, spec: dict[str, Any]) -> None:
+    """A backup archive a case names: ``members`` (name → text), ``cluster``,
+    ``kubernetes``, ``passphrase``; its CA sum is that of ``kubeadm/pki/ca.crt``."""
+    src = path.parent / "archive-members"
+    files: dict[str, Path] = {}
+    for name, text in spec["members"].items():
+        files[name] = src / name
+        files[name].parent.mkdir(parents=True, exist_ok=True)
+        files[name].write_text(text)
+    ca = hashlib.sha256(spec["members"]["kubeadm/pki/ca.crt"].encode()).hexdigest()
+    manifest = Manifest(spec["cluster"], spec["kubernetes"], ca, "2026-12-04T00:00:00Z")
+    write_archive(path, manifest, files, passphrase=spec.get("passphrase"))
 
 
 def load_case(path: Path) -> dict[str, Any]:

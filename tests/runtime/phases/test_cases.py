@@ -23,6 +23,7 @@ from tests.runtime.phases.harness import (
     load_case,
     save_case,
     scenario,
+    write_case_archive,
 )
 from tests.runtime.recording import Facts
 
@@ -55,7 +56,10 @@ def test_phase_case(path: Path, tmp_path: Path) -> None:
         start_converge(ctx, targets)
     else:
         ctx.targets = targets
-    ctx.params = dict(case.get("params") or {})
+    ctx.params = {k: v.replace("{tmp}", str(tmp_path)) if isinstance(v, str) else v
+                  for k, v in (case.get("params") or {}).items()}  # fmt: skip
+    if "archive" in case:
+        write_case_archive(tmp_path / "backup.kbk", case["archive"])
     if case.get("load_image", True):
         ctx.load_image(None)
     full = flow_list(case.get("flow", "converge"), ctx)
@@ -69,8 +73,10 @@ def test_phase_case(path: Path, tmp_path: Path) -> None:
     try:
         mgr.run(ctx)
     except KbuildError as exc:
-        error = str(exc)
+        error = str(exc).replace(str(tmp_path), "{tmp}")
     observed = _observe(sc, error)
+    if "params" in case:  # a driver's flow: which archives it left here
+        observed["archives"] = sorted(p.name for p in tmp_path.glob("*.kbk"))
     if UPDATE:
         case["expect"] = observed
         save_case(path, case)

@@ -24,7 +24,7 @@ from kbuild.runtime.driver import (
     DriverContext,
     PhaseList,
 )
-from kbuild.runtime.drivers.kubernetes import files, ha, kubeadm, kubectl
+from kbuild.runtime.drivers.kubernetes import files, flows, fresh, ha, kubeadm, kubectl
 from kbuild.runtime.drivers.kubernetes.phases import (
     AliasesPhase,
     ImageCheckPhase,
@@ -65,7 +65,8 @@ class KubernetesDriver(ClusterDriver):
 
     def extend(self, flow: str, phases: PhaseList) -> None:
         """kubeconfig after init-cluster; aliases, VIP backends and labels after
-        join-host; VIP backends after delete forgot hosts."""
+        join-host; VIP backends after delete forgot hosts; day-2 flows: :mod:`.flows`."""
+        flows.extend(flow, phases)
         if flow == CONVERGE:
             phases.insert_after(titles.INIT_CLUSTER, KubeconfigPhase())
             phases.insert_after(titles.JOIN_HOST, AliasesPhase(), VipBackendsPhase(),
@@ -104,6 +105,7 @@ class KubernetesDriver(ClusterDriver):
         certificate in the local state."""
         if ctx.image is not None:
             files.check_env(files.effective_cluster(ctx.cf.cluster, ctx.image))
+        fresh.prepare_fresh(ctx)  # a restore onto fresh hosts brings kbuild's CA back first
         self.pki = cluster_pki(ctx.sd.path, ctx.cf.cluster)
 
     def _pki(self, ctx: DriverContext) -> ClusterPki:
