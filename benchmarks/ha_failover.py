@@ -66,7 +66,9 @@ def wait(what: str, fn: object, timeout: float) -> None:
 
 
 def ready(conn: Connection, n: int) -> bool:
-    res = conn.run(f"{NODE_KUBECTL} get nodes -o json", check=False)
+    """``n`` nodes, all Ready (asked on a master with the admin kubeconfig)."""
+    res = conn.run("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o json",
+                   check=False)  # fmt: skip
     if not res.ok:
         return False
     items = json.loads(res.stdout)["items"]
@@ -81,7 +83,8 @@ def programmed(node: Connection) -> list[str]:
     return json.loads(res.stdout).get("programmed", []) if res.ok and res.stdout.strip() else []
 
 
-def one_round(node: Connection, m0: podman.PodmanHost, masters: list[str]) -> dict[str, float]:
+def one_round(node: Connection, lead: Connection, m0: podman.PodmanHost,
+              masters: list[str]) -> dict[str, float]:  # fmt: skip
     node.run("rm -f /tmp/vip-loop; nohup sh -c '" + LOOP + "' >/tmp/vip-loop 2>&1 & "
              "echo $! >/tmp/vip-loop.pid")  # fmt: skip
     time.sleep(5)
@@ -96,7 +99,7 @@ def one_round(node: Connection, m0: podman.PodmanHost, masters: list[str]) -> di
     failover = (max(e for _, e in fails) - cut) if fails else 0.0
     podman.thaw_host(m0.container)
     wait("master0 back behind the VIP", lambda: programmed(node) == sorted(masters), 300)
-    wait("all nodes Ready", lambda: ready(node, 4), 300)
+    wait("all nodes Ready after master0 came back", lambda: ready(lead, 4), 600)
     return {"first_ok": first_ok, "failover": failover, "failed": float(len(fails))}
 
 
@@ -127,18 +130,21 @@ def main() -> None:
             ips = [h.ip for h in hosts]
             kbuild(env, "run", "-f", str(cf), "--progress", "plain")
             node = Connection(ips[3], hosts[3].credentials, known_hosts=Path(tmp) / "kh")
-            wait("all nodes Ready", lambda: ready(node, 4), 300)
+            lead = Connection(ips[1], hosts[1].credentials, known_hosts=Path(tmp) / "kh")
+            wait("all nodes Ready", lambda: ready(lead, 4), 300)
+            print("cluster Ready", file=sys.stderr)
             wait("the VIP over 3 masters", lambda: programmed(node) == sorted(ips[:3]), 120)
             vip_ms = latency(node, "https://apiserver.cluster.local:6443")
             direct_ms = latency(node, f"https://{ips[1]}:6443")
             rounds = []
             for i in range(args.rounds):
-                r = one_round(node, hosts[0], ips[:3])
+                r = one_round(node, lead, hosts[0], ips[:3])
                 print(f"round {i + 1}: {r}", file=sys.stderr)
                 rounds.append(r)
                 node.close()
                 node = Connection(ips[3], hosts[3].credentials, known_hosts=Path(tmp) / "kh")
             node.close()
+            lead.close()
             kbuild(env, "delete", "--all", "--cluster-name", name, "--progress", "plain")
         finally:
             podman.delete_cluster(name)
