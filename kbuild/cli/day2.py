@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -29,6 +30,10 @@ from .progress import renderer
 @click.option("--drain-timeout", type=click.IntRange(10), default=300, show_default=True,
               metavar="SECONDS", help="How long a node's drain may take (PodDisruptionBudgets "
               "are respected).")
+@click.option("--backup", "backup_file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Where the backup of etcd and the PKI taken before the first change goes "
+              "(default: the cluster's state dir).")
+@click.option("--no-backup", is_flag=True, help="Take no backup before the upgrade.")
 @click.option("--dry-run", is_flag=True, help="Check the cluster and the image, print the plan.")
 @_with_common
 @click.pass_context
@@ -38,6 +43,8 @@ def upgrade_command(
     cluster_name: str | None,
     batch: int,
     drain_timeout: int,
+    backup_file: str | None,
+    no_backup: bool,
     dry_run: bool,
     accept_changed_host_key: bool,
     progress_mode: str,
@@ -45,7 +52,8 @@ def upgrade_command(
     """Upgrade a running cluster to a newer base IMAGE (one minor version at a time).
 
     Checks first (versions, nodes Ready, etcd healthy, the new kubeadm accepts
-    the cluster), sends only missing layers, then upgrades the control plane,
+    the cluster), saves etcd and the PKI (kbuild backup's archive), sends only
+    missing layers, then upgrades the control plane,
     the other masters one by one and the nodes in batches (cordon, drain,
     uncordon). Run it again to continue an upgrade that stopped."""
     name = _cluster_name(cluster_name)
@@ -55,7 +63,9 @@ def upgrade_command(
         cf = with_image(lifecycle.load_recorded(name, opts), image)
         res = lifecycle.run_flow(
             name, UPGRADE, opts, cf=cf, new_image=True, dry_run=dry_run,
-            params={"upgrade": True, "batch": batch, "drain_timeout": drain_timeout},
+            params={"upgrade": True, "batch": batch, "drain_timeout": drain_timeout,
+                    "no_backup": no_backup,
+                    **({"output": str(Path(backup_file).resolve())} if backup_file else {})},
         )  # fmt: skip
     finally:
         display.close()

@@ -5,7 +5,8 @@
   node: the web Deployment (2 replicas, one per node) and its Service; the
   test adds a PodDisruptionBudget (minAvailable 1) and a poller on the master
   host that asks the Service twice a second for the whole upgrade.
-- ``kbuild upgrade kubernetes:v1.37.2``, killed (SIGKILL) once the control
+- ``kbuild upgrade kubernetes:v1.37.2`` (a backup of etcd and the PKI first),
+  killed (SIGKILL) once the control
   plane is recorded as upgraded, then run again: it finishes; every node
   reports v1.37.2, every control-plane pod runs a v1.37.2 image, the
   workload kept answering (failed polls are printed; zero is the goal),
@@ -24,6 +25,7 @@ import json
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -32,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from kbuild.runtime.drivers.kubernetes.archive import read_archive
 from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet
 from tests.kubernetes.helpers import (
@@ -207,6 +210,10 @@ def test_upgrade_and_app_images(env: Env, hosts: HostSet, tmp_path: Path) -> Non
     assert status["status"] == "done"
     assert {h["version"] for h in status["hosts"]} == {NEW}
 
+    # etcd and the PKI were saved before the first change, readable by kbuild restore
+    saved = list((env.state / CLUSTER).glob("before-upgrade-*.kbk"))
+    assert len(saved) == 1 and stat.S_IMODE(saved[0].stat().st_mode) == 0o600, saved
+    assert read_archive(saved[0], tmp_path / "saved").kubernetes == OLD
     out = kbuild(env, "upgrade", f"kubernetes:{OLD}", "--cluster-name", CLUSTER, check=False)
     assert out.returncode == 1 and "does not downgrade" in out.stderr, out.stderr
 

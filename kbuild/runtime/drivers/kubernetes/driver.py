@@ -35,6 +35,7 @@ from kbuild.runtime.drivers.kubernetes.phases import (
 from kbuild.runtime.drivers.kubernetes.pki import ClusterPki, cluster_pki
 from kbuild.runtime.drivers.kubernetes.upgrade import (
     UpgradeApplyPhase,
+    UpgradeBackupPhase,
     UpgradeCheckPhase,
     UpgradeDonePhase,
     UpgradeHostsPhase,
@@ -78,7 +79,7 @@ class KubernetesDriver(ClusterDriver):
             phases.insert_after(titles.FORGET, VipBackendsPhase())
         elif flow == UPGRADE:
             phases.add(
-                UpgradeCheckPhase(), UpgradeLayersPhase(), UpgradePlanPhase(),
+                UpgradeCheckPhase(), UpgradeBackupPhase(), UpgradeLayersPhase(), UpgradePlanPhase(),
                 UpgradeSwitchPhase(), UpgradeApplyPhase(), UpgradePluginPhase(),
                 UpgradeHostsPhase(masters=True), UpgradeHostsPhase(masters=False),
                 UpgradeDonePhase(),

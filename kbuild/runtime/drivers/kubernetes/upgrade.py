@@ -4,6 +4,8 @@ The list (after the generic preflight, which reads the new image):
 
     upgrade-check     lead     versions (one minor at a time, never down), every node
                                Ready, etcd healthy; read-only, also in --dry-run
+    upgrade-backup    lead     etcd and the PKI saved here (kbuild backup's archive) before
+                               the first change; ``--no-backup`` skips it
     upgrade-layers    hosts    the new image's missing layers sent (nothing switches)
     upgrade-plan      lead     the new kubeadm (a read-only mount of the new layers)
                                accepts the cluster: ``kubeadm upgrade plan VERSION``
@@ -32,6 +34,7 @@ from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.contract import run_plugin, run_script
 from kbuild.runtime.drivers.kubernetes import kubectl, nodes
+from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
 from kbuild.runtime.drivers.kubernetes.versions import check_upgrade
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
@@ -41,6 +44,7 @@ from kbuild.runtime.runevents import HostStatus, Message, emit
 
 __all__ = [
     "UpgradeApplyPhase",
+    "UpgradeBackupPhase",
     "UpgradeCheckPhase",
     "UpgradeDonePhase",
     "UpgradeHostsPhase",
@@ -71,6 +75,27 @@ class UpgradePluginPhase(_Recorded, PluginPhase):
 
     def __init__(self) -> None:
         super().__init__(titles.UPGRADE)
+
+
+class UpgradeBackupPhase(_Recorded, BackupPhase):
+    """etcd and the PKI saved before the first change (``kbuild backup``'s
+    archive, 0600, in the cluster's state dir unless ``--backup FILE``)."""
+
+    title = "upgrade-backup"
+    recorded = True  # once per upgrade (kbuild backup's own phase is not)
+
+    def should_run(self, ctx: Context, hosts: list[Host]) -> bool:
+        """Unless ``--no-backup``."""
+        return super().should_run(ctx, hosts) and not ctx.params.get("no_backup")
+
+    def run(self, ctx: Context, host: Host) -> None:
+        """The archive, and where it is."""
+        ctx.params.setdefault(
+            "output", str(ctx.sd.path / f"before-upgrade-{ctx.generation}.kbk"))
+        super().run(ctx, host)
+        where = ctx.params["output"]
+        emit(ctx.progress, Message(f"etcd and the PKI of {ctx.state.version} saved in {where} "
+                                   "(kbuild restore goes back)"))  # fmt: skip
 
 
 class UpgradeCheckPhase(Phase):
