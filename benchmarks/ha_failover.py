@@ -106,10 +106,10 @@ def one_round(node: Connection, lead: Connection, m0: podman.PodmanHost,
 def latency(node: Connection, server: str, n: int = 40) -> float:
     """Median milliseconds of ``/readyz`` requests to ``server`` (kubectl's own timing)."""
     out = node.run(
-        f"for i in $(seq {n}); do {NODE_KUBECTL} --server {server} get --raw /readyz -v=6 2>&1 "
-        "| grep -o 'OK in [0-9]* milliseconds'; done"
+        f"for i in $(seq {n}); do {NODE_KUBECTL} --server {server} get --raw /readyz -v=6 "
+        "2>&1 | grep -E 'OK in [0-9]+ milliseconds|milliseconds=[0-9]+'; done; true"
     ).stdout
-    ms = [int(x) for x in re.findall(r"OK in (\d+) milliseconds", out)]
+    ms = [int(a or b) for a, b in re.findall(r"OK in (\d+) milliseconds|milliseconds=(\d+)", out)]
     if len(ms) < n // 2:
         raise SystemExit(f"too few timed requests to {server}: {out[-500:]}")
     return statistics.median(ms)
