@@ -159,7 +159,9 @@ def main() -> None:
         f"Machine: {machine()}. The hosts share the machine's cores with kbuild and the loop.",
         "",
         "Failover: master0's host frozen (`podman pause`: nothing in it answers) while the node",
-        "asks `/readyz` through the VIP 5×/s (2 s timeout per request).",
+        "asks `/readyz` through the VIP 5×/s (2 s timeout per request). The loop is",
+        "sequential: a request in flight to master0 at the cut times out (2 s) before the",
+        "next one starts, so the first success cannot come sooner than that.",
         "",
         "| round | first success after the cut | failover (end of the last failed request) "
         "| failed requests |",
