@@ -9,12 +9,12 @@ export PATH="$PATH:/usr/local/go/bin"
 bash scripts/setup.sh || exit 1
 
 failed=()
-echo "== ruff"
+echo "== ruff ($(date -u +%T))"
 ruff check kbuild tests benchmarks || failed+=(ruff)
 echo "== mypy"
 mypy kbuild || failed+=(mypy)
 
-echo "== kubernetes base images (binaries built from source once, cached in /var/cache/kbuild)"
+echo "== kubernetes base images ($(date -u +%T); binaries built from source once, cached in /var/cache/kbuild)"
 # Built here, not inside a test: a cold build takes ~25 min on 2 cores, longer
 # than any single test may run. The e2e tests then find them cached.
 k8s_image() {
@@ -39,11 +39,11 @@ pytest_run() {
   fi
 }
 UPGRADE_E2E=tests/kubernetes/test_upgrade_e2e.py
-echo "== pytest"
+echo "== pytest ($(date -u +%T))"
 if [ "$#" -eq 0 ]; then
   pytest_run --ignore="$UPGRADE_E2E"
   wait "$older" || failed+=(kubernetes-image-v1.36.3)
-  echo "== pytest: the upgrade e2e"
+  echo "== pytest: the upgrade e2e ($(date -u +%T))"
   pytest_run "$UPGRADE_E2E"
 else
   wait "$older" || failed+=(kubernetes-image-v1.36.3)
@@ -54,4 +54,4 @@ if [ "${#failed[@]}" -gt 0 ]; then
   echo "FAILED: ${failed[*]}" >&2
   exit 1
 fi
-echo "All checks passed."
+echo "All checks passed ($(date -u +%T))."
