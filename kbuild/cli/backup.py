@@ -13,7 +13,7 @@ from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import lifecycle
 from kbuild.runtime.state import StateDir
 
-from .cluster import _cluster_name, _options, _with_common
+from .cluster import _cluster_name, _options, _with_common, driver_flow
 from .common import read_secret
 from .progress import renderer
 
@@ -46,20 +46,6 @@ def backup_passphrase(stdin: bool, file: str | None) -> str | None:
     return value
 
 
-def _flow(
-    ctx: click.Context, name: str | None, flow: str, params: dict[str, object],
-    accept_changed: bool, progress_mode: str, *, dry_run: bool = False,
-) -> lifecycle.FlowResult:  # fmt: skip
-    display = renderer(progress_mode)
-    try:
-        return lifecycle.run_flow(
-            _cluster_name(name), flow, _options(ctx, display, accept_changed),
-            params=params, dry_run=dry_run,
-        )  # fmt: skip
-    finally:
-        display.close()
-
-
 @click.command("backup")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="The archive to write (mode 0600).")
@@ -82,7 +68,7 @@ def backup_command(
         "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
         "from_host": from_host,
     }
-    res = _flow(ctx, cluster_name, "backup", params, accept_changed_host_key, progress_mode)
+    res = driver_flow(ctx, cluster_name, "backup", params, accept_changed_host_key, progress_mode)
     sealed = " (sealed)" if params["passphrase"] else ""
     click.echo(f"Backup written to {res.results['archive']}{sealed}.")
 
@@ -109,7 +95,7 @@ def restore_command(
         "passphrase": backup_passphrase(passphrase_stdin, passphrase_file) or "",
     }
     if clusterfile is None:
-        _flow(ctx, cluster_name, "restore", params, accept_changed_host_key, progress_mode)
+        driver_flow(ctx, cluster_name, "restore", params, accept_changed_host_key, progress_mode)
         click.echo(f"Restored cluster {_cluster_name(cluster_name)} from {backup}.")
         return
     cf = cfmod.load(clusterfile)
@@ -154,7 +140,7 @@ def cert_group(
     if not names:
         raise UsageError("--alt-names: give names or IPs, a,b")
     params: dict[str, object] = {"alt_names": names}
-    res = _flow(ctx, cluster_name, "cert-alt-names", params, accept_changed_host_key,
+    res = driver_flow(ctx, cluster_name, "cert-alt-names", params, accept_changed_host_key,
                 progress_mode)  # fmt: skip
     added: Any = res.results.get("added") or []
     click.echo(f"API server certificates now name {', '.join(names)} "
@@ -172,7 +158,7 @@ def cert_check_command(
     progress_mode: str,
 ) -> None:  # fmt: skip
     """Every certificate on every host (and kbuild's CA here) with its expiry."""
-    res = _flow(ctx, cluster_name, "cert-check", {}, accept_changed_host_key, progress_mode)
+    res = driver_flow(ctx, cluster_name, "cert-check", {}, accept_changed_host_key, progress_mode)
     found: Any = res.results.get("certificates") or []
     certs: list[Any] = sorted(found, key=lambda c: (c.host, c.path, c.subject))
     if fmt == "json":
@@ -194,7 +180,7 @@ def cert_renew_command(
 ) -> None:  # fmt: skip
     """Renew kubeadm's certificates master by master (control plane restarted,
     API server waited for) and fetch a fresh admin kubeconfig."""
-    _flow(ctx, cluster_name, "cert-renew", {}, accept_changed_host_key, progress_mode)
+    driver_flow(ctx, cluster_name, "cert-renew", {}, accept_changed_host_key, progress_mode)
     click.echo(f"Certificates of cluster {_cluster_name(cluster_name)} renewed.")
 
 

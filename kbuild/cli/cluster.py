@@ -37,6 +37,22 @@ def _options(
     )
 
 
+def driver_flow(
+    ctx: click.Context, name: str | None, flow: str, params: dict[str, object],
+    accept_changed: bool, progress_mode: str, *, dry_run: bool = False,
+    image: str | None = None,
+) -> lifecycle.FlowResult:  # fmt: skip
+    """A flow of the cluster driver (upgrade, check, backup…) with progress shown."""
+    display = renderer(progress_mode)
+    try:
+        return lifecycle.run_flow(
+            _cluster_name(name), flow, _options(ctx, display, accept_changed),
+            params=params, dry_run=dry_run, image=image,
+        )  # fmt: skip
+    finally:
+        display.close()
+
+
 def _cluster_name(name: str | None) -> str:
     if name:
         return name

@@ -11,15 +11,12 @@ import click
 
 from kbuild.errors import ClusterError, KbuildError
 from kbuild.layerstore import Store, carried_images
-from kbuild.runtime import lifecycle
-from kbuild.runtime.clusterfile import with_image
 from kbuild.runtime.driver import CHECK, UPGRADE
 from kbuild.runtime.drivers.kubernetes.imagecheck import ImageReport
 from kbuild.runtime.state import StateDir
 
-from .cluster import _cluster_name, _options, _with_common
+from .cluster import _cluster_name, _with_common, driver_flow
 from .common import store_root
-from .progress import renderer
 
 
 @click.command("upgrade")
@@ -57,18 +54,12 @@ def upgrade_command(
     the other masters one by one and the nodes in batches (cordon, drain,
     uncordon). Run it again to continue an upgrade that stopped."""
     name = _cluster_name(cluster_name)
-    display = renderer(progress_mode)
-    opts = _options(ctx, display, accept_changed_host_key)
-    try:
-        cf = with_image(lifecycle.load_recorded(name, opts), image)
-        res = lifecycle.run_flow(
-            name, UPGRADE, opts, cf=cf, new_image=True, dry_run=dry_run,
-            params={"upgrade": True, "batch": batch, "drain_timeout": drain_timeout,
-                    "no_backup": no_backup,
-                    **({"output": str(Path(backup_file).resolve())} if backup_file else {})},
-        )  # fmt: skip
-    finally:
-        display.close()
+    params: dict[str, object] = {"upgrade": True, "batch": batch, "drain_timeout": drain_timeout,
+                                 "no_backup": no_backup}  # fmt: skip
+    if backup_file:
+        params["output"] = str(Path(backup_file).resolve())
+    res = driver_flow(ctx, name, UPGRADE, params, accept_changed_host_key, progress_mode,
+                      dry_run=dry_run, image=image)  # fmt: skip
     if dry_run:
         click.echo(f"Plan for the upgrade of cluster {name} to {image}:")
         for phase in res.phases:
@@ -155,12 +146,8 @@ def check_command(
     image is carried by the cluster image (its embedded registry serves it)
     and no pod is stuck on an image pull. Exit status 1 when one is."""
     name = _cluster_name(cluster_name)
-    display = renderer(progress_mode)
-    try:
-        res = lifecycle.run_flow(name, CHECK, _options(ctx, display, accept_changed_host_key),
-                                 params={"check_timeout": timeout})  # fmt: skip
-    finally:
-        display.close()
+    res = driver_flow(ctx, name, CHECK, {"check_timeout": timeout}, accept_changed_host_key,
+                      progress_mode)  # fmt: skip
     report = res.results.get("images")
     assert isinstance(report, ImageReport)
     if report.not_carried:

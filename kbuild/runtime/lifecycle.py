@@ -294,17 +294,20 @@ def run_flow(
     params: Mapping[str, object] | None = None,
     dry_run: bool = False,
     cf: Clusterfile | None = None,
-    new_image: bool = False,
+    image: str | None = None,
 ) -> FlowResult:
     """A flow of the cluster's driver (backup, restore, certificates, upgrade…)
     on a recorded cluster: the driver fills the phase list of ``flow``
     (:meth:`ClusterDriver.extend`), the manager runs it with ``params`` in
     ``ctx.params``. A cluster whose kind has no such flow is an error.
 
-    ``new_image``: ``cf`` names another image the flow moves the cluster to
-    (upgrade); the list starts with the preflight that reads it on every host,
-    and the cluster's status says whether the flow finished (a re-run continues)."""
+    ``image``: another image the flow moves the cluster to (upgrade); the list
+    starts with the preflight that reads it on every host, and the cluster's
+    status says whether the flow finished (a re-run continues)."""
     cf = cf or load_recorded(name, opts)
+    if image is not None:
+        cf = cfmod.with_image(cf, image)
+    new_image = image is not None
     ctx = Context(cf, opts)
     try:
         if new_image:

@@ -105,7 +105,7 @@ def flow_list(flow: str, ctx: Context) -> Manager:
         return delete_hosts_list(ctx.driver, ctx.targets, forget_unreachable=False)
     if flow == DELETE_CLUSTER:
         return delete_cluster_list(ctx.driver)
-    if flow == UPGRADE:  # lifecycle.run_flow(new_image=True)
+    if flow == UPGRADE:  # lifecycle.run_flow(image=…)
         mgr = Manager([PreflightPhase()])
         ctx.driver.extend(UPGRADE, mgr)
         return mgr
