@@ -92,6 +92,13 @@ class KnownHosts:
         entry = self._load().lookup(host_entry_name(host, port))
         return list(entry.keys()) if entry else []
 
+    def lines(self, host: str, port: int = 22) -> list[str]:
+        """The host's recorded keys as OpenSSH known_hosts lines (for another
+        host that must check this one's key, e.g. a relay hop)."""
+        entry_name = host_entry_name(host, port)
+        entry = self._load().lookup(entry_name)
+        return [f"{entry_name} {t} {k.get_base64()}" for t, k in (entry or {}).items()]
+
     def check(
         self,
         host: str,

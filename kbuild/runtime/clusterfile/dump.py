@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from kbuild.fsutil import write_private
+from kbuild.runtime.clusterfile.distribution import dump_distribution
 from kbuild.runtime.clusterfile.model import (
     API_VERSION,
     DEFAULT_DATA_ROOT,
@@ -16,6 +17,7 @@ from kbuild.runtime.clusterfile.model import (
     SSH,
     Cluster,
     Clusterfile,
+    Distribution,
 )
 
 
@@ -62,6 +64,8 @@ def _cluster_spec(c: Cluster) -> dict[str, Any]:
     spec.update({k: v for k, v in optional.items() if v})
     if c.data_root != DEFAULT_DATA_ROOT:
         spec["dataRoot"] = c.data_root
+    if c.distribution != Distribution():
+        spec["distribution"] = dump_distribution(c.distribution)
     spec.update(copy.deepcopy(c.extra))
     return spec
 

@@ -116,6 +116,23 @@ class Host:
         return "master" in self.roles
 
 
+@dataclass(frozen=True)
+class Distribution:
+    """``spec.distribution``: how layers reach the hosts (kbuild's own field).
+
+    ``relay``: hosts pass layers on to each other over SSH (the client sends
+    each layer about once); false where hosts cannot reach each other.
+    ``fanout``: hosts one host passes a layer to. ``streams``: layers the
+    client sends at the same time. ``stallTimeout``: seconds without progress
+    after which a host is given up (it gets the layer from the client).
+    """
+
+    relay: bool = True
+    fanout: int = 4
+    streams: int = 64
+    stall_timeout: float = 60.0
+
+
 @dataclass
 class Cluster:
     """The ``kind: Cluster`` document."""
@@ -130,6 +147,7 @@ class Cluster:
     registry: dict[str, Any] = field(default_factory=dict)
     host_aliases: list[dict[str, Any]] = field(default_factory=list)
     data_root: str = DEFAULT_DATA_ROOT
+    distribution: Distribution = field(default_factory=Distribution)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def all_hosts(self) -> list[Host]:

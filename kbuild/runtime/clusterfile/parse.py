@@ -17,6 +17,7 @@ import yaml
 
 from kbuild.errors import ClusterfileError
 from kbuild.runtime import values
+from kbuild.runtime.clusterfile.distribution import parse_distribution
 from kbuild.runtime.clusterfile.model import (
     DEFAULT_CLUSTER_NAME,
     DEFAULT_DATA_ROOT,
@@ -35,7 +36,7 @@ from kbuild.runtime.clusterfile.schema import Doc, Loader
 
 CLUSTER_SPEC_FIELDS = frozenset(
     {"image", "ssh", "hosts", "env", "cmd", "cmds", "appNames", "registry", "hostAliases",
-     "dataRoot", "containerRuntime"}
+     "dataRoot", "containerRuntime", "distribution"}
 )  # fmt: skip
 HOST_FIELDS = frozenset({"ips", "roles", "ssh", "env", "labels", "taints"})
 SSH_FIELDS = frozenset({"user", "passwd", "port", "pk", "pkPasswd"})
@@ -222,6 +223,7 @@ def parse_cluster(doc: Doc, raw: dict[str, Any]) -> Cluster:
         registry=copy.deepcopy(doc.mapping("spec.registry", spec.get("registry"))),
         host_aliases=_host_aliases(doc, spec.get("hostAliases")),
         data_root=doc.check("spec.dataRoot", values.data_root, data_root),
+        distribution=parse_distribution(doc, spec.get("distribution")),
         extra={k: copy.deepcopy(spec[k]) for k in ("containerRuntime",) if k in spec},
     )
 
@@ -311,8 +313,10 @@ def loads(text: str, *, source: str = "Clusterfile") -> Clusterfile:
         if not kind:
             raise doc.error("kind", "missing")
         api = str(raw.get("apiVersion") or "")
-        if kind in ("Cluster", "Config", "Plugin") and api and not api.startswith(
-            ("sealer.io/", "kbuild.io/")
+        if (
+            kind in ("Cluster", "Config", "Plugin")
+            and api
+            and not api.startswith(("sealer.io/", "kbuild.io/"))
         ):
             raise doc.error("apiVersion", "unsupported apiVersion", api)
         if kind == "Cluster":

@@ -14,14 +14,18 @@ from kbuild.runtime import render, titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.distribute import host_layers, record_layers, send_missing
 from kbuild.runtime.executor import FileSpec
+from kbuild.runtime.image import Layer
 from kbuild.runtime.layers import final_templates
 from kbuild.runtime.mount import mount_rootfs
 from kbuild.runtime.phases.base import Phase
-from kbuild.runtime.phases.context import Context
+from kbuild.runtime.phases.context import Context, credentials
 from kbuild.runtime.phases.preflight import work_hosts
+from kbuild.runtime.pool import run_on_hosts
 from kbuild.runtime.preflight import gather_facts
+from kbuild.runtime.relay import RelayHost, relay_layers
 from kbuild.runtime.remote import remote_script
 from kbuild.runtime.runevents import HostStatus, emit
+from kbuild.runtime.ssh import Connection
 
 __all__ = ["ProvisionPhase", "mount_and_render", "send_layers", "set_host_aliases"]
 
@@ -67,15 +71,49 @@ class ProvisionPhase(Phase):
         ctx.sd.save_clusterfile(ctx.cf)
         ctx.save()
         ctx.driver.prepare(ctx)
+        relay_missing(ctx, hosts)
 
     def detail(self, ctx: Context, hosts: list[Host]) -> str:
-        """Layers to send, mount, render."""
-        return "layers, rootfs mount, rendered files"
+        """Layers to send (by relay when on), mount, render."""
+        d = ctx.cf.cluster.distribution
+        how = f"relay, fanout {d.fanout}" if d.relay and len(hosts) > 1 else "direct"
+        return f"layers ({how}), rootfs mount, rendered files"
 
     def run(self, ctx: Context, host: Host) -> None:
         """Bring one host's rootfs to the image and its rendered files."""
         send_layers(ctx, host)
         mount_and_render(ctx, host)
+
+
+def relay_missing(ctx: Context, hosts: list[Host]) -> None:
+    """With ``spec.distribution.relay``: every host's missing layers, passed
+    on between the hosts (:mod:`kbuild.runtime.relay`). Whatever a host still
+    lacks afterwards, :func:`send_layers` sends it from the client."""
+    assert ctx.image is not None
+    image, data_root, dist = ctx.image, ctx.cf.cluster.data_root, ctx.cf.cluster.distribution
+    if not dist.relay or len(hosts) < 2:
+        return
+    todo: dict[str, list[Layer]] = {}
+
+    def look(h: Host) -> RelayHost:
+        conn = ctx.conn(h)
+        facts = ctx.facts.get(h.ip) or gather_facts(conn, data_root)
+        record_layers(conn, data_root, ctx.cf.cluster.name, image)
+        todo[h.ip] = host_layers(conn, data_root, image).missing
+        port = credentials(h).port
+        lines = conn.known_hosts.lines(conn.host, port) if isinstance(conn, Connection) else []
+        return RelayHost(h.ip, conn, port, facts.tools, tuple(lines))
+
+    found = run_on_hosts(hosts, look, max_workers=ctx.opts.max_workers,
+                         name=lambda h: h.ip, check=False)  # fmt: skip
+    res = relay_layers(
+        list(found.results.values()), todo, store=ctx.opts.store, data_root=data_root,
+        settings=dist, progress=ctx.progress,
+    )  # fmt: skip
+    for ip, why in sorted(
+        {**res.failed, **{ip: "probe failed" for ip in res.probe_failed}}.items()
+    ):
+        emit(ctx.progress, HostStatus(ip, "relay", f"gets layers from the client: {why}"))
 
 
 def send_layers(ctx: Context, host: Host) -> None:

@@ -10,9 +10,9 @@ echo "arch=$(uname -m)"
 echo "uid=$(id -u)"
 if [ -d /run/systemd/system ]; then echo "systemd=yes"; else echo "systemd=no"; fi
 found="" missing=""
-for t in sh tar sha256sum systemctl mount umount mkfifo tee mktemp find mknod grep cmp flock awk stat zstd gzip setfattr; do
+for t in sh tar sha256sum systemctl mount umount mkfifo tee mktemp find mknod grep cmp flock awk stat zstd gzip setfattr ssh systemd-run; do
     if command -v "$t" >/dev/null 2>&1; then found="$found $t"; else
-        case $t in zstd|gzip|setfattr) ;; *) missing="$missing $t" ;; esac
+        case $t in zstd|gzip|setfattr|ssh|systemd-run) ;; *) missing="$missing $t" ;; esac
     fi
 done
 echo "tools=${found# }"
