@@ -5,6 +5,7 @@ does not stop the others (it is named; a re-run sends only to it)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import subprocess
 from collections.abc import Callable, Iterator
@@ -60,10 +61,8 @@ def conns(hosts: HostSet) -> Iterator[list[Connection]]:
         yield out
     finally:
         for c in out:
-            try:
+            with contextlib.suppress(KbuildError):
                 c.run(f"rm -rf {DATA_ROOT}", check=False)
-            except KbuildError:
-                pass
             c.close()
 
 

@@ -313,10 +313,8 @@ def loads(text: str, *, source: str = "Clusterfile") -> Clusterfile:
         if not kind:
             raise doc.error("kind", "missing")
         api = str(raw.get("apiVersion") or "")
-        if (
-            kind in ("Cluster", "Config", "Plugin")
-            and api
-            and not api.startswith(("sealer.io/", "kbuild.io/"))
+        if kind in ("Cluster", "Config", "Plugin") and api and not api.startswith(
+            ("sealer.io/", "kbuild.io/")
         ):
             raise doc.error("apiVersion", "unsupported apiVersion", api)
         if kind == "Cluster":

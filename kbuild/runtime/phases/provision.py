@@ -110,9 +110,7 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
         list(found.results.values()), todo, store=ctx.opts.store, data_root=data_root,
         settings=dist, progress=ctx.progress,
     )  # fmt: skip
-    for ip, why in sorted(
-        {**res.failed, **{ip: "probe failed" for ip in res.probe_failed}}.items()
-    ):
+    for ip, why in sorted({**res.failed, **res.probe_failed}.items()):
         emit(ctx.progress, HostStatus(ip, "relay", f"gets layers from the client: {why}"))
 
 

@@ -59,7 +59,8 @@ class RelayResult:
     """layer hex → bytes the client sent for it."""
     failed: dict[str, str] = field(default_factory=dict)
     """host → why it left the relay (it gets its layers directly)."""
-    probe_failed: set[str] = field(default_factory=set)
+    probe_failed: dict[str, str] = field(default_factory=dict)
+    """receiver → the failed probe (it gets its layers directly)."""
 
 
 def _stream(layer: Layer) -> tuple[str, str]:
@@ -113,7 +114,7 @@ def relay_layers(
         result.failed.update(dead)
         plan = session.configure(plan, exclude=set(dead))
         failed_edges = session.probe(plan)
-        result.probe_failed = set(failed_edges)
+        result.probe_failed = failed_edges
         if failed_edges or dead:
             gone = set(dead) | set(failed_edges)
             plan = plan_relay(lacking, eligible=eligible(gone), can_send=can_send - gone,
