@@ -21,7 +21,7 @@ from kbuild.layerstore import Store
 from kbuild.runtime.clusterfile import Distribution
 from kbuild.runtime.executor import Executor, FileSpec
 from kbuild.runtime.image import Layer
-from kbuild.runtime.layers import scan_layer
+from kbuild.runtime.layers import open_tar, scan_layer
 from kbuild.runtime.pool import run_on_hosts
 from kbuild.runtime.relay.keys import RelayKey, authorized_line, new_run_id, run_dir
 from kbuild.runtime.relay.plan import RelayPlan, plan_relay
@@ -63,11 +63,27 @@ class RelayResult:
     """receiver → the failed probe (it gets its layers directly)."""
 
 
-def _stream(layer: Layer) -> tuple[str, str]:
-    """(mode, sha256 of the stream) when the blob travels as stored."""
+@dataclass(frozen=True)
+class Stream:
+    """How one layer travels from host to host: its bytes' format, sha256 and size."""
+
+    layer: Layer
+    mode: str
+    """``zstd``/``gzip``: the blob as stored; ``none``: the tar."""
+    sha256: str
+    size: int
+
+
+def choose_stream(store: Store, layer: Layer, tools: Sequence[frozenset[str]]) -> Stream:
+    """The blob as stored when every host has its decompressor, else the tar
+    (decompressed once here; every hop then checks the diffID). Either way the
+    client checked the blob holds a safe tar with the layer's diffID."""
     if layer.compression == "none":
-        return "none", layer.hex
-    return layer.compression, layer.digest.removeprefix("sha256:")
+        return Stream(layer, "none", layer.hex, layer.size)
+    scan = scan_layer(store, layer)
+    if all(layer.compression in t for t in tools):
+        return Stream(layer, layer.compression, layer.digest.removeprefix("sha256:"), layer.size)
+    return Stream(layer, "none", layer.hex, scan.size)
 
 
 def relay_layers(
@@ -90,15 +106,10 @@ def relay_layers(
     result = RelayResult(run_id=new_run_id())
 
     def eligible(excluded: set[str]) -> dict[str, set[str]]:
-        out: dict[str, set[str]] = {}
-        for hex_, layer in layers.items():
-            mode = _stream(layer)[0]
-            out[hex_] = {
-                ip for ip in lacking[hex_]
-                if ip not in excluded and by_ip[ip].key_lines
-                and (mode == "none" or mode in by_ip[ip].tools)
-            }  # fmt: skip
-        return out
+        return {
+            hex_: {ip for ip in ips if ip not in excluded and by_ip[ip].key_lines}
+            for hex_, ips in lacking.items()
+        }
 
     can_send = {h.ip for h in hosts if "ssh" in h.tools}
     plan = plan_relay(lacking, eligible=eligible(set()), can_send=can_send,
@@ -107,8 +118,11 @@ def relay_layers(
         result.plan = plan
         return result
     touched = {ip for t in plan.trees.values() for ip in t.hosts()}
-    keys: dict[str, RelayKey] = {}
-    session = Session(result.run_id, by_ip, layers, data_root, settings, keys)
+    streams = {
+        hex_: choose_stream(store, layers[hex_], [by_ip[ip].tools for ip in t.hosts()])
+        for hex_, t in plan.trees.items()
+    }
+    session = Session(result.run_id, by_ip, streams, data_root, settings, {})
     try:
         dead = session.begin(sorted(touched))
         result.failed.update(dead)
@@ -134,12 +148,12 @@ class Session:
         self,
         run_id: str,
         hosts: dict[str, RelayHost],
-        layers: dict[str, Layer],
+        streams: dict[str, Stream],
         data_root: str,
         settings: Distribution,
         keys: dict[str, RelayKey],
     ) -> None:
-        self.run_id, self.hosts, self.layers = run_id, hosts, layers
+        self.run_id, self.hosts, self.streams = run_id, hosts, streams
         self.data_root, self.settings, self.keys = data_root, settings, keys
         self.dir = run_dir(run_id)
         self.expires = time.time() + KEY_LIFETIME
@@ -184,9 +198,9 @@ class Session:
             if ip not in t.hosts():
                 continue
             kids = t.children.get(ip, [])
-            mode, want = _stream(self.layers[hex_])
+            st = self.streams[hex_]
             spec = ",".join(f"{c}:{self.hosts[c].port}" for c in kids) or "-"
-            rows.append(f"{hex_} {mode} {want} {self.layers[hex_].size} {spec}\n")
+            rows.append(f"{hex_} {st.mode} {st.sha256} {st.size} {spec}\n")
             known += [line + "\n" for c in kids for line in self.hosts[c].key_lines]
         auth = [
             authorized_line(self.keys[p], p, self.run_id, self.expires)
@@ -249,14 +263,11 @@ def _send_all(
     def one(item: tuple[str, object]) -> None:
         hex_ = item[0]
         t = plan.trees[hex_]
-        layer = session.layers[hex_]
         root = session.hosts[t.root]
-        if layer.compression != "none":
-            scan_layer(store, layer)
         emit(progress, HostStatus(root.ip, "relay",
                                   f"layer {hex_[:12]} to {len(t.hosts())} hosts"))  # fmt: skip
         try:
-            result.sent[hex_] = _send_root(session, root, layer, store, progress)
+            result.sent[hex_] = _send_root(session, root, session.streams[hex_], store, progress)
         except KbuildError as exc:
             result.failed.setdefault(root.ip, str(exc))
 
@@ -266,9 +277,10 @@ def _send_all(
 
 
 def _send_root(
-    session: Session, root: RelayHost, layer: Layer, store: Store, progress: Progress | None
+    session: Session, root: RelayHost, st: Stream, store: Store, progress: Progress | None
 ) -> int:
     """Send the blob to the tree's root; a stall longer than ``stallTimeout`` gives up."""
+    layer = st.layer
     cmd = remote_script("relay-hop.sh", session.dir, layer.hex)
     stall = session.settings.stall_timeout
     last = [time.monotonic()]
@@ -284,12 +296,13 @@ def _send_root(
 
     threading.Thread(target=watch, daemon=True).start()
     try:
-        with proc, store.open_blob(layer.digest) as blob:
+        opened = open_tar(store, layer) if st.mode != layer.compression else None
+        with proc, opened or store.open_blob(layer.digest) as blob:
             while chunk := blob.read(1 << 20):
                 proc.write(chunk)
                 sent += len(chunk)
                 last[0] = time.monotonic()
-                emit(progress, BytesSent(root.ip, layer.digest, sent, layer.size))
+                emit(progress, BytesSent(root.ip, layer.digest, sent, st.size))
             proc.close_stdin()
             done.set()
             proc.wait(timeout=stall * 4 + 60)
