@@ -19,7 +19,7 @@ from kbuild.runtime.distribute import host_layers, record_layers, send_missing
 from kbuild.runtime.image import ImageInfo, inspect_image
 from kbuild.runtime.preflight import gather_facts
 from kbuild.runtime.relay import RelayHost, plan_relay, relay_layers
-from kbuild.runtime.relay.session import Session
+from kbuild.runtime.relay.session import Session, choose_stream
 from kbuild.runtime.runevents import BytesSent, Event
 from kbuild.runtime.ssh import Connection
 from tests.fixtures.hosts import HostSet
@@ -132,7 +132,8 @@ def test_what_a_relay_key_can_and_cannot_do(
                       eligible={small.hex: {sender.ip, receiver.ip}},
                       can_send={sender.ip}, fanout=4)  # fmt: skip
     before = [_traces(c) for c in conns]
-    session = Session("ab" * 8, by_ip, {small.hex: small}, DATA_ROOT, Distribution(), {})
+    stream = choose_stream(store, small, [sender.tools, receiver.tools])
+    session = Session("ab" * 8, by_ip, {small.hex: stream}, DATA_ROOT, Distribution(), {})
     try:
         assert session.begin([sender.ip, receiver.ip]) == {}
         session.configure(plan, exclude=set())
