@@ -150,7 +150,10 @@ def test_run_rerun_join_delete_delete_all(env: Env, four: HostSet, tmp_path: Pat
     cf2.write_text((sdir / "Clusterfile").read_text().replace(f"image: {IMAGE}", f"image: {v2}"))
     up = kbuild(env, "run", "-f", str(cf2), "--progress", "plain")
     running = ips
-    assert up.stderr.count("sending: layer 1/1 ") == len(running)
+    # relay (the default): the client sends the new layer once, to one
+    # host, and the hosts pass it on; none needs it from the client
+    assert up.stderr.count("relay: layer ") == 1, up.stderr
+    assert "sending: layer" not in up.stderr and "gets layers from the client" not in up.stderr
     state = json.loads((sdir / "state.json").read_text())
     assert len(state["images"]) == 2 and state["manifest"] == state["images"][1]
     tag = state["images"][1][7:19]
