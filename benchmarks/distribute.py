@@ -208,6 +208,21 @@ PLACES = {
 }
 
 
+def start_hosts(cluster: str, n: int, pub: Path) -> list[podman.PodmanHost]:
+    """``n`` podman hosts of ``cluster`` letting in the key ``pub``, with this
+    machine's zstd and openssl commands: the base host image has neither
+    (it has libssl, for sshd); most servers have both."""
+    hosts = podman.create_hosts(
+        cluster, [f"h{i}" for i in range(n)],
+        root_password="bench-" + os.urandom(6).hex(), authorized_keys=[pub.read_text()],
+    )  # fmt: skip
+    for h in hosts:
+        for tool in ("zstd", "openssl"):
+            subprocess.run(["podman", "cp", f"/usr/bin/{tool}",
+                            f"{h.container}:/usr/local/bin/{tool}"], check=True)  # fmt: skip
+    return hosts
+
+
 def place_data(container: str, where: str) -> None:
     """Put the host's data root and /bench (the SFTP and scp target) on ``where``."""
     if where == "overlay":
@@ -475,17 +490,7 @@ def main() -> int:
     hosts: list[podman.PodmanHost] = []
     try:
         log(f"starting {max(counts)} hosts ...")
-        hosts = podman.create_hosts(
-            cluster, [f"h{i}" for i in range(max(counts))],
-            root_password="bench-" + os.urandom(6).hex(),
-            authorized_keys=[(tmp / "id.pub").read_text()],
-        )  # fmt: skip
-        # The base host image has neither zstd nor the openssl command (it has
-        # libssl, for sshd); most servers have both. Copy this machine's in.
-        for h in hosts:
-            for tool in ("zstd", "openssl"):
-                subprocess.run(["podman", "cp", f"/usr/bin/{tool}",
-                                f"{h.container}:/usr/local/bin/{tool}"], check=True)  # fmt: skip
+        hosts = start_hosts(cluster, max(counts), tmp / "id.pub")
         b = Bench(store, image, hosts, l1, l2, key, tmp / "known_hosts")
         for h in hosts:
             place_data(h.container, args.data_on)

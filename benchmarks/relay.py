@@ -39,6 +39,7 @@ from distribute import (
     make_image,
     make_trees,
     place_data,
+    start_hosts,
     unplace_data,
 )
 
@@ -140,8 +141,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hosts", default="1,2,4,8,16")
     ap.add_argument("--rate", action="append", help="client link, e.g. 100mbit (repeatable)")
-    ap.add_argument("--direct-max", type=int, default=16, help="largest N for direct sends")
-    ap.add_argument("--sftp-max", type=int, default=4, help="largest N for SFTP")
+    ap.add_argument("--direct-max", default="16,2",
+                    help="largest N for direct sends, per --rate (time: N copies)")
+    ap.add_argument("--sftp-max", default="4,0", help="largest N for SFTP, per --rate")
     ap.add_argument("--fanout", type=int, default=4)
     ap.add_argument("--work", default="/var/tmp/kbuild-bench-distribute")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "relay.md"))
@@ -171,21 +173,18 @@ def main() -> int:
         if max(counts) > 8:
             inotify.write_text("1024\n")
         log(f"starting {max(counts)} hosts ...")
-        hosts = podman.create_hosts(
-            cluster, [f"h{i}" for i in range(max(counts))],
-            root_password="bench-" + os.urandom(6).hex(),
-            authorized_keys=[(tmp / "id.pub").read_text()],
-        )  # fmt: skip
+        hosts = start_hosts(cluster, max(counts), tmp / "id.pub")
         for h in hosts:
-            for tool in ("zstd", "openssl"):
-                subprocess.run(["podman", "cp", f"/usr/bin/{tool}",
-                                f"{h.container}:/usr/local/bin/{tool}"], check=True)  # fmt: skip
             place_data(h.container, "volume")
         bridge = bridge_of(hosts[0].network)
         b = RelayBench(store, image, hosts, l1, l2, key, tmp / "known_hosts")
         b.clean(hosts)
         b.kbuild(hosts[:2])  # warm-up: connections, known_hosts, page cache
-        for rate in rates:
+        direct_max = [int(x) for x in args.direct_max.split(",")]
+        sftp_max = [int(x) for x in args.sftp_max.split(",")]
+        for ri, rate in enumerate(rates):
+            dmax = direct_max[min(ri, len(direct_max) - 1)]
+            smax = sftp_max[min(ri, len(sftp_max) - 1)]
             shape_client(bridge, rate)
             c2h = ssh_rate(None, hosts[0], key, 50)
             h2h = ssh_rate(hosts[1], hosts[0], key, 200) if len(hosts) > 1 else 0.0
@@ -200,10 +199,10 @@ def main() -> int:
                 rows[rate]["relay"][n]["fallback_mb"] = b.direct_after / MB
                 if b.failed:
                     notes.append(f"{rate} N={n}: left the relay: {b.failed}")
-                if n <= args.direct_max:
+                if n <= dmax:
                     rows[rate]["direct"][n] = measure(b, bridge, hs, "direct",
                                                       lambda hs=hs: b.kbuild(hs), log)
-                if n <= args.sftp_max:
+                if n <= smax:
                     rows[rate]["sftp"][n] = measure(b, bridge, hs, "SFTP",
                                                     lambda hs=hs: b.sftp(hs), log)
                 b.clean(hs)

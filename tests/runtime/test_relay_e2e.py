@@ -243,3 +243,32 @@ def test_relaying_host_dies_mid_transfer(
     assert f"kbuild-relay-{first.run_id}" in after[1]
     conns[1].run(f"systemctl start kbuild-relay-{first.run_id}.service")
     assert _traces(conns[1]) == before[1]
+
+
+def test_a_host_refusing_root_key_login_gets_layers_directly(
+    store: Store, conns: list[Connection]
+) -> None:
+    image = _image(store, "relay:probe", 2)
+    three = conns[:3]
+    refusing = three[2]
+    cfg = "/etc/ssh/sshd_config.d/kbuild-test.conf"
+    refusing.put_file(cfg, b"AuthorizedKeysFile none\n")
+    refusing.run("systemctl reload ssh")
+    try:
+        events: list[Event] = []
+        todo = _missing(three, image)
+        res = relay_layers(_relay_hosts(three), todo, store=store, data_root=DATA_ROOT,
+                           settings=Distribution(), progress=events.append)  # fmt: skip
+        assert set(res.probe_failed) == {refusing.host}
+        assert "probe from" in res.probe_failed[refusing.host]
+        for t in res.plan.trees.values():
+            assert refusing.host not in t.hosts() and len(t.hosts()) == 2
+        for c in three[:2]:
+            assert host_layers(c, DATA_ROOT, image).missing == []
+        left = host_layers(refusing, DATA_ROOT, image)
+        assert [x.hex for x in left.missing] == [x.hex for x in image.layers]
+        facts = gather_facts(refusing, DATA_ROOT)
+        send_missing(refusing, store, DATA_ROOT, left, host_tools=facts.tools)
+        assert host_layers(refusing, DATA_ROOT, image).missing == []
+    finally:
+        refusing.run(f"rm -f {cfg} && systemctl reload ssh")
