@@ -241,8 +241,10 @@ def report(args: argparse.Namespace, rows: dict, notes: list[str], files: int, t
                 cells += [f"{r['t']:.1f}", f"{r['t'] / base['t']:.2f}", f"{r['mb']:.0f}",
                           f"{r['cpu']:.1f}"]  # fmt: skip
             out.append(f"| {n} | " + " | ".join(cells) + " |")
-        fb = {n: r["fallback_mb"] for n, r in methods["relay"].items() if r["fallback_mb"]}
-        out += ["", f"Relay fallback (direct sends after the relay): {fb or 'none'}.", ""]
+        fb = {n: round(r["fallback_mb"]) for n, r in methods["relay"].items()
+              if r["fallback_mb"] and n > 1}  # fmt: skip
+        out += ["", "MB the client sent directly after the relay (hosts it did not reach; "
+                f"N=1 has nothing to relay and is always direct): {fb or 'none'}.", ""]
     out += ["## Links measured", "", *[f"- {x}" for x in notes], "", "## Machine", "",
             machine(), "", f"Command: `python benchmarks/relay.py --hosts {args.hosts} "
             + " ".join(f"--rate {r}" for r in rows) + f" --direct-max {args.direct_max} "

@@ -30,6 +30,8 @@ def depth(n: int, f: int) -> int:
 
 
 def relay_time(n: int, a: argparse.Namespace) -> float:
+    if n < 2:
+        return direct_time(n, a)  # one host: nothing to relay, kbuild sends directly
     rate = min(a.client, a.lan / a.fanout, a.host_rate)
     return a.blob / rate + depth(n, a.fanout) * a.hop + math.ceil(n / a.workers) * a.setup
 
@@ -44,11 +46,14 @@ def main() -> int:
     ap.add_argument("--client", type=float, default=12.5, help="client link MB/s (100 Mbit/s)")
     ap.add_argument("--lan", type=float, default=125.0, help="host link MB/s (1 Gbit/s)")
     ap.add_argument("--fanout", type=int, default=4)
-    ap.add_argument("--host-rate", type=float, default=60.0,
-                    help="MB/s one host sustains receiving + passing on (measured)")
-    ap.add_argument("--hop", type=float, default=0.5, help="s per tree level (measured)")
-    ap.add_argument("--setup", type=float, default=2.0,
-                    help="s of relay setup+cleanup per batch of --workers hosts (measured)")
+    ap.add_argument("--host-rate", type=float, default=24.7,
+                    help="MB/s one host sustains receiving + passing on: 158 MB / 6.4 CPU-s "
+                         "per relaying host (measured), i.e. all its work on one core")
+    ap.add_argument("--hop", type=float, default=0.9,
+                    help="s per tree level: relay N=2 minus N=1 at 25 Mbit/s (measured)")
+    ap.add_argument("--setup", type=float, default=1.8,
+                    help="s of relay setup+cleanup per batch of --workers hosts: relay N=4 "
+                         "minus N=1 at 25 Mbit/s (measured)")
     ap.add_argument("--workers", type=int, default=32, help="hosts set up at a time")
     ap.add_argument("--hosts", default="1,16,100,1000")
     a = ap.parse_args()
