@@ -252,6 +252,7 @@ def test_a_host_refusing_root_key_login_gets_layers_directly(
     three = conns[:3]
     refusing = three[2]
     cfg = "/etc/ssh/sshd_config.d/kbuild-test.conf"
+    before = [_traces(c) for c in three]
     refusing.put_file(cfg, b"AuthorizedKeysFile none\n")
     refusing.run("systemctl reload ssh")
     try:
@@ -270,5 +271,7 @@ def test_a_host_refusing_root_key_login_gets_layers_directly(
         facts = gather_facts(refusing, DATA_ROOT)
         send_missing(refusing, store, DATA_ROOT, left, host_tools=facts.tools)
         assert host_layers(refusing, DATA_ROOT, image).missing == []
+        # the plan was made twice: the second replaced the run's key lines; all gone now
+        assert [_traces(c) for c in three] == before
     finally:
         refusing.run(f"rm -f {cfg} && systemctl reload ssh")

@@ -10,6 +10,17 @@ relay_lock() {
     flock -w 60 7
 }
 
+# relay_strip RUNID: take that run's lines out of authorized_keys (a new
+# file with the same mode and owner, renamed over it). Hold relay_lock.
+relay_strip() {
+    if [ -f "$ak" ] && grep -q " kbuild-relay-$1\$" "$ak"; then
+        _t=$(mktemp "$ak.kbuild.XXXXXX")
+        grep -v " kbuild-relay-$1\$" "$ak" >"$_t" || true
+        chmod --reference="$ak" "$_t" && chown --reference="$ak" "$_t"
+        mv -f "$_t" "$ak"
+    fi
+}
+
 # relay_remove RUNID: every trace of that run on this host.
 relay_remove() {
     _d=$base/$1
@@ -20,12 +31,7 @@ relay_remove() {
         kill -TERM -- "-$_g" 2>/dev/null || true
     done
     relay_lock
-    if [ -f "$ak" ] && grep -q " kbuild-relay-$1\$" "$ak"; then
-        _t=$(mktemp "$ak.kbuild.XXXXXX")
-        grep -v " kbuild-relay-$1\$" "$ak" >"$_t" || true
-        chmod --reference="$ak" "$_t" && chown --reference="$ak" "$_t"
-        mv -f "$_t" "$ak"
-    fi
+    relay_strip "$1"
     if [ -e "$_d/ak-created" ] && [ -f "$ak" ] && [ ! -s "$ak" ]; then
         rm -f "$ak"
         [ -e "$_d/ssh-dir-created" ] && rmdir "${ak%/*}" 2>/dev/null || true

@@ -2,8 +2,8 @@
 #
 # Usage: relay-setup.sh begin RUNID EXPIRES   claim leftovers, make RUNDIR
 #                                             (0700), start the cleanup timer
-#        relay-setup.sh authorize RUNID       add RUNDIR/authorized to root's
-#                                             authorized_keys
+#        relay-setup.sh authorize RUNID       make RUNDIR/authorized the run's
+#                                             lines in root's authorized_keys
 #        relay-setup.sh probe RUNID           probe each child of RUNDIR/layers
 #        relay-setup.sh end RUNID             remove everything of the run
 # RUNDIR is /run/kbuild-relay/RUNID. EXPIRES is a Unix time: the keys'
@@ -37,6 +37,7 @@ authorize)
         : >"$dir/ak-created"
         (umask 077 && : >"$ak")
     fi
+    relay_strip "$run"  # a new plan replaces the run's lines
     cat "$dir/authorized" >>"$ak"
     ;;
 probe)
