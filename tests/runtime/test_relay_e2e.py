@@ -193,9 +193,12 @@ def test_relaying_host_dies_mid_transfer(
     # tree of the big layer (index 0, fanout 2): h0 -> h1, h2; h1 -> h3, h4
     victim = hosts[1]
     killed = False
+    to: dict[str, set[str]] = {}
 
     def on_event(e: Event) -> None:
         nonlocal killed
+        if isinstance(e, BytesSent):
+            to.setdefault(e.layer, set()).add(e.host)
         if isinstance(e, BytesSent) and not killed and e.done > big.size // 4:
             killed = True
             _kill_ssh(victim.container)
@@ -208,6 +211,15 @@ def test_relaying_host_dies_mid_transfer(
     )  # fmt: skip
     assert killed
     assert res.plan.trees[big.hex].children[conns[1].host] == [conns[3].host, conns[4].host]
+    # the hosts the victim fed got the layer again from the root's kept copy;
+    # the client sent each layer once, and only the victim lacks anything
+    assert victim.ip in res.failed
+    fixed = res.repair.trees[big.hex]
+    assert fixed.root == conns[0].host
+    assert sorted(fixed.hosts()[1:]) == sorted([conns[3].host, conns[4].host])
+    assert {k: len(v) for k, v in to.items()} == {x.digest: 1 for x in image.layers}
+    for i in (0, 2, 3, 4):
+        assert host_layers(conns[i], DATA_ROOT, image).missing == []
     # the fallback: the client sends what each host still lacks; only the victim fails
     failed: dict[str, str] = {}
     for c in conns:

@@ -25,6 +25,7 @@ from kbuild.runtime.layers import open_tar, scan_layer
 from kbuild.runtime.pool import run_on_hosts
 from kbuild.runtime.relay.keys import RelayKey, authorized_line, new_run_id, run_dir
 from kbuild.runtime.relay.plan import RelayPlan, plan_relay
+from kbuild.runtime.relay.repair import repair_plan, resend_all
 from kbuild.runtime.remote import remote_script, script_text
 from kbuild.runtime.runevents import BytesSent, HostStatus, Progress, emit
 
@@ -59,6 +60,8 @@ class RelayResult:
     """layer hex → bytes the client sent for it."""
     failed: dict[str, str] = field(default_factory=dict)
     """host → why it left the relay (it gets its layers directly)."""
+    repair: RelayPlan = field(default_factory=RelayPlan)
+    """Trees from a root's kept copy to the hosts below a host that failed."""
     probe_failed: dict[str, str] = field(default_factory=dict)
     """receiver → the failed probe (it gets its layers directly)."""
 
@@ -136,6 +139,10 @@ def relay_layers(
             plan = session.configure(plan, exclude=gone)
         result.plan = plan
         _send_all(session, plan, store, result, progress)
+        repair = repair_plan(session, plan, result, can_send)
+        if repair.trees:
+            result.repair = session.configure(repair, exclude=set(result.failed))
+            resend_all(session, repair, result, progress)
     finally:
         session.end(sorted(touched), progress)
     return result
@@ -281,7 +288,7 @@ def _send_root(
 ) -> int:
     """Send the blob to the tree's root; a stall longer than ``stallTimeout`` gives up."""
     layer = st.layer
-    cmd = remote_script("relay-hop.sh", session.dir, layer.hex)
+    cmd = remote_script("relay-hop.sh", session.dir, layer.hex, "keep")
     stall = session.settings.stall_timeout
     last = [time.monotonic()]
     done = threading.Event()

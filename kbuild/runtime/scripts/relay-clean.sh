@@ -1,6 +1,7 @@
 # Removing a relay run's traces (kbuild puts this text where a script says
 # `#include relay-clean.sh`): the run's key lines in root's authorized_keys
-# (marked "kbuild-relay-RUNID"), its processes and /run/kbuild-relay/RUNID.
+# (marked "kbuild-relay-RUNID"), its processes, the streams a tree's root
+# kept (STORE/.relay-RUNID-*) and /run/kbuild-relay/RUNID.
 # Needs: base, ak (see relay-setup.sh).
 
 # relay_lock: a flock on root's home directory on fd 7 (authorized_keys is
@@ -30,6 +31,7 @@ relay_remove() {
         case $_g in *[!0-9]*|""|0|1) continue ;; esac
         kill -TERM -- "-$_g" 2>/dev/null || true
     done
+    if [ -f "$_d/store" ]; then rm -f "$(cat "$_d/store")/.relay-$1-"*; fi
     relay_lock
     relay_strip "$1"
     if [ -e "$_d/ak-created" ] && [ -f "$ak" ] && [ ! -s "$ak" ]; then
