@@ -25,6 +25,18 @@ from kbuild.runtime.state import ClusterState
 from tests.runtime.recording import Facts, RecordingPool
 
 CASES = Path(__file__).with_name("cases")
+DEMO_CF = """\
+apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {name: demo}
+spec:
+  image: demo:1
+  ssh: {passwd: pw}
+  hosts:
+    - {ips: [10.0.0.2], roles: [master]}
+    - {ips: [10.0.0.3, 10.0.0.4], roles: [node]}
+"""
+"""The demo image on a master and two nodes."""
 UPDATE = os.environ.get("KBUILD_UPDATE_CASES") == "1"
 
 IMAGE_FILES: dict[str, bytes] = {

@@ -13,17 +13,9 @@ from kbuild.runtime.phases.provision import send_layers
 from kbuild.runtime.runevents import Message
 from tests.runtime.recording import Facts
 
+from .harness import DEMO_CF as CF
 from .harness import scenario
 
-CF = """apiVersion: sealer.io/v2
-kind: Cluster
-metadata: {name: demo}
-spec:
-  image: demo:1
-  ssh: {passwd: pw}
-  hosts:
-  - {ips: [10.0.0.2], roles: [master]}
-"""
 BLOB = "registry/docker/registry/v2/blobs/sha256/ab/" + "ab" * 32 + "/data"
 
 
