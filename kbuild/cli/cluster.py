@@ -6,6 +6,7 @@ import os
 import shlex
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -213,38 +214,19 @@ def run_command(
             raise UsageError("--dry-run needs hosts; podman hosts are made by a real run")
     display = renderer(progress_mode)
     opts = _options(ctx, display, accept_changed_host_key)
+    shared: dict[str, Any] = {"env": env, "cmds": cmds, "apps": apps, "data_root": data_root}
     try:
         if clusterfile:
             cf = cfmod.load(clusterfile)
         elif provider:
             cf = lifecycle.provider_clusterfile(
-                provider,
-                image or "",
-                opts,
-                name=cluster_name or cfmod.DEFAULT_CLUSTER_NAME,
-                masters=counts[0],
-                nodes=counts[1],
-                env=env,
-                cmds=cmds,
-                apps=apps,
-                data_root=data_root,
-            )
+                provider, image or "", opts, name=cluster_name or cfmod.DEFAULT_CLUSTER_NAME,
+                masters=counts[0], nodes=counts[1], **shared)  # fmt: skip
         else:
             cf = cfmod.from_flags(
-                image or "",
-                masters=_ips(masters, "masters"),
-                nodes=_ips(nodes, "nodes"),
-                user=user,
-                passwd=ssh_password(passwd, passwd_stdin, passwd_file),
-                port=port,
-                pk=pk,
-                pk_passwd=pk_passwd,
-                env=env,
-                cmds=cmds,
-                apps=apps,
-                cluster_name=cluster_name,
-                data_root=data_root,
-            )
+                image or "", masters=_ips(masters, "masters"), nodes=_ips(nodes, "nodes"),
+                user=user, passwd=ssh_password(passwd, passwd_stdin, passwd_file), port=port,
+                pk=pk, pk_passwd=pk_passwd, cluster_name=cluster_name, **shared)  # fmt: skip
         plan = lifecycle.run_cluster(cf, opts, dry_run=dry_run, provider=provider or "")
     finally:
         display.close()

@@ -79,15 +79,17 @@ def _names(store: Store) -> dict[str, list[str]]:
 def cluster_status(store: Store, name: str) -> dict[str, Any]:
     """What the local record says the cluster runs: its image, version and
     status, every image it ran, each host's image and version, and the
-    container images the current image carries."""
+    container images the hosts serve: the current image's and those earlier
+    images carried (kept for the pods that still run them)."""
     sd = StateDir(name)
     if not sd.exists():
         raise ClusterError(f"no cluster {name} is recorded here")
     state = sd.load_state()
     names = _names(store)
-    carried: list[str] = []
-    with contextlib.suppress(KbuildError):  # the image left the store: the record stands
-        carried = sorted(c.name for c in carried_images(store, state.manifest or state.image))
+    carried: set[str] = set()
+    for image in dict.fromkeys([*state.images, state.manifest or state.image]):
+        with contextlib.suppress(KbuildError):  # an image left the store: the record stands
+            carried.update(c.name for c in carried_images(store, image))
     return {
         "name": name,
         "status": state.status,
@@ -100,7 +102,7 @@ def cluster_status(store: Store, name: str) -> dict[str, Any]:
             {"ip": ip, "roles": r.roles, "manifest": r.image, "version": r.version}
             for ip, r in state.hosts.items()
         ],
-        "carried": carried,
+        "carried": sorted(carried),
     }
 
 
@@ -126,7 +128,7 @@ def status_command(ctx: click.Context, cluster_name: str | None, fmt: str) -> No
     for i in info["images"]:
         click.echo(f"  {i['manifest'][:19]}  {', '.join(i['names']) or '(not in the local store)'}")
     if info["carried"]:
-        click.echo(f"Container images it carries: {len(info['carried'])}")
+        click.echo(f"Container images its hosts serve: {len(info['carried'])}")
         for c in info["carried"]:
             click.echo(f"  {c}")
 @click.command("check")

@@ -45,112 +45,102 @@ def _suggest(name: str, known: set[str]) -> str | None:
 
 def check_rules(src: Source, stages: list[ins.Stage], per_stage: list[list[Located]]) -> None:
     """Raise :class:`KubefileError` for the first broken rule."""
-    all_aliases = {s.base.alias: s.index for s in stages if s.base.alias}
-    aliases: dict[str, int] = {}
-    apps_of: list[set[str]] = []
-    # A stage built on an image may inherit apps the parser cannot see; names
-    # are then checked by the builder against the base image's metadata.
-    inherits_of: list[bool] = []
-    final: Located | None = None
-    for stage, items in zip(stages, per_stage, strict=True):
-        head = items[0]
+    _Rules(src, stages).check(per_stage)
+
+
+class _Rules:
+    """One pass over the stages, keeping what later instructions are checked against."""
+
+    def __init__(self, src: Source, stages: list[ins.Stage]) -> None:
+        self.src = src
+        self.stages = stages
+        self.all_aliases = {s.base.alias: s.index for s in stages if s.base.alias}
+        self.aliases: dict[str, int] = {}
+        self.apps_of: list[set[str]] = []
+        # A stage built on an image may inherit apps the parser cannot see; names
+        # are then checked by the builder against the base image's metadata.
+        self.inherits_of: list[bool] = []
+        self.final: Located | None = None  # the LAUNCH or CMDS seen
+
+    def check(self, per_stage: list[list[Located]]) -> None:
+        for stage, items in zip(self.stages, per_stage, strict=True):
+            apps, inherits = self._stage_start(stage, items[0])
+            cmd_line: int | None = None
+            for item in items:
+                self._after_final(item)
+                instr = item.instr
+                if isinstance(instr, ins.Cmd):
+                    cmd_line = cmd_line or instr.pos.line
+                elif isinstance(instr, ins.Launch | ins.Cmds):
+                    self._final(item, cmd_line, apps, inherits)
+                elif isinstance(instr, ins.App):
+                    apps.add(instr.name)
+                elif not inherits:
+                    self._app_named(item, apps)
+                if isinstance(instr, ins.Copy) and instr.from_stage is not None:
+                    _check_from(self.src, item, instr.from_stage, stage, self.aliases,
+                                self.all_aliases)  # fmt: skip
+            self.apps_of.append(apps)
+            self.inherits_of.append(inherits)
+
+    def _stage_start(self, stage: ins.Stage, head: Located) -> tuple[set[str], bool]:
+        """Record the stage's name; the apps it starts with and whether it may inherit more."""
         alias = stage.base.alias
         if alias is not None:
-            if alias in aliases:
-                first = stages[aliases[alias]].base.pos.line
-                raise _at(
-                    src,
-                    head,
-                    "alias",
-                    f"duplicate stage name {alias!r} (first used on line {first})",
-                )
-            aliases[alias] = stage.index
+            if alias in self.aliases:
+                first = self.stages[self.aliases[alias]].base.pos.line
+                raise _at(self.src, head, "alias",
+                          f"duplicate stage name {alias!r} (first used on line {first})")
+            self.aliases[alias] = stage.index
         base_image = stage.base.image.lower()
-        apps: set[str] = set()
-        if base_image in aliases and aliases[base_image] < stage.index:
-            apps |= apps_of[aliases[base_image]]
-            inherits = inherits_of[aliases[base_image]]
-        else:
-            inherits = base_image != "scratch"
-        cmd_line: int | None = None
-        for item in items:
-            instr = item.instr
-            kw = _kw(instr)
-            if final is not None:
-                fkw = _kw(final.instr)
-                if isinstance(instr, ins.Launch | ins.Cmds):
-                    if fkw == kw:
-                        raise _at(
-                            src,
-                            item,
-                            "",
-                            f"{kw} may appear only once (first on line {final.instr.pos.line})",
-                        )
-                    raise _at(
-                        src,
-                        item,
-                        "",
-                        f"LAUNCH and CMDS cannot both be used ({fkw} on line "
-                        f"{final.instr.pos.line})",
-                    )
-                raise _at(
-                    src,
-                    item,
-                    "",
-                    f"{kw} after {fkw}: {fkw} must be the last instruction of the Kubefile",
-                    hint=f"move {fkw} (line {final.instr.pos.line}) to the end",
-                )
-            if isinstance(instr, ins.Cmd):
-                cmd_line = cmd_line or instr.pos.line
-            elif isinstance(instr, ins.Launch | ins.Cmds):
-                if cmd_line is not None:
-                    raise _at(
-                        src,
-                        item,
-                        "",
-                        f"{kw} cannot be combined with CMD (line {cmd_line})",
-                        hint="list the commands in CMDS, or the apps in LAUNCH, not both",
-                    )
-                final = item
-                if isinstance(instr, ins.Launch):
-                    for name in instr.apps:
-                        if name not in apps and not inherits:
-                            raise _at(
-                                src,
-                                item,
-                                "launch",
-                                f"LAUNCH names the app {name!r}, which is not declared "
-                                f"before it with APP, CNI or CSI",
-                                hint=_suggest(name, apps),
-                            )
-            elif isinstance(instr, ins.App):
-                apps.add(instr.name)
-            elif isinstance(instr, ins.Image) and instr.app is not None:
-                if instr.app not in apps and not inherits:
-                    raise _at(
-                        src, item, "app",
-                        f"IMAGE --app={instr.app} names an app that is not declared before it "
-                        "with APP, CNI or CSI",
-                        hint=_suggest(instr.app, apps),
-                    )  # fmt: skip
-            elif (
-                isinstance(instr, ins.AppCmds | ins.AppEnv)
-                and instr.name not in apps
-                and not inherits
-            ):
-                raise _at(
-                    src,
-                    item,
-                    "app",
-                    f"{kw} for the app {instr.name!r}, which is not declared before it "
-                    f"with APP, CNI or CSI",
-                    hint=_suggest(instr.name, apps)
-                    or f"declare it first: APP {instr.name} SOURCE...",
-                )
-            elif isinstance(instr, ins.Copy) and instr.from_stage is not None:
-                _check_from(src, item, instr.from_stage, stage, aliases, all_aliases)
-        apps_of.append(apps)
-        inherits_of.append(inherits)
+        if base_image in self.aliases and self.aliases[base_image] < stage.index:
+            earlier = self.aliases[base_image]
+            return set(self.apps_of[earlier]), self.inherits_of[earlier]
+        return set(), base_image != "scratch"
+
+    def _after_final(self, item: Located) -> None:
+        """Nothing may follow LAUNCH or CMDS."""
+        if self.final is None:
+            return
+        kw, fkw, fline = _kw(item.instr), _kw(self.final.instr), self.final.instr.pos.line
+        if isinstance(item.instr, ins.Launch | ins.Cmds):
+            if fkw == kw:
+                raise _at(self.src, item, "", f"{kw} may appear only once (first on line {fline})")
+            raise _at(self.src, item, "",
+                      f"LAUNCH and CMDS cannot both be used ({fkw} on line {fline})")
+        raise _at(self.src, item, "",
+                  f"{kw} after {fkw}: {fkw} must be the last instruction of the Kubefile",
+                  hint=f"move {fkw} (line {fline}) to the end")
+
+    def _final(self, item: Located, cmd_line: int | None, apps: set[str], inherits: bool
+               ) -> None:
+        """LAUNCH or CMDS: not with CMD; LAUNCH names declared apps."""
+        instr = item.instr
+        if cmd_line is not None:
+            raise _at(self.src, item, "", f"{_kw(instr)} cannot be combined with CMD "
+                      f"(line {cmd_line})",
+                      hint="list the commands in CMDS, or the apps in LAUNCH, not both")
+        self.final = item
+        if isinstance(instr, ins.Launch) and not inherits:
+            for name in instr.apps:
+                if name not in apps:
+                    raise _at(self.src, item, "launch",
+                              f"LAUNCH names the app {name!r}, which is not declared "
+                              f"before it with APP, CNI or CSI", hint=_suggest(name, apps))
+
+    def _app_named(self, item: Located, apps: set[str]) -> None:
+        """``IMAGE --app=``, APPCMDS and APPENV name an app declared before them."""
+        instr = item.instr
+        if isinstance(instr, ins.Image) and instr.app is not None and instr.app not in apps:
+            raise _at(self.src, item, "app",
+                      f"IMAGE --app={instr.app} names an app that is not declared before it "
+                      "with APP, CNI or CSI", hint=_suggest(instr.app, apps))
+        if isinstance(instr, ins.AppCmds | ins.AppEnv) and instr.name not in apps:
+            raise _at(self.src, item, "app",
+                      f"{_kw(instr)} for the app {instr.name!r}, which is not declared before it "
+                      f"with APP, CNI or CSI",
+                      hint=_suggest(instr.name, apps)
+                      or f"declare it first: APP {instr.name} SOURCE...")
 
 
 def _check_from(

@@ -26,7 +26,7 @@ from ._imagemeta import (
     carried_images,
     default_cmds,
 )
-from ._pack import TarEntry, pack_layer, pack_tree, tree_entries
+from ._pack import TarEntry, pack_layer
 from ._paths import default_root
 from ._platform import Platform, index_platforms, oci_arch, pick_manifest
 from ._reference import Reference
@@ -35,6 +35,7 @@ from ._statcache import StatCache
 from ._store import Store
 from ._streams import open_layer_stream
 from ._template import render_template, unrendered
+from ._tree import pack_tree, tree_entries
 from ._types import (
     REF_NAME_ANNOTATION,
     WHITEOUT_OPAQUE,

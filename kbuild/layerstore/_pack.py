@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import errno
 import itertools
 import os
 import queue
-import stat
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,8 +30,6 @@ _FLUSH_AT = 2 << 20
 _POOL = 4
 _SMALL = 256 << 10
 _PROGRESS_EVERY = 8 << 20
-_OVERLAY_OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-_KEPT_XATTRS = ("security.capability",)
 
 
 @dataclass
@@ -388,79 +384,3 @@ def pack_layer(
         uncompressed_size=stream.size,
         media_type=media_type,
     )
-
-
-def _xattr(path: str, name: str) -> bytes | None:
-    try:
-        return os.getxattr(path, name, follow_symlinks=False)
-    except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.EACCES):
-            return None
-        raise
-
-
-def tree_entries(root_dir: Path | str, *, overlay_upper: bool = False) -> list[TarEntry]:
-    """The entries of a directory tree (hard links detected, sorted by tar name)."""
-    root = os.fspath(root_dir)
-    if not os.path.isdir(root):
-        raise StoreError(f"{root}: not a directory")
-    found: list[tuple[TarEntry, tuple[int, int] | None]] = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        full_dir = os.path.join(root, rel) if rel else root
-        with os.scandir(full_dir) as it:
-            for de in it:
-                relpath = f"{rel}/{de.name}" if rel else de.name
-                st = de.stat(follow_symlinks=False)
-                mode, mtime = stat.S_IMODE(st.st_mode), int(st.st_mtime)
-                fmt = stat.S_IFMT(st.st_mode)
-                if fmt == stat.S_IFDIR:
-                    found.append((TarEntry(relpath, "dir", mode, mtime=mtime), None))
-                    if overlay_upper and any(
-                        _xattr(de.path, x) == b"y" for x in _OVERLAY_OPAQUE_XATTRS
-                    ):
-                        found.append((TarEntry(relpath, "opaque", 0, mtime=mtime), None))
-                    stack.append(relpath)
-                elif fmt == stat.S_IFREG:
-                    xattrs = {x: v for x in _KEPT_XATTRS if (v := _xattr(de.path, x)) is not None}
-                    key = (st.st_dev, st.st_ino) if st.st_nlink > 1 else None
-                    found.append((TarEntry(relpath, "file", mode, source=de.path, size=st.st_size,
-                                           mtime=mtime, xattrs=xattrs or None), key))
-                elif fmt == stat.S_IFLNK:
-                    found.append((TarEntry(relpath, "symlink", 0o777,
-                                           linkname=os.readlink(de.path), mtime=mtime), None))
-                elif fmt == stat.S_IFCHR and overlay_upper and st.st_rdev == 0:
-                    found.append((TarEntry(relpath, "whiteout", 0, mtime=mtime), None))
-                elif fmt in (stat.S_IFCHR, stat.S_IFBLK, stat.S_IFIFO):
-                    kind = {stat.S_IFCHR: "char", stat.S_IFBLK: "block", stat.S_IFIFO: "fifo"}[fmt]
-                    found.append((TarEntry(relpath, kind, mode, rdev=st.st_rdev, mtime=mtime),
-                                  None))
-                # sockets are not part of an image
-    found.sort(key=lambda fk: tar_name(fk[0]).encode("utf-8", "surrogateescape"))
-    first: dict[tuple[int, int], str] = {}
-    out: list[TarEntry] = []
-    for entry, key in found:
-        if key is not None:
-            if key in first:
-                entry = TarEntry(entry.path, "hardlink", entry.mode, linkname=first[key],
-                                 mtime=entry.mtime)
-            else:
-                first[key] = entry.path
-        out.append(entry)
-    return out
-
-
-def pack_tree(
-    store: Layout,
-    root_dir: Path | str,
-    *,
-    overlay_upper: bool = False,
-    compression: str = "zstd",
-    level: int = 3,
-    threads: int = 0,
-    progress: Progress | None = None,
-) -> LayerInfo:
-    """Pack a directory into a layer (an overlay upper dir: whiteouts as ``.wh.`` files)."""
-    return pack_layer(store, tree_entries(root_dir, overlay_upper=overlay_upper),
-                      compression=compression, level=level, threads=threads, progress=progress)

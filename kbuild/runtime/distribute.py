@@ -73,19 +73,22 @@ def present_layers(conn: Executor, data_root: str, layers: Sequence[Layer]) -> s
     return {line.strip() for line in out.splitlines() if line.strip()}
 
 
-def record_layers(conn: Executor, data_root: str, cluster: str, image: ImageInfo) -> None:
+def record_layers(conn: Executor, data_root: str, cluster: str, layers: Sequence[Layer]) -> None:
     """Create the data root and record the layers ``cluster`` uses, under the
     host lock, before looking which ones the host has."""
-    hexes = dict.fromkeys(layer.hex for layer in image.layers)
+    hexes = dict.fromkeys(layer.hex for layer in layers)
     conn.run(remote_script("prepare-data-root.sh", data_root, cluster, *hexes))
 
 
-def host_layers(conn: Executor, data_root: str, image: ImageInfo) -> HostLayers:
-    """Split the image's layers into present and missing on one host."""
-    have = present_layers(conn, data_root, image.layers)
+def host_layers(conn: Executor, data_root: str, image: ImageInfo,
+                layers: Sequence[Layer] | None = None) -> HostLayers:
+    """Split the image's layers (or ``layers``, the rootfs's) into present and
+    missing on one host."""
+    layers = image.layers if layers is None else layers
+    have = present_layers(conn, data_root, layers)
     hl = HostLayers(host=conn.name)
     seen: set[str] = set()
-    for layer in image.layers:
+    for layer in layers:
         if layer.hex in have:
             hl.present.append(layer)
         elif layer.hex not in seen:

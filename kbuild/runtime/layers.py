@@ -3,8 +3,10 @@
 Every layer is validated with :func:`kbuild.layerstore.check_layer` (an image
 is untrusted input: no entry may land outside the rootfs) and scanned once for
 what the runtime needs: its uncompressed size (disk-space preflight), its
-``*.tmpl`` files (rendered per host) and its whiteouts (so a template deleted
-by a later layer is not rendered). The result is cached in a store record
+``*.tmpl`` files (rendered per host), its whiteouts (so a template deleted
+by a later layer is not rendered), and whether it holds nothing but
+``registry/`` (a layer of carried container images, kept mounted when the
+cluster moves to another image). The result is cached in a store record
 keyed by the layer digest, so a re-run reads no layer again.
 """
 
@@ -30,9 +32,10 @@ from kbuild.layerstore import (
 from kbuild.runtime.image import ImageInfo, Layer
 
 RECORD_KIND = "runtime-layer-scan"
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 MAX_TEMPLATE = 1 << 20
 TEMPLATE_SUFFIX = ".tmpl"
+REGISTRY_DIR = "registry"
 
 
 class _Counter:
@@ -67,6 +70,8 @@ class LayerScan:
     plugins: dict[str, str] = field(default_factory=dict)
     deleted: list[str] = field(default_factory=list)
     opaque: list[str] = field(default_factory=list)
+    registry_only: bool = False
+    """Every entry is ``registry/`` or under it (carried container images)."""
 
     def to_json(self) -> dict[str, object]:
         """The record form."""
@@ -78,6 +83,7 @@ class LayerScan:
             "v": RECORD_VERSION,
             "deleted": self.deleted,
             "opaque": self.opaque,
+            "registryOnly": self.registry_only,
         }
 
 
@@ -90,9 +96,13 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
     with open_tar(store, layer) as stream:
         counter = _Counter(stream)
         scan = LayerScan(size=0)
+        registry_only, entries = True, 0
         with tarfile.open(fileobj=counter, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 path = _norm(member.name)
+                if path:
+                    entries += 1
+                    registry_only = registry_only and path.split("/", 1)[0] == REGISTRY_DIR
                 base = posixpath.basename(path)
                 parent = posixpath.dirname(path)
                 if base == WHITEOUT_OPAQUE:
@@ -113,6 +123,7 @@ def _scan(store: Store, layer: Layer) -> LayerScan:
             while counter.read(1 << 20):
                 pass
         scan.size = counter.count
+    scan.registry_only = registry_only and entries > 0
     return scan
 
 
@@ -130,6 +141,7 @@ def scan_layer(store: Store, layer: Layer) -> LayerScan:
             plugins={str(k): str(v) for k, v in cached.get("plugins", {}).items()},
             deleted=[str(x) for x in cached.get("deleted", [])],
             opaque=[str(x) for x in cached.get("opaque", [])],
+            registry_only=bool(cached.get("registryOnly")),
         )
     with open_tar(store, layer) as stream:
         try:

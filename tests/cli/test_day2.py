@@ -16,8 +16,9 @@ from tests.runtime.phases.harness import build_image
 
 def _record(tmp_path: Path) -> tuple[str, str]:
     store = Store(tmp_path / "store")
-    build_image(store, "k:1")
-    build_image(store, "k:2", labels={"org.kbuild.kubernetes": "v1.37.2"})
+    build_image(store, "k:1", carried=["docker.io/team/old:1"])
+    build_image(store, "k:2", labels={"org.kbuild.kubernetes": "v1.37.2"},
+                carried=["docker.io/team/new:2"])
     old, new = store.resolve("k:1").digest, store.resolve("k:2").digest
     sd = StateDir("c1", tmp_path / "state")
     sd.ensure()
@@ -40,6 +41,8 @@ def test_status_names_images_and_versions(cli: Callable[..., Outcome], tmp_path:
     assert [i["names"] for i in info["images"]] == [["k:1"], ["k:2"]]
     assert {h["ip"]: h["version"] for h in info["hosts"]} == {
         "10.0.0.1": "v1.37.2", "10.0.0.2": "v1.36.3"}  # fmt: skip
+    # what the hosts serve: the current image's and what the earlier one carried
+    assert info["carried"] == ["docker.io/team/new:2", "docker.io/team/old:1"]
     table = cli("status").stdout
     assert "10.0.0.2" in table and "v1.36.3" in table and "k:1" in table
 

@@ -18,6 +18,13 @@ One cluster bring-up (1 master + 1 node, a third host joined later) on an
   it is gone from the cluster and its host is clean; the same host joined
   as a second master with ``kbuild join --masters`` (kubeadm's default
   control-plane taint, 2 etcd members) and deleted again (1 member, clean);
+- offline completeness (tests/kubernetes/offline.py): an app image whose
+  images come from a raw manifest (an image only in a test registry here),
+  a helm chart (tag from APPENV), a custom resource and an ``imageList``,
+  and a sealer-style image, both built with no registry step, run on the
+  cluster: every pod Running, the releases installed, ``kbuild check``
+  clean (the first app's web pods too: the images an earlier image carried
+  stay served); an image naming an image nobody has fails to build;
 - ``kbuild delete --all`` → both hosts clean (no kube processes, mounts,
   units, CNI interfaces, iptables rules of the cluster, or files).
 
@@ -64,6 +71,7 @@ from tests.kubernetes.helpers import (
     ready_nodes,
     wait,
 )
+from tests.kubernetes.offline import OfflineImages, build_offline_images, run_offline_apps
 from tests.kubernetes.secrets import Watch
 from tests.runtime.e2e_helpers import Env, kbuild, snapshot
 
@@ -99,11 +107,20 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
 
 
 @pytest.fixture(scope="module")
+def offline(env: Env, helm: Path, tmp_path_factory: pytest.TempPathFactory) -> OfflineImages:
+    """The offline-completeness app images (tests/kubernetes/offline.py); the web
+    image's build context is where ``env`` built it."""
+    return build_offline_images(env, WEB, env.state.parent / "web", helm,
+                                tmp_path_factory.mktemp("offline"))
+
+
+@pytest.fixture(scope="module")
 def hosts(podman_hosts: Callable[..., HostSet]) -> HostSet:
     return podman_hosts(3, internal=True)
 
 
-def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
+def test_run_join_delete(env: Env, offline: OfflineImages, hosts: HostSet, tmp_path: Path
+                         ) -> None:
     h0, h1, h2 = hosts
     conns = {h.ip: hosts.connect(h) for h in hosts}
     m0 = conns[h0.ip]
@@ -249,6 +266,9 @@ def test_run_join_delete(env: Env, hosts: HostSet, tmp_path: Path) -> None:
     assert h2.ip not in ready_nodes(m0)
     assert [m.split(", ")[2] for m in etcd_members(m0)] == ["h0"]
     assert_clean(conns[h2.ip], hosts[2].container, before[h2.ip], leftovers_before[h2.ip])
+
+    # offline completeness: app images whose every image the build found and carried
+    run_offline_apps(env, m0, sdir / "Clusterfile", tmp_path, offline, WEB)
 
     # no secret of the run in a process list, kbuild's output or a journal
     tokens = bootstrap_tokens(m0)

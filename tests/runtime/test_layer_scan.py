@@ -55,3 +55,20 @@ def test_open_tar_of_a_corrupt_blob_is_a_store_error(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="layer stream is corrupt"), \
             open_tar(store, layer) as stream:
         stream.read()
+
+
+def test_a_layer_of_only_registry_entries_is_marked_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    blob = "registry/docker/registry/v2/blobs/sha256/ab/" + "ab" * 32 + "/data"
+    only = _layer(store, [TarEntry("registry", "dir", 0o755),
+                          TarEntry(blob, "file", 0o644, data=b"blob")])
+    mixed = _layer(store, [TarEntry(blob, "file", 0o644, data=b"blob"),
+                           TarEntry("manifests/x.yaml", "file", 0o644, data=b"kind: X\n")])
+    # a name that merely starts like it is another top-level entry
+    lookalike = _layer(store, [TarEntry("registry2/x", "file", 0o644, data=b"x")])
+    empty = _layer(store, [])
+    assert [scan_layer(store, x).registry_only for x in (only, mixed, lookalike, empty)] == [
+        True, False, False, False]
+    # and so it reads back from the store's record
+    again = Store(tmp_path / "store")
+    assert scan_layer(again, only).registry_only is True

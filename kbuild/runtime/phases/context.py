@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kbuild.errors import ClusterError, KbuildError
-from kbuild.layerstore import Store
+from kbuild.layerstore import CarriedImage, Store
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Clusterfile, Host, PluginDoc
 from kbuild.runtime.contract import ClusterView, host_env
 from kbuild.runtime.driver import ClusterDriver, NullDriver, driver_by_kind, select_driver
 from kbuild.runtime.executor import Credentials, Executor
-from kbuild.runtime.image import ImageInfo, inspect_image
-from kbuild.runtime.layers import LayerScan, final_plugins, scan_image
+from kbuild.runtime.image import ImageInfo, Layer, inspect_image
+from kbuild.runtime.layers import LayerScan, final_plugins, scan_image, scan_layer
 from kbuild.runtime.mount import ClusterPaths, is_mounted
 from kbuild.runtime.pool import ConnectionPool
 from kbuild.runtime.preflight import HostFacts
@@ -85,6 +85,7 @@ class Context:
         self.paths = ClusterPaths(cf.cluster.data_root, cf.cluster.name)
         self.image: ImageInfo | None = None
         self.scans: list[LayerScan] = []
+        self._earlier: list[ImageInfo] | None = None
         self.image_plugins: list[PluginDoc] = []
         self._driver: ClusterDriver = NullDriver()
         self.facts: dict[str, HostFacts] = {}
@@ -239,6 +240,7 @@ class Context:
 
     def _use_image(self, image: ImageInfo) -> None:
         self.image = image
+        self._earlier = None
         self.scans = scan_image(self.opts.store, image)
         self.image_plugins = [
             plugin
@@ -246,6 +248,51 @@ class Context:
             for plugin in cfmod.load_plugins(text, source=f"{self.cf.cluster.image}:{path}")
         ]
         self.driver = select_driver(image.labels, self.opts.drivers)
+
+    def earlier_images(self) -> list[ImageInfo]:
+        """The images the cluster ran before this one, oldest first, that the
+        local store still holds (one it lost is named once)."""
+        if self._earlier is None:
+            assert self.image is not None
+            self._earlier = []
+            for digest in self.state.images:
+                if digest == self.image.manifest_digest:
+                    continue
+                try:
+                    self._earlier.append(inspect_image(self.opts.store, digest,
+                                                       arch=self.image.arch))
+                except KbuildError as exc:
+                    emit(self.progress, Message(
+                        f"image {digest[:19]} the cluster ran before is not in the local "
+                        f"store ({exc}): the container images only it carried are not served"))
+        return self._earlier
+
+    def rootfs_layers(self) -> list[Layer]:
+        """The layers the rootfs is mounted with, bottom first: the container
+        images earlier images of the cluster carried (their ``registry/``-only
+        layers this image lacks; pods of earlier apps still run them), then
+        this image's layers."""
+        assert self.image is not None
+        seen = {layer.hex for layer in self.image.layers}
+        kept: list[Layer] = []
+        for image in self.earlier_images():
+            for layer in image.layers:
+                if layer.hex not in seen and scan_layer(self.opts.store, layer).registry_only:
+                    kept.append(layer)
+                    seen.add(layer.hex)
+        return kept + self.image.layers
+
+    def served_images(self) -> list[CarriedImage]:
+        """The container images the hosts' registries serve: this image's, then
+        those of the earlier images whose layers stay mounted (newest first)."""
+        assert self.image is not None
+        kept = {layer.hex for layer in self.rootfs_layers()}
+        out = list(self.image.images)
+        for image in reversed(self.earlier_images()):
+            if any(layer.hex in kept for layer in image.layers
+                   if scan_layer(self.opts.store, layer).registry_only):
+                out += image.images
+        return out
 
     def plugins_for(self, action: str) -> list[PluginDoc]:
         """The image's plugins (``plugins/*.yaml``), then the Clusterfile's; a

@@ -15,6 +15,7 @@ from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.distribute import host_layers
 from kbuild.runtime.image import Layer
+from kbuild.runtime.layers import scan_layer
 from kbuild.runtime.phases.base import Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.pool import run_on_hosts
@@ -91,9 +92,8 @@ class PreflightPhase(Phase):
         assert ctx.image is not None
         image, facts = ctx.image, ctx.facts[host.ip]
         data_root = ctx.cf.cluster.data_root
-        hl = host_layers(ctx.conn(host), data_root, image)
-        sizes = {layer.hex: scan.size for layer, scan in zip(image.layers, ctx.scans, strict=True)}
-        need = sum(sizes[layer.hex] for layer in hl.missing)
+        hl = host_layers(ctx.conn(host), data_root, image, ctx.rootfs_layers())
+        need = sum(scan_layer(ctx.opts.store, layer).size for layer in hl.missing)
         found = problems(facts, image_arch=image.arch, need_bytes=need, data_root=data_root)
         if found:
             raise HostError(host.ip, "preflight failed: " + "; ".join(found))

@@ -115,12 +115,13 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
 
 
 def send_layers(ctx: Context, host: Host) -> None:
-    """The data root and every layer of the image the host lacks."""
+    """The data root and every layer of the rootfs the host lacks."""
     assert ctx.image is not None
     conn, data_root = ctx.conn(host), ctx.cf.cluster.data_root
     facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
-    record_layers(conn, data_root, ctx.cf.cluster.name, ctx.image)
-    todo = host_layers(conn, data_root, ctx.image)
+    layers = ctx.rootfs_layers()
+    record_layers(conn, data_root, ctx.cf.cluster.name, layers)
+    todo = host_layers(conn, data_root, ctx.image, layers)
     send_missing(
         conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
     )
@@ -132,7 +133,7 @@ def mount_and_render(ctx: Context, host: Host) -> None:
     which image it runs."""
     assert ctx.image is not None
     conn, paths = ctx.conn(host), ctx.paths
-    if mount_rootfs(conn, paths, ctx.image.layers, ctx.generation):
+    if mount_rootfs(conn, paths, ctx.rootfs_layers(), ctx.generation):
         emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
     rec = ctx.record(host)
     if (rec.image, rec.upper) != (ctx.image.manifest_digest, ctx.generation):

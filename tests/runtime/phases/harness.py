@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from kbuild.layerstore import AppInfo, ImageMeta, Store, TarEntry, pack_layer
+from kbuild.layerstore import AppInfo, CarriedImage, ImageMeta, Store, TarEntry, pack_layer
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime.driver import CONVERGE, DELETE_CLUSTER, DELETE_HOSTS, UPGRADE, ClusterDriver
 from kbuild.runtime.drivers.kubernetes.archive import Manifest, write_archive
@@ -25,6 +25,18 @@ from kbuild.runtime.state import ClusterState
 from tests.runtime.recording import Facts, RecordingPool
 
 CASES = Path(__file__).with_name("cases")
+DEMO_CF = """\
+apiVersion: sealer.io/v2
+kind: Cluster
+metadata: {name: demo}
+spec:
+  image: demo:1
+  ssh: {passwd: pw}
+  hosts:
+    - {ips: [10.0.0.2], roles: [master]}
+    - {ips: [10.0.0.3, 10.0.0.4], roles: [node]}
+"""
+"""The demo image on a master and two nodes."""
 UPDATE = os.environ.get("KBUILD_UPDATE_CASES") == "1"
 
 IMAGE_FILES: dict[str, bytes] = {
@@ -43,12 +55,17 @@ IMAGE_FILES: dict[str, bytes] = {
 
 
 def build_image(store: Store, ref: str = "demo:1", *,
-                labels: dict[str, str] | None = None) -> str:  # fmt: skip
-    """A one-layer cluster image with scripts, a template, a plugin and an app."""
+                labels: dict[str, str] | None = None, carried: Sequence[str] = ()) -> str:
+    """A one-layer cluster image with scripts, a template, a plugin and an app
+    (its metadata listing the container images ``carried``)."""
     entries = [TarEntry(p, "file", data=d, size=len(d), mode=0o755) for p, d in IMAGE_FILES.items()]
     layer = pack_layer(store, entries)
+    images = [CarriedImage(name=n, repository=n.split("/", 1)[1].rsplit(":", 1)[0],
+                           tag=n.rsplit(":", 1)[1], digest="sha256:" + "cd" * 32,
+                           media_type="application/vnd.oci.image.manifest.v1+json")
+              for n in carried]  # fmt: skip
     meta = ImageMeta(apps={"web": AppInfo(name="web", type="kube", files=["web.yaml"])},
-                     launch=["web"])  # fmt: skip
+                     launch=["web"], images=images)  # fmt: skip
     config = {
         "architecture": "amd64",
         "os": "linux",

@@ -16,20 +16,10 @@ from kbuild.runtime.phases.context import Context
 from kbuild.runtime.phases.lists import converge_list, start_converge
 from kbuild.runtime.phases.manager import Manager
 from kbuild.runtime.runevents import PhaseStarted
+from tests.runtime.phases.harness import DEMO_CF as CF
 from tests.runtime.phases.harness import scenario
 from tests.runtime.recording import Facts
 
-CF = """\
-apiVersion: sealer.io/v2
-kind: Cluster
-metadata: {name: demo}
-spec:
-  image: demo:1
-  ssh: {passwd: pw}
-  hosts:
-    - {ips: [10.0.0.2], roles: [master]}
-    - {ips: [10.0.0.3, 10.0.0.4], roles: [node]}
-"""
 PREFLIGHT = {
     "*": [{"match": r"^\[preflight.sh\]", "stdout": "arch=x86_64\nuid=0\nsystemd=yes\n"
            "tools=sh\nmissing=\nfree_kb=99999999\nfstype=ext4\noverlay=yes\n"}]

@@ -26,9 +26,19 @@ class NodeInfo:
     unschedulable: bool
 
 
-def nodes(conn: Executor) -> dict[str, NodeInfo]:
-    """Every node by InternalIP."""
-    data = json.loads(conn.run(f"{KUBECTL} get nodes -o json").stdout or "{}")
+def nodes(conn: Executor, *, wait: float = 0.0) -> dict[str, NodeInfo]:
+    """Every node by InternalIP. ``wait``: seconds to keep asking while the API
+    server refuses or forbids (one restarted a moment ago does both a while)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = conn.run(f"{KUBECTL} get nodes -o json").stdout
+            break
+        except HostError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(3)
+    data = json.loads(text or "{}")
     out: dict[str, NodeInfo] = {}
     for item in data.get("items", []):
         status = item.get("status", {})

@@ -110,7 +110,7 @@ class ImageCheckPhase(Phase):
         """Check on the lead master; a pull that cannot happen is an error."""
         assert ctx.image is not None
         timeout = float(str(ctx.params.get("check_timeout", 180)))
-        report = imagecheck.check_images(ctx.conn(host), ctx.image.images, timeout=timeout)
+        report = imagecheck.check_images(ctx.conn(host), ctx.served_images(), timeout=timeout)
         ctx.results["images"] = report
         for c in report.not_carried:
             emit(ctx.progress, Message(f"not carried by {ctx.cf.cluster.image}: {c}"))

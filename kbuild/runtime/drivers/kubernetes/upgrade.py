@@ -28,6 +28,7 @@ that failed or was interrupted continues where it stopped when run again.
 from __future__ import annotations
 
 import shlex
+import time
 
 from kbuild.errors import ClusterError
 from kbuild.runtime import titles
@@ -36,6 +37,7 @@ from kbuild.runtime.contract import run_plugin, run_script
 from kbuild.runtime.drivers.kubernetes import kubectl, nodes
 from kbuild.runtime.drivers.kubernetes.backup import BackupPhase
 from kbuild.runtime.drivers.kubernetes.versions import check_upgrade
+from kbuild.runtime.executor import Executor
 from kbuild.runtime.phases.base import ClientPhase, Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.phases.plugins import PluginPhase
@@ -54,6 +56,9 @@ __all__ = [
     "UpgradeSwitchPhase",
     "target_version",
 ]
+
+#: seconds an upgrade's checks wait for an API server or kubelet that is restarting
+API_WAIT = 120.0
 
 
 def target_version(ctx: Context) -> str:
@@ -110,7 +115,7 @@ class UpgradeCheckPhase(Phase):
         """Every check; the first that fails says what to do."""
         check_upgrade(ctx.state.version, target_version(ctx))
         conn = ctx.conn(host)
-        down = sorted(f"{n.name} ({ip})" for ip, n in nodes.nodes(conn).items() if not n.ready)
+        down = _not_ready(conn)
         if down:
             raise ClusterError(
                 "nodes not Ready: " + ", ".join(down),
@@ -237,6 +242,18 @@ class UpgradeHostsPhase(_Recorded):
     def run(self, ctx: Context, host: Host) -> None:
         """``kubeadm upgrade node`` and the rest."""
         _upgrade_host(ctx, host, apply=False)
+
+
+def _not_ready(conn: Executor) -> list[str]:
+    """Nodes not Ready, after waiting (bounded) for them: an upgrade run again
+    after an interruption may find an API server or a kubelet restarting."""
+    deadline = time.monotonic() + API_WAIT
+    while True:
+        found = nodes.nodes(conn, wait=API_WAIT)
+        down = sorted(f"{n.name} ({ip})" for ip, n in found.items() if not n.ready)
+        if not down or time.monotonic() >= deadline:
+            return down
+        time.sleep(3)
 
 
 class UpgradeDonePhase(ClientPhase):

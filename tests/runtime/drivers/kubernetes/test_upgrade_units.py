@@ -3,10 +3,14 @@ the flow: phases/cases/upgrade*.yaml; on real hosts: tests/kubernetes/test_upgra
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
-from kbuild.errors import ClusterError
+from kbuild.errors import ClusterError, HostError
+from kbuild.runtime.drivers.kubernetes import nodes as nodes_mod
 from kbuild.runtime.drivers.kubernetes.versions import Version, check_upgrade
+from kbuild.runtime.executor import command_failed
 
 
 @pytest.mark.parametrize(("running", "target"), [
@@ -34,3 +38,42 @@ def test_refused(running: str, target: str, fragment: str) -> None:
 def test_version_order() -> None:
     assert Version.parse("v1.37.10") > Version.parse("v1.37.9") > Version.parse("v1.36.99")
     assert str(Version.parse("v1.37.2-rc.1")) == "v1.37.2"
+
+
+NODES = ('{"items": [{"metadata": {"name": "h0"}, "status": {"addresses": [{"type": '
+         '"InternalIP", "address": "10.0.0.2"}], "conditions": [{"type": "Ready", "status": '
+         '"True"}], "nodeInfo": {"kubeletVersion": "v1.37.2"}}}]}')
+
+
+class _Restarting:
+    """An API server that forbids ``fails`` times, as one restarted a moment ago
+    does (a fault a real one gives only by chance; the real path:
+    tests/kubernetes/test_upgrade_e2e.py's interrupted upgrade run again)."""
+
+    name = "10.0.0.2"
+
+    def __init__(self, fails: int) -> None:
+        self.fails = fails
+        self.calls = 0
+
+    def run(self, cmd: str, **_: object) -> SimpleNamespace:
+        self.calls += 1
+        if self.calls <= self.fails:
+            raise command_failed(self.name, cmd, 1, 'Error from server (Forbidden): nodes is '
+                                 'forbidden: User "kubernetes-admin" cannot list resource')
+        return SimpleNamespace(stdout=NODES, ok=True)
+
+
+def test_nodes_waits_for_an_api_server_that_forbids_a_while(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nodes_mod.time, "sleep", lambda _s: None)
+    conn = _Restarting(fails=3)
+    found = nodes_mod.nodes(conn, wait=60)  # type: ignore[arg-type]
+    assert found["10.0.0.2"].ready and conn.calls == 4
+    # without a wait, the first answer counts; past the wait, the last error is raised
+    with pytest.raises(HostError, match="command failed"):
+        nodes_mod.nodes(_Restarting(fails=1))  # type: ignore[arg-type]
+    clock = iter(range(0, 1000, 30))
+    monkeypatch.setattr(nodes_mod.time, "monotonic", lambda: next(clock))
+    with pytest.raises(HostError):
+        nodes_mod.nodes(_Restarting(fails=100), wait=60)  # type: ignore[arg-type]
