@@ -78,7 +78,7 @@ def _relay_hosts(conns: list[Connection]) -> list[RelayHost]:
 def _missing(conns: list[Connection], image: ImageInfo) -> dict[str, list[str]]:
     out = {}
     for c in conns:
-        record_layers(c, DATA_ROOT, "relay", image)
+        record_layers(c, DATA_ROOT, "relay", image.layers)
         out[c.host] = host_layers(c, DATA_ROOT, image).missing
     return out
 

@@ -93,13 +93,14 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
     image, data_root, dist = ctx.image, ctx.cf.cluster.data_root, ctx.cf.cluster.distribution
     if not dist.relay or len(hosts) < 2:
         return
+    layers = ctx.rootfs_layers()
     todo: dict[str, list[Layer]] = {}
 
     def look(h: Host) -> RelayHost:
         conn = ctx.conn(h)
         facts = ctx.facts.get(h.ip) or gather_facts(conn, data_root)
-        record_layers(conn, data_root, ctx.cf.cluster.name, image)
-        todo[h.ip] = host_layers(conn, data_root, image).missing
+        record_layers(conn, data_root, ctx.cf.cluster.name, layers)
+        todo[h.ip] = host_layers(conn, data_root, image, layers).missing
         port = credentials(h).port
         lines = conn.known_hosts.lines(conn.host, port) if isinstance(conn, Connection) else []
         return RelayHost(h.ip, conn, port, facts.tools, tuple(lines))
