@@ -5,7 +5,8 @@ runs it and removes every trace)."""
 
 from kbuild.runtime.relay.keys import RUN_BASE, RelayKey, authorized_line, new_run_id, run_dir
 from kbuild.runtime.relay.plan import LayerTree, RelayPlan, plan_relay, tree
-from kbuild.runtime.relay.session import RelayHost, RelayResult, relay_layers
+from kbuild.runtime.relay.session import relay_layers
+from kbuild.runtime.relay.types import RelayHost, RelayResult
 
 __all__ = [
     "RUN_BASE",

@@ -9,21 +9,18 @@ from __future__ import annotations
 import shlex
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
 
 from kbuild.errors import KbuildError
 from kbuild.runtime.distribute import present_layers
 from kbuild.runtime.relay.plan import LayerTree, RelayPlan, tree
+from kbuild.runtime.relay.types import RelayResult, RelaySession
 from kbuild.runtime.runevents import HostStatus, Progress, emit
-
-if TYPE_CHECKING:
-    from kbuild.runtime.relay.session import RelayResult, Session
 
 __all__ = ["repair_plan", "resend_all"]
 
 
 def repair_plan(
-    session: Session, plan: RelayPlan, result: RelayResult, can_send: set[str]
+    session: RelaySession, plan: RelayPlan, result: RelayResult, can_send: set[str]
 ) -> RelayPlan:
     """Trees from each complete root over the live hosts of its tree that lack the layer."""
     ips = sorted({ip for t in plan.trees.values() for ip in t.hosts()} - set(result.failed))
@@ -58,7 +55,7 @@ def repair_plan(
 
 
 def resend_all(
-    session: Session, repair: RelayPlan, result: RelayResult, progress: Progress | None
+    session: RelaySession, repair: RelayPlan, result: RelayResult, progress: Progress | None
 ) -> None:
     """Each repair tree's root passes its kept copy on (no bytes from the client)."""
 

@@ -14,18 +14,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 from kbuild.errors import KbuildError
 from kbuild.layerstore import Store
 from kbuild.runtime.clusterfile import Distribution
-from kbuild.runtime.executor import Executor, FileSpec
+from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.image import Layer
 from kbuild.runtime.layers import open_tar, scan_layer
 from kbuild.runtime.pool import run_on_hosts
 from kbuild.runtime.relay.keys import RelayKey, authorized_line, new_run_id, run_dir
 from kbuild.runtime.relay.plan import RelayPlan, plan_relay
 from kbuild.runtime.relay.repair import repair_plan, resend_all
+from kbuild.runtime.relay.types import RelayHost, RelayResult, Stream
 from kbuild.runtime.remote import remote_script, script_text
 from kbuild.runtime.runevents import BytesSent, HostStatus, Progress, emit
 
@@ -36,45 +36,6 @@ KEY_LIFETIME = 2 * 3600
 
 SETUP_WORKERS = 32
 """Hosts set up, probed and cleaned at the same time."""
-
-
-@dataclass(frozen=True)
-class RelayHost:
-    """What the relay needs of one host."""
-
-    ip: str
-    conn: Executor
-    port: int
-    tools: frozenset[str]
-    key_lines: tuple[str, ...]
-    """Its SSH host keys as the client knows them (known_hosts lines)."""
-
-
-@dataclass
-class RelayResult:
-    """What a relay run did."""
-
-    run_id: str = ""
-    plan: RelayPlan = field(default_factory=RelayPlan)
-    sent: dict[str, int] = field(default_factory=dict)
-    """layer hex → bytes the client sent for it."""
-    failed: dict[str, str] = field(default_factory=dict)
-    """host → why it left the relay (it gets its layers directly)."""
-    repair: RelayPlan = field(default_factory=RelayPlan)
-    """Trees from a root's kept copy to the hosts below a host that failed."""
-    probe_failed: dict[str, str] = field(default_factory=dict)
-    """receiver → the failed probe (it gets its layers directly)."""
-
-
-@dataclass(frozen=True)
-class Stream:
-    """How one layer travels from host to host: its bytes' format, sha256 and size."""
-
-    layer: Layer
-    mode: str
-    """``zstd``/``gzip``: the blob as stored; ``none``: the tar."""
-    sha256: str
-    size: int
 
 
 def choose_stream(store: Store, layer: Layer, tools: Sequence[frozenset[str]]) -> Stream:
