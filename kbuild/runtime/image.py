@@ -22,6 +22,7 @@ from kbuild.layerstore import (
     Platform,
     Store,
     default_cmds,
+    index_platforms,
     pick_manifest,
 )
 
@@ -192,15 +193,13 @@ def inspect_image(
     )
 
 
-def image_arches(store: Store, ref: str) -> list[str]:
-    """The architectures an image (or index) offers."""
-    desc = store.resolve(ref)
-    manifest = store.read_manifest(desc)
-    if "manifests" in manifest:
-        return sorted(
-            {str((m.get("platform") or {}).get("architecture")) for m in manifest["manifests"]}
-        )
-    return [str(store.read_config(manifest).get("architecture") or "")]
+def image_platforms(store: Store, ref: str) -> list[str] | None:
+    """The platforms (``os/arch[/variant]``) a multi-platform image offers;
+    None for a single-platform image."""
+    manifest = store.read_manifest(store.resolve(ref))
+    if "manifests" not in manifest:
+        return None
+    return index_platforms(manifest)
 
 
 def image_labels(store: Store, ref: str) -> dict[str, str]:

@@ -84,8 +84,13 @@ class Context:
         self.state = self.sd.load_state()
         self.paths = ClusterPaths(cf.cluster.data_root, cf.cluster.name)
         self.image: ImageInfo | None = None
+        """The image for the lead master's platform: its labels, plugins and launch
+        commands are the cluster's; its manifest is the one the state records."""
         self.scans: list[LayerScan] = []
         self._earlier: list[ImageInfo] | None = None
+        self.platforms: dict[str, tuple[ImageInfo, list[LayerScan]]] = {}
+        """Per architecture of a mixed cluster's hosts, that platform's image and
+        scans (empty for a cluster of one architecture)."""
         self.image_plugins: list[PluginDoc] = []
         self._driver: ClusterDriver = NullDriver()
         self.facts: dict[str, HostFacts] = {}
@@ -221,6 +226,32 @@ class Context:
         self.generation = "" if first == image.manifest_digest else image.manifest_digest[7:19]
         return image
 
+    def load_platforms(self, arches: Sequence[str]) -> None:
+        """The image (and layer scans) of every other architecture among the
+        hosts, from the index :meth:`load_image` took the lead's from."""
+        assert self.image is not None
+        self.platforms = {}
+        for arch in sorted(set(arches)):
+            if arch == self.image.arch:
+                continue
+            image = inspect_image(self.opts.store, self.cf.cluster.image, arch=arch)
+            if image.manifest_digest != self.image.manifest_digest:  # else single-platform
+                self.platforms[arch] = (image, scan_image(self.opts.store, image))
+
+    def _platform(self, host: Host) -> tuple[ImageInfo, list[LayerScan]]:
+        assert self.image is not None
+        facts = self.facts.get(host.ip)
+        mine = self.platforms.get(facts.arch) if facts is not None else None
+        return mine or (self.image, self.scans)
+
+    def image_for(self, host: Host) -> ImageInfo:
+        """The image of ``host``'s platform (its layers, its manifest)."""
+        return self._platform(host)[0]
+
+    def scans_for(self, host: Host) -> list[LayerScan]:
+        """The layer scans of ``host``'s platform (its templates)."""
+        return self._platform(host)[1]
+
     def try_load_image(self) -> None:
         """The image the cluster runs (the manifest recorded in its state) when it
         is still in the local store (delete works without it; the driver then
@@ -267,12 +298,15 @@ class Context:
                         f"store ({exc}): the container images only it carried are not served"))
         return self._earlier
 
-    def rootfs_layers(self) -> list[Layer]:
-        """The layers the rootfs is mounted with, bottom first: the container
-        images earlier images of the cluster carried (their ``registry/``-only
-        layers this image lacks; pods of earlier apps still run them), then
-        this image's layers."""
+    def rootfs_layers(self, host: Host | None = None) -> list[Layer]:
+        """The layers the rootfs (of ``host``) is mounted with, bottom first: the
+        container images earlier images of the cluster carried (their
+        ``registry/``-only layers this image lacks; pods of earlier apps still
+        run them), then this image's layers. The earlier images are the lead's
+        platform's: a host of another platform has its own image's layers."""
         assert self.image is not None
+        if host is not None and self.image_for(host) is not self.image:
+            return list(self.image_for(host).layers)
         seen = {layer.hex for layer in self.image.layers}
         kept: list[Layer] = []
         for image in self.earlier_images():

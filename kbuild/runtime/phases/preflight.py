@@ -1,8 +1,10 @@
 """preflight: read-only checks of every host before anything changes.
 
 Facts of every host first (architecture, root, systemd, tools, space), then
-the image for the hosts' architecture, then per host the layers it lacks and
-what keeps it from running the image. Every host is checked; the manager
+the image of each of the hosts' platforms (hosts may differ: each gets its
+own platform's layers; a host whose platform a multi-platform image lacks is
+refused), then per host the layers it lacks and what keeps it from running
+the image. Every host is checked; the manager
 reports all problems together. Runs in ``--dry-run`` too.
 """
 
@@ -14,12 +16,12 @@ from kbuild.errors import ClusterError, HostError, KbuildError
 from kbuild.runtime import titles
 from kbuild.runtime.clusterfile import Host
 from kbuild.runtime.distribute import host_layers
-from kbuild.runtime.image import Layer
+from kbuild.runtime.image import Layer, image_platforms
 from kbuild.runtime.layers import scan_layer
 from kbuild.runtime.phases.base import Phase
 from kbuild.runtime.phases.context import Context
 from kbuild.runtime.pool import run_on_hosts
-from kbuild.runtime.preflight import gather_facts, problems
+from kbuild.runtime.preflight import HostFacts, gather_facts, problems
 from kbuild.runtime.runevents import HostStatus, emit
 
 __all__ = ["HostPlan", "PreflightPhase", "work_hosts"]
@@ -76,23 +78,44 @@ class PreflightPhase(Phase):
             hosts, facts_of, max_workers=ctx.opts.max_workers, name=lambda h: h.ip, check=False
         )
         self.errors = dict(res.errors)
-        found = {ip: f for ip, f in ctx.facts.items() if ip in {h.ip for h in hosts}}
+        found = {h.ip: ctx.facts[h.ip] for h in hosts if h.ip in ctx.facts}
+        arches = self._usable_arches(ctx, found)
+        lead = found.get(ctx.lead.ip)
+        first = lead.arch if lead is not None and lead.arch in arches else None
+        ctx.load_image(first or (arches[0] if arches else None))
+        ctx.load_platforms(arches)
+
+    def _usable_arches(self, ctx: Context, found: dict[str, HostFacts]) -> list[str]:
+        """The hosts' architectures the image has; a host of another one gets an
+        error naming the platforms the image has (a single-platform image is
+        checked per host in :meth:`run`)."""
+        ref = ctx.cf.cluster.image
+        have = image_platforms(ctx.opts.store, ref)
         arches = sorted({f.arch for f in found.values()})
-        if len(arches) > 1:
+        if have is None:
+            return arches
+        have_arches = {p.split("/")[1] for p in have}
+        for ip, f in found.items():
+            if f.arch not in have_arches:
+                self.errors[ip] = HostError(
+                    ip, f"image {ref} has no platform for this host's architecture {f.arch} "
+                    f"(it has: {', '.join(have) or 'none'})")
+        usable = [a for a in arches if a in have_arches]
+        if arches and not usable:
             raise ClusterError(
-                "hosts have different architectures: "
-                + ", ".join(f"{ip} {f.arch}" for ip, f in sorted(found.items()))
-            )
-        ctx.load_image(arches[0] if arches else None)
+                f"image {ref} has no platform for the hosts: "
+                + ", ".join(f"{ip} {f.arch}" for ip, f in sorted(found.items())),
+                hint=f"the image has: {', '.join(have) or 'none'}; build it with "
+                "--platform listing the hosts' platforms")
+        return usable
 
     def run(self, ctx: Context, host: Host) -> None:
         """The host's layers and problems (a HostError listing them)."""
         if host.ip in self.errors:
             raise self.errors[host.ip]
-        assert ctx.image is not None
-        image, facts = ctx.image, ctx.facts[host.ip]
+        image, facts = ctx.image_for(host), ctx.facts[host.ip]
         data_root = ctx.cf.cluster.data_root
-        hl = host_layers(ctx.conn(host), data_root, image, ctx.rootfs_layers())
+        hl = host_layers(ctx.conn(host), data_root, image, ctx.rootfs_layers(host))
         need = sum(scan_layer(ctx.opts.store, layer).size for layer in hl.missing)
         found = problems(facts, image_arch=image.arch, need_bytes=need, data_root=data_root)
         if found:

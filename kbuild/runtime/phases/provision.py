@@ -116,13 +116,12 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
 
 
 def send_layers(ctx: Context, host: Host) -> None:
-    """The data root and every layer of the rootfs the host lacks."""
-    assert ctx.image is not None
+    """The data root and every layer of the host's rootfs (its platform's) it lacks."""
     conn, data_root = ctx.conn(host), ctx.cf.cluster.data_root
     facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
-    layers = ctx.rootfs_layers()
+    layers = ctx.rootfs_layers(host)
     record_layers(conn, data_root, ctx.cf.cluster.name, layers)
-    todo = host_layers(conn, data_root, ctx.image, layers)
+    todo = host_layers(conn, data_root, ctx.image_for(host), layers)
     send_missing(
         conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
     )
@@ -132,17 +131,16 @@ def mount_and_render(ctx: Context, host: Host) -> None:
     """The rootfs mounted with the image (its generation), the rendered files,
     the driver's files, the ``/etc/hosts`` aliases; the host's record says
     which image it runs."""
-    assert ctx.image is not None
-    conn, paths = ctx.conn(host), ctx.paths
-    if mount_rootfs(conn, paths, ctx.rootfs_layers(), ctx.generation):
+    conn, paths, image = ctx.conn(host), ctx.paths, ctx.image_for(host)
+    if mount_rootfs(conn, paths, ctx.rootfs_layers(host), ctx.generation):
         emit(ctx.progress, HostStatus(host.ip, "mounted", paths.rootfs))
     rec = ctx.record(host)
-    if (rec.image, rec.upper) != (ctx.image.manifest_digest, ctx.generation):
-        rec.image, rec.upper = ctx.image.manifest_digest, ctx.generation
-        rec.version = rec.version or ctx.driver.version(ctx.image.labels)
+    if (rec.image, rec.upper) != (image.manifest_digest, ctx.generation):
+        rec.image, rec.upper = image.manifest_digest, ctx.generation
+        rec.version = rec.version or ctx.driver.version(image.labels)
         ctx.save()
     files: dict[str, bytes | FileSpec] = dict(
-        render.render_files(final_templates(ctx.scans), ctx.env(host, titles.RENDER))
+        render.render_files(final_templates(ctx.scans_for(host)), ctx.env(host, titles.RENDER))
     )
     files.update(render.config_files(conn, paths.rootfs, ctx.cf.configs))
     files.update(ctx.driver.host_files(ctx, conn, host))

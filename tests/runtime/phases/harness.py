@@ -12,7 +12,15 @@ from typing import Any
 
 import yaml
 
-from kbuild.layerstore import AppInfo, CarriedImage, ImageMeta, Store, TarEntry, pack_layer
+from kbuild.layerstore import (
+    AppInfo,
+    CarriedImage,
+    Descriptor,
+    ImageMeta,
+    Store,
+    TarEntry,
+    pack_layer,
+)
 from kbuild.runtime import clusterfile as cfmod
 from kbuild.runtime.driver import CONVERGE, DELETE_CLUSTER, DELETE_HOSTS, UPGRADE, ClusterDriver
 from kbuild.runtime.drivers.kubernetes.archive import Manifest, write_archive
@@ -55,10 +63,25 @@ IMAGE_FILES: dict[str, bytes] = {
 
 
 def build_image(store: Store, ref: str = "demo:1", *,
-                labels: dict[str, str] | None = None, carried: Sequence[str] = ()) -> str:
+                labels: dict[str, str] | None = None, carried: Sequence[str] = (),
+                arches: Sequence[str] = ()) -> str:  # fmt: skip
     """A one-layer cluster image with scripts, a template, a plugin and an app
-    (its metadata listing the container images ``carried``)."""
-    entries = [TarEntry(p, "file", data=d, size=len(d), mode=0o755) for p, d in IMAGE_FILES.items()]
+    (its metadata listing the container images ``carried``); with ``arches``,
+    an index of one such image per architecture (each layer also holds
+    ``bin/arch``, so their digests differ)."""
+    platforms = [
+        _platform_image(store, arch, labels, carried, {"bin/arch": arch.encode() + b"\n"})
+        for arch in arches
+    ]
+    store.tag(ref, store.write_index(platforms) if platforms
+              else _platform_image(store, "amd64", labels, carried, {}))  # fmt: skip
+    return ref
+
+
+def _platform_image(store: Store, arch: str, labels: dict[str, str] | None,
+                    carried: Sequence[str], extra: dict[str, bytes]) -> Descriptor:  # fmt: skip
+    files = {**IMAGE_FILES, **extra}
+    entries = [TarEntry(p, "file", data=d, size=len(d), mode=0o755) for p, d in files.items()]
     layer = pack_layer(store, entries)
     images = [CarriedImage(name=n, repository=n.split("/", 1)[1].rsplit(":", 1)[0],
                            tag=n.rsplit(":", 1)[1], digest="sha256:" + "cd" * 32,
@@ -67,12 +90,13 @@ def build_image(store: Store, ref: str = "demo:1", *,
     meta = ImageMeta(apps={"web": AppInfo(name="web", type="kube", files=["web.yaml"])},
                      launch=["web"], images=images)  # fmt: skip
     config = {
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {"Env": ["Port=8080"], "Labels": {**meta.labels(), **(labels or {})}},
     }
-    store.tag(ref, store.write_image(config, [layer]))
-    return ref
+    desc = store.write_image(config, [layer])
+    return Descriptor(desc.media_type, desc.digest, desc.size,
+                      platform={"architecture": arch, "os": "linux"})  # fmt: skip
 
 
 @dataclass
@@ -97,10 +121,11 @@ def scenario(
     state: dict[str, Any] | None = None,
     drivers: Sequence[type[ClusterDriver]] = (),
     image_labels: dict[str, str] | None = None,
+    arches: Sequence[str] = (),
 ) -> Scenario:
     """A Context over recording hosts, with the demo image in a fresh store."""
     store = Store(tmp_path / "store")
-    build_image(store, labels=image_labels)
+    build_image(store, labels=image_labels, arches=arches)
     events: list[Event] = []
     opts = Options(store=store, progress=events.append, state_root=tmp_path / "state",
                    drivers=drivers)  # fmt: skip

@@ -47,6 +47,7 @@ def test_phase_case(path: Path, tmp_path: Path) -> None:
     sc = scenario(
         tmp_path, case["clusterfile"], Facts.from_data(case.get("facts") or {}),
         state=case.get("state"), drivers=drivers, image_labels=case.get("labels"),
+        arches=case.get("platforms") or (),
     )  # fmt: skip
     ctx = sc.ctx
     hosts = ctx.cf.cluster.all_hosts()

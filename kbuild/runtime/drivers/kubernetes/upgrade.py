@@ -154,9 +154,9 @@ class UpgradePlanPhase(Phase):
 
     def run(self, ctx: Context, host: Host) -> None:
         """Mount the new layers read-only, ask, unmount."""
-        assert ctx.image is not None
         store = f"{ctx.cf.cluster.data_root}/layers"
-        lowers = ":".join(f"{store}/{layer.hex}/fs" for layer in reversed(ctx.image.layers))
+        layers = ctx.image_for(host).layers
+        lowers = ":".join(f"{store}/{layer.hex}/fs" for layer in reversed(layers))
         staging = f"{ctx.paths.base}/next"
         q = shlex.quote
         version = target_version(ctx)
