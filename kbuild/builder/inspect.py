@@ -12,8 +12,10 @@ from kbuild.layerstore import (
     MediaType,
     Platform,
     Store,
+    index_platforms,
     open_layer_stream,
     pick_manifest,
+    platform_text,
 )
 
 
@@ -38,21 +40,34 @@ def _known_sizes(store: Store) -> dict[str, int]:
     return out
 
 
-def _manifest_of(store: Store, name: str) -> tuple[Descriptor, dict[str, Any]]:
+def _manifest_of(store: Store, name: str, platform: str | None = None,
+                 ) -> tuple[Descriptor, dict[str, Any], list[dict[str, Any]]]:
+    """The manifest shown (an index's entry for ``platform``, default this
+    machine's, else its first) and, for an index, its entries."""
     desc = store.resolve(name)
-    if desc.media_type in MediaType.INDEXES:
-        index = store.read_manifest(desc)
-        entries = index.get("manifests") or []
-        chosen = pick_manifest(index, Platform.host()) or (entries[0] if entries else None)
-        if chosen is None:
-            raise StoreError(f"image {name} is an empty index")
-        desc = Descriptor.from_dict(chosen)
-    return desc, store.read_manifest(desc)
+    if desc.media_type not in MediaType.INDEXES:
+        if platform:
+            raise StoreError(f"image {name} has one platform; --platform is for an index")
+        return desc, store.read_manifest(desc), []
+    index = store.read_manifest(desc)
+    entries = index.get("manifests") or []
+    wanted = Platform.parse(platform) if platform else Platform.host()
+    chosen = pick_manifest(index, wanted) or (None if platform or not entries else entries[0])
+    if chosen is None:
+        raise StoreError(f"image {name} has no image for {wanted}",
+                         hint=f"it has: {', '.join(index_platforms(index)) or 'nothing'}")
+    platforms = [{"digest": e["digest"], "platform": platform_text(e.get("platform") or {})}
+                 for e in entries]
+    desc = Descriptor.from_dict(chosen)
+    return desc, store.read_manifest(desc), platforms
 
 
-def inspect_image(store: Store, name: str) -> dict[str, Any]:
-    """Everything about an image: config, labels, apps, and each layer with its instruction."""
-    desc, manifest = _manifest_of(store, name)
+def inspect_image(store: Store, name: str, platform: str | None = None) -> dict[str, Any]:
+    """Everything about an image: config, labels, apps, and each layer with its
+    instruction; of an index, the platform's (``platform``, default this
+    machine's) and the list of its platforms."""
+    top = store.resolve(name)
+    desc, manifest, platforms = _manifest_of(store, name, platform)
     config = store.read_config(manifest)
     cfg = config.get("config") or {}
     labels = cfg.get("Labels") or {}
@@ -74,6 +89,8 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "digest": desc.digest,
+        "index": top.digest if platforms else None,
+        "platforms": platforms,
         "configDigest": manifest["config"]["digest"],
         "mediaType": manifest.get("mediaType", desc.media_type),
         "os": config.get("os"),
@@ -91,7 +108,7 @@ def inspect_image(store: Store, name: str) -> dict[str, Any]:
 
 def image_history(store: Store, name: str) -> list[dict[str, Any]]:
     """History entries, newest first, each with its layer digest and size (or none)."""
-    _desc, manifest = _manifest_of(store, name)
+    _desc, manifest, _ = _manifest_of(store, name)
     config = store.read_config(manifest)
     layers = list(manifest.get("layers") or [])
     out: list[dict[str, Any]] = []

@@ -255,14 +255,22 @@ def build_command(ctx: click.Context, kubefile: str | None, tags: tuple[str, ...
 @click.argument("image")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               show_default=True, help="Output format.")
+@click.option("--platform", help="OS/ARCH[/VARIANT] of a multi-platform image to show "
+                                 "(default: this machine's).")
 @click.pass_context
-def inspect_command(ctx: click.Context, image: str, fmt: str) -> None:
-    """Show an image's config, labels, apps and every layer."""
-    data = inspect_image(Store(store_root(ctx)), image)
+def inspect_command(ctx: click.Context, image: str, fmt: str, platform: str | None) -> None:
+    """Show an image's config, labels, apps and every layer (of an index: its
+    platforms, then one platform's image)."""
+    data = inspect_image(Store(store_root(ctx)), image, platform)
     if fmt == "json":
         click.echo(json.dumps(data, indent=2, sort_keys=True))
         return
-    lines = [f"{image}  {data['digest']}",
+    lines = [f"{image}  {data['digest']}"]
+    if data["index"]:
+        lines[0] = f"{image}  index {data['index']}"
+        lines += [f"  {e['platform']}  {e['digest']}" for e in data["platforms"]]
+        lines.append(f"showing {data['digest']}")
+    lines += [
              f"platform {data['os']}/{data['architecture']}  created {data['created']}  "
              f"size {_human(data['size'])}"]
     cfg = data["config"]

@@ -31,6 +31,7 @@ from kbuild.registry import (
     Retrying,
     login,
     logout,
+    pull_all,
     pull_image,
     push_image,
 )
@@ -212,17 +213,22 @@ def push_cmd(ctx: click.Context, image: str, destination: str | None, chunk_size
 @click.argument("image")
 @click.option("--platform", help="OS/ARCH[/VARIANT] to pick from a multi-arch image "
                                  "(default: this machine's).")
+@click.option("--all-platforms", "all_", is_flag=True,
+              help="Pull the whole index, every platform (as `skopeo copy --all`).")
 @_transfer_options
 @click.pass_context
-def pull_cmd(ctx: click.Context, image: str, platform: str | None, tls_verify: bool,
-             jobs: int, quiet: bool, progress: str) -> None:
+def pull_cmd(ctx: click.Context, image: str, platform: str | None, all_: bool,
+             tls_verify: bool, jobs: int, quiet: bool, progress: str) -> None:
     """Pull IMAGE from its registry into the local store."""
+    if all_ and platform:
+        raise UsageError("--platform and --all-platforms are mutually exclusive")
     store = Store(store_root(ctx))
     ref = Reference.parse(image)
     started = time.monotonic()
+    options = _options(tls_verify, jobs, None)
     with TransferView(_mode(quiet, progress)) as view:
-        desc = pull_image(store, ref, platform=platform, progress=view,
-                          options=_options(tls_verify, jobs, None))
+        desc = (pull_all(store, ref, progress=view, options=options) if all_ else
+                pull_image(store, ref, platform=platform, progress=view, options=options))
     if not quiet:
         click.echo(f"Pulled {ref} ({desc.digest}) in {time.monotonic() - started:.1f}s",
                    err=True)

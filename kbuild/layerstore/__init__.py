@@ -28,7 +28,7 @@ from ._imagemeta import (
 )
 from ._pack import TarEntry, pack_layer
 from ._paths import default_root
-from ._platform import Platform, index_platforms, oci_arch, pick_manifest
+from ._platform import Platform, index_platforms, oci_arch, pick_manifest, platform_text
 from ._reference import Reference
 from ._schema import check_document, is_index, load_json, parse_document
 from ._statcache import StatCache
@@ -94,6 +94,7 @@ __all__ = [
     "pack_tree",
     "parse_document",
     "pick_manifest",
+    "platform_text",
     "render_template",
     "save_archive",
     "tree_entries",

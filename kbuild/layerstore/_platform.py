@@ -122,12 +122,16 @@ def pick_manifest(index: Mapping[str, Any], wanted: Platform) -> dict[str, Any] 
     return None
 
 
+def platform_text(spec: Mapping[str, Any]) -> str:
+    """``os/arch[/variant]`` of an OCI platform object."""
+    return "/".join(str(spec[k]) for k in ("os", "architecture", "variant") if spec.get(k))
+
+
 def index_platforms(index: Mapping[str, Any]) -> list[str]:
     """The platforms an index offers, as sorted ``os/arch[/variant]`` texts (for messages)."""
     found: set[str] = set()
     for entry in index.get("manifests") or []:
         spec = entry.get("platform") if isinstance(entry, dict) else None
         if isinstance(spec, dict) and spec:
-            found.add("/".join(str(spec[k]) for k in ("os", "architecture", "variant")
-                               if spec.get(k)))
+            found.add(platform_text(spec))
     return sorted(found)

@@ -1,17 +1,17 @@
 """kbuild.registry: kbuild's own OCI distribution client (httpx).
 
 ``push_image``/``pull_image`` move images between the local store and a
-registry; ``fetch_image`` brings an image (the platforms asked) into the store
-untagged, for the builder to carry in a cluster image; ``login``/``logout``
-manage stored credentials; ``RegistryClient``
-is the per-registry HTTP client they use.
+registry (``push_image`` an index with all its platforms, ``pull_all`` too);
+``fetch_image`` brings an image (the platforms asked) into the store untagged,
+for the builder to carry in a cluster image; ``login``/``logout`` manage
+stored credentials; ``RegistryClient`` is the per-registry HTTP client they use.
 """
 
 from .auth import Challenge, TokenCache, parse_www_authenticate
 from .client import ClientOptions, RegistryClient
 from .credentials import Credentials, auth_file_path
 from .events import BlobDone, BlobProgress, BlobStarted, Event, ManifestDone, Progress, Retrying
-from .fetch import fetch_image
+from .fetch import fetch_image, pull_all
 from .login import login, logout
 from .transfer import pull_image, push_image
 from .transport import RetryPolicy
@@ -35,6 +35,7 @@ __all__ = [
     "login",
     "logout",
     "parse_www_authenticate",
+    "pull_all",
     "pull_image",
     "push_image",
 ]

@@ -19,7 +19,7 @@ from kbuild.layerstore import Descriptor, MediaType, Platform, Reference
 from .blobs import pull_blob
 from .client import ClientOptions, RegistryClient
 from .events import Progress
-from .transfer import _fetch_manifest, _parallel, _ref
+from .transfer import _COMMIT_ROUNDS, _fetch_manifest, _parallel, _ref
 from .transport import RetryPolicy
 
 if TYPE_CHECKING:
@@ -32,12 +32,14 @@ QUICK_RETRY = RetryPolicy(attempts=2, max_time=15.0)
 def fetch_image(store: Store, ref: str | Reference, *,
                 platforms: Sequence[Platform | str] | None = None,
                 quick: bool = False, progress: Progress | None = None,
-                options: ClientOptions | None = None) -> Descriptor:
+                options: ClientOptions | None = None,
+                all_platforms: bool = False) -> Descriptor:
     """Download ``ref`` into ``store`` (no tag) and return its top descriptor.
 
-    ``platforms`` (default: this machine) choose the manifests of an index;
-    none matching raises ``RegistryError`` naming what the index has.
-    ``quick`` retries little (for references that may well not exist).
+    ``platforms`` (default: this machine) choose the manifests of an index,
+    ``all_platforms`` takes every one; none matching raises ``RegistryError``
+    naming what the index has. ``quick`` retries little (for references that
+    may well not exist).
     """
     ref = _ref(ref)
     wanted = [p if isinstance(p, Platform) else Platform.parse(p) for p in platforms or [""]]
@@ -51,7 +53,7 @@ def fetch_image(store: Store, ref: str | Reference, *,
         manifests: list[tuple[bytes, dict[str, Any], str]] = []
         if mtype in MediaType.INDEXES:
             entries = [e for e in doc.get("manifests") or []
-                       if any(p.matches(e.get("platform")) for p in wanted)]
+                       if all_platforms or any(p.matches(e.get("platform")) for p in wanted)]
             if not entries:
                 have = [str(e.get("platform")) for e in doc.get("manifests") or []]
                 raise RegistryError(f"{ref.familiar}: no image for {', '.join(map(str, wanted))}",
@@ -78,6 +80,23 @@ def fetch_image(store: Store, ref: str | Reference, *,
             _put(store, mdata, mdigest, ref)
         _put(store, data, digest, ref)
     return Descriptor(mtype, digest, len(data))
+
+
+def pull_all(store: Store, ref: str | Reference, *, progress: Progress | None = None,
+             options: ClientOptions | None = None) -> Descriptor:
+    """Pull ``ref`` with every platform of its index (``kbuild pull --all-platforms``)
+    and tag it locally under ``ref``: the index itself, as ``skopeo copy --all``
+    keeps it. A single-platform image is pulled as is."""
+    ref = _ref(ref)
+    for _ in range(_COMMIT_ROUNDS):
+        desc = fetch_image(store, ref, all_platforms=True, progress=progress, options=options)
+        with store.lock():  # GC holds it too: what is checked here stays until tagged
+            if not store.missing_blobs(desc.digest):
+                store.tag(ref, desc)
+                return desc
+    raise RegistryError(f"{ref.familiar}: blobs were removed from the store while pulling "
+                        f"({_COMMIT_ROUNDS} times)", hint="is a `kbuild prune --grace 0` running? "
+                        "pull again when it is done")
 
 
 def _put(store: Store, data: bytes, digest: str, ref: Reference) -> None:

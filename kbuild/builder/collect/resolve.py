@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kbuild.errors import ImageNotFound, KbuildError, StoreError
-from kbuild.layerstore import Descriptor, MediaType, Platform, Reference, Store
+from kbuild.layerstore import Descriptor, MediaType, Platform, Reference, Store, platform_text
 
 RECORD_KIND = "collected-images"
 
@@ -79,12 +79,8 @@ def _complete(store: Store, ref: Reference, desc: Descriptor, platform: Platform
             if not store.has_blob(d):
                 return None
             found.blobs.setdefault(d, int(blob.get("size") or store.blob_size(d)))
-        found.platforms.append(_platform_text(plat) if plat is not None else str(platform))
+        found.platforms.append(platform_text(plat) if plat is not None else str(platform))
     return found
-
-
-def _platform_text(plat: dict[str, Any]) -> str:
-    return "/".join(str(plat[k]) for k in ("os", "architecture", "variant") if plat.get(k))
 
 
 def record_key(ref: Reference, platform: Platform) -> str:
