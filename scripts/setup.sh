@@ -8,6 +8,7 @@ APT_PACKAGES=(
   podman buildah skopeo docker-registry debootstrap uidmap slirp4netns
   fuse-overlayfs openssh-client apache2-utils openssl iproute2 zstd tar time runc
   containerd curl libseccomp-dev gcc libc6-dev iptables nftables
+  qemu-user-static binfmt-support
 )
 
 missing=()
@@ -18,6 +19,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# arm64 test hosts run under qemu-user-static: its binfmt_misc entry must be
+# registered (the package does it where binfmt_misc is mounted at install).
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  mountpoint -q /proc/sys/fs/binfmt_misc ||
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  update-binfmts --enable qemu-aarch64
 fi
 
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[test]"

@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from kbuild.layerstore import oci_arch
 from kbuild.runtime.ssh import Connection
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,18 +36,20 @@ class Env:
         return env
 
 
-def build_example(env: Env, workdir: Path, tag: str = IMAGE) -> None:
-    """Build examples/hello-service (Go binary, then ``kbuild build``) into env's store."""
+def build_example(env: Env, workdir: Path, tag: str = IMAGE, arches: tuple[str, ...] = ()) -> None:
+    """Build examples/hello-service (Go binaries, then ``kbuild build``) into env's
+    store: for this machine, or an index of ``arches`` (cross-compiled)."""
     src = workdir / "hello-service"
     shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("bin"))
-    (src / "bin").mkdir()
-    subprocess.run(
-        ["go", "build", "-trimpath", "-ldflags", "-s -w",
-         "-o", str(src / "bin" / "hello-service"), "."],
-        cwd=src / "src", check=True, capture_output=True, timeout=300,
-        env={**os.environ, "CGO_ENABLED": "0"},
-    )  # fmt: skip
-    kbuild(env, "build", "-t", tag, "--progress", "plain", str(src), timeout=300)
+    for arch in arches or (oci_arch(os.uname().machine),):
+        subprocess.run(
+            ["go", "build", "-trimpath", "-ldflags", "-s -w",
+             "-o", str(src / "bin" / arch / "hello-service"), "."],
+            cwd=src / "src", check=True, capture_output=True, timeout=300,
+            env={**os.environ, "CGO_ENABLED": "0", "GOARCH": arch},
+        )  # fmt: skip
+    platform = ["--platform", ",".join(f"linux/{a}" for a in arches)] if arches else []
+    kbuild(env, "build", "-t", tag, *platform, "--progress", "plain", str(src), timeout=300)
 
 
 def kbuild(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbuild.errors import ClusterError
+from kbuild.layerstore import oci_arch
 from kbuild.runtime.provider import ProviderEvent
 from kbuild.runtime.providers.podman.command import Progress, podman
 
@@ -35,15 +36,20 @@ BASE_PACKAGES: tuple[str, ...] = (
     "sudo",
 )
 IMAGE_REPOSITORY = "localhost/kbuild-host"
+QEMU_BINFMT = {"arm64": "aarch64", "amd64": "x86_64", "ppc64le": "ppc64le", "s390x": "s390x"}
+"""OCI architecture → the name of its qemu-user-static binfmt_misc entry."""
 PREPARE_SCRIPT = Path(__file__).with_name("host-prepare.sh")
 
 
 @dataclass(frozen=True)
 class HostImage:
-    """A host root filesystem: Debian suite plus the packages debootstrap adds."""
+    """A host root filesystem: Debian suite plus the packages debootstrap adds,
+    for this machine's architecture or (``arch``, a Debian/OCI name such as
+    ``arm64``) another one, run under qemu-user-static through binfmt_misc."""
 
     suite: str = "bookworm"
     packages: tuple[str, ...] = BASE_PACKAGES
+    arch: str = ""
 
     @property
     def key(self) -> str:
@@ -56,13 +62,18 @@ class HostImage:
         return h.hexdigest()[:12]
 
     @property
+    def _name(self) -> str:
+        # this machine's image keeps the name it has always had (its cache stays valid)
+        return f"{self.suite}-{self.arch}-{self.key}" if self.arch else f"{self.suite}-{self.key}"
+
+    @property
     def tag(self) -> str:
-        """The podman image name, ``localhost/kbuild-host:<suite>-<key>``."""
-        return f"{IMAGE_REPOSITORY}:{self.suite}-{self.key}"
+        """The podman image name, ``localhost/kbuild-host:<suite>[-<arch>]-<key>``."""
+        return f"{IMAGE_REPOSITORY}:{self._name}"
 
     def tarball(self, cache_dir: Path) -> Path:
         """Where the cached root filesystem tarball lives."""
-        return cache_dir / f"debian-{self.suite}-{self.key}.tar"
+        return cache_dir / f"debian-{self._name}.tar"
 
 
 def host_cache_dir() -> Path:
@@ -129,7 +140,7 @@ def _build_tarball(spec: HostImage, dest: Path, progress: Progress | None) -> No
     try:
         rootfs = work / "rootfs"
         cmd = [
-            "debootstrap", "--variant=minbase",
+            "debootstrap", "--variant=minbase", *_arch_args(spec),
             "--include=" + ",".join(spec.packages), spec.suite, str(rootfs), apt_mirror(),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, timeout=1800, check=False)
@@ -166,6 +177,26 @@ def _build_tarball(spec: HostImage, dest: Path, progress: Progress | None) -> No
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _arch_args(spec: HostImage) -> list[str]:
+    """``--arch`` for a foreign architecture, whose binaries must run here."""
+    if not spec.arch:
+        return []
+    qemu = QEMU_BINFMT.get(spec.arch, spec.arch)
+    if spec.arch != _native_arch() and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{qemu}").exists():
+        raise ClusterError(
+            f"a {spec.arch} host image needs {spec.arch} binaries to run on this machine: "
+            f"/proc/sys/fs/binfmt_misc/qemu-{qemu} is not registered",
+            hint="apt-get install qemu-user-static (binfmt_misc must be mounted: "
+                 "mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; "
+                 f"update-binfmts --enable qemu-{qemu})",
+        )
+    return ["--arch", spec.arch]
+
+
+def _native_arch() -> str:
+    return oci_arch(os.uname().machine)
+
+
 def ensure_host_image(
     spec: HostImage | None = None,
     *,
@@ -191,7 +222,8 @@ def ensure_host_image(
         if progress:
             progress(ProviderEvent("image-import", spec.tag, str(tarball)))
         podman(
-            "import", "--change", "CMD=/sbin/init", str(tarball), spec.tag,
+            "import", "--change", "CMD=/sbin/init", *(["--arch", spec.arch] if spec.arch else []),
+            str(tarball), spec.tag,
             timeout=600, what="host image",
         )  # fmt: skip
     return spec.tag
