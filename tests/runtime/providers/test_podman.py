@@ -53,6 +53,33 @@ def test_host_image_is_cached_and_not_rebuilt(host_image: str) -> None:
     assert other.key != spec.key and "zstd" not in podman.BASE_PACKAGES
 
 
+def test_arm64_host_image_is_cached_apart_and_runs_arm64(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.fixtures.hosts import arm64_host_image
+
+    native, arm = podman.HostImage(), podman.HostImage(arch="arm64")
+    # the native image keeps the names its cache has always had
+    assert native.tarball(tmp_path).name == f"debian-bookworm-{native.key}.tar"
+    assert arm.tarball(tmp_path).name == f"debian-bookworm-arm64-{native.key}.tar"
+    assert arm.tag == f"localhost/kbuild-host:bookworm-arm64-{native.key}"
+    assert arm64_host_image() == arm.tag
+    assert arm.tarball(podman.host_cache_dir()).exists()
+    out = subprocess.run(
+        ["podman", "run", "--rm", "--arch", "arm64", "--ulimit", "nofile=16384:16384",
+         "--ulimit", "nproc=32768:32768", arm.tag, "uname", "-m"],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout  # fmt: skip
+    assert out.strip() == "aarch64"
+
+
+def test_a_foreign_host_image_needs_binfmt(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    spec = podman.HostImage(arch="riscv64")
+    if os.path.exists("/proc/sys/fs/binfmt_misc/qemu-riscv64"):
+        pytest.skip("this machine runs riscv64 binaries")
+    with pytest.raises(ClusterError, match="qemu-riscv64 is not registered"):
+        podman.ensure_host_image(spec, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.tar"))
+
+
 def test_create_and_delete_hosts(host_image: str, cluster_name: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
     events: list[podman.ProviderEvent] = []
     hosts = podman.create_hosts(
