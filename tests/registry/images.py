@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from kbuild.layerstore import Descriptor, LayerInfo, Store, TarEntry, pack_layer
 from kbuild.registry import pull_image, push_image
+
+SKOPEO_TESTS = [
+    pytest.mark.integration,
+    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed"),
+]
+
+
+def skopeo(*args: str) -> str:
+    """Run skopeo; its stdout (the test fails with its stderr)."""
+    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def make_layer(store: Store, files: dict[str, bytes], *, compression: str = "zstd") -> LayerInfo:

@@ -6,31 +6,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from kbuild.builder.inspect import inspect_image
 from kbuild.layerstore import Descriptor, MediaType, Store, load_archive, save_archive
 from kbuild.registry import push_image
 from tests.fixtures.registry import RegistryServer
 
-from .images import make_image
+from .images import SKOPEO_TESTS, make_image, skopeo
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed"),
-]
-
-
-def _skopeo(*args: str) -> str:
-    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+pytestmark = SKOPEO_TESTS
 
 
 def _digest(raw: str) -> str:
@@ -69,16 +56,16 @@ def test_index_push_skopeo_copy_all_and_back_pull_all_platforms(
     index, per_arch = _two_platforms(src, "multi:1")
     ref = f"{open_registry.host}/idx/multi:1"
     assert push_image(src, "multi:1", ref).digest == index.digest
-    assert _digest(_skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}")) \
+    assert _digest(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}")) \
         == index.digest
 
     layout = tmp_path / "layout"
-    _skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:multi")
+    skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:multi")
     for digest in [index.digest, *_every_blob(src, per_arch)]:
         assert (layout / "blobs" / "sha256" / digest[7:]).is_file(), digest
     back = f"{open_registry.host}/idx/from-skopeo:1"
-    _skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi", f"docker://{back}")
-    raw = _skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{back}")
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci:{layout}:multi", f"docker://{back}")
+    raw = skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{back}")
     assert json.loads(raw)["mediaType"] == MediaType.OCI_INDEX
 
     root = tmp_path / "root"
@@ -103,14 +90,14 @@ def test_index_save_is_read_by_skopeo_and_skopeo_archive_loads(
     index, _ = _two_platforms(src, "multi:2")
     archive = tmp_path / "multi.tar"
     save_archive(src, ["multi:2"], archive)
-    raw = _skopeo("inspect", "--raw", f"oci-archive:{archive}")
+    raw = skopeo("inspect", "--raw", f"oci-archive:{archive}")
     assert _digest(raw) == index.digest
     ref = f"{open_registry.host}/idx/saved:2"
-    _skopeo("copy", "--all", "--dest-tls-verify=false", f"oci-archive:{archive}",
+    skopeo("copy", "--all", "--dest-tls-verify=false", f"oci-archive:{archive}",
             f"docker://{ref}")
 
     theirs = tmp_path / "theirs.tar"
-    _skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{ref}",
+    skopeo("copy", "--all", "--src-tls-verify=false", f"docker://{ref}",
             f"oci-archive:{theirs}:localhost/loaded:2")
     dst = Store(tmp_path / "dst")
     result = load_archive(dst, theirs)

@@ -5,30 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 from kbuild.layerstore import MediaType, Reference, Store
 from kbuild.registry import pull_image, push_image
 from tests.fixtures.registry import RegistryServer
 
-from .images import make_image, random_bytes
+from .images import SKOPEO_TESTS, make_image, random_bytes, skopeo
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed"),
-]
-
-
-def _skopeo(*args: str) -> str:
-    proc = subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+pytestmark = SKOPEO_TESTS
 
 
 def _sha256_file(path: Path) -> str:
@@ -48,8 +35,8 @@ def test_what_kbuild_pushes_skopeo_and_oras_pull(open_registry: RegistryServer,
     manifest = store.read_manifest(desc)
 
     layout = tmp_path / "layout"
-    _skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:app")
-    raw = _skopeo("inspect", "--raw", f"oci:{layout}:app")
+    skopeo("copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{layout}:app")
+    raw = skopeo("inspect", "--raw", f"oci:{layout}:app")
     assert "sha256:" + hashlib.sha256(raw.encode()).hexdigest() == desc.digest
     for blob in [manifest["config"], *manifest["layers"]]:
         path = layout / "blobs" / "sha256" / blob["digest"][7:]
@@ -73,9 +60,9 @@ def test_what_skopeo_pushes_kbuild_pulls_and_builds_from(open_registry: Registry
     make_image(src, "base:1", [{"etc/os-release": b"ID=kbuild-test\n"}], compression="gzip")
     name = str(Reference.parse("base:1"))
     ref = f"{open_registry.host}/skopeo/base:1"
-    _skopeo("copy", "--dest-tls-verify=false", "--format", "v2s2",
+    skopeo("copy", "--dest-tls-verify=false", "--format", "v2s2",
             f"oci:{src.root / 'oci'}:{name}", f"docker://{ref}")
-    raw = json.loads(_skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}"))
+    raw = json.loads(skopeo("inspect", "--tls-verify=false", "--raw", f"docker://{ref}"))
     assert raw["mediaType"] == MediaType.DOCKER_MANIFEST
     assert raw["layers"][0]["mediaType"] == MediaType.DOCKER_LAYER_GZIP
 

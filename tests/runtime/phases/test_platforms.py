@@ -11,19 +11,8 @@ from kbuild.errors import ClusterError, HostError
 from kbuild.runtime.phases.manager import Manager
 from kbuild.runtime.phases.preflight import PreflightPhase
 from tests.runtime.phases.harness import scenario
+from tests.runtime.phases.test_manager import CF
 from tests.runtime.recording import Facts
-
-CLUSTERFILE = """\
-apiVersion: sealer.io/v2
-kind: Cluster
-metadata: {name: demo}
-spec:
-  image: demo:1
-  ssh: {passwd: pw}
-  hosts:
-    - {ips: [10.0.0.2], roles: [master]}
-    - {ips: [10.0.0.3], roles: [node]}
-"""
 
 
 def _facts(master: str, node: str) -> Facts:
@@ -31,16 +20,16 @@ def _facts(master: str, node: str) -> Facts:
         return [{"match": r"^\[preflight.sh\]", "stdout": (
             f"arch={machine}\nuid=0\nsystemd=yes\ntools=sh tar zstd\nmissing=\n"
             "free_kb=99999999\nfstype=ext4\ndata_root_exists=no\noverlay=yes\n")}]
-    return Facts.from_data({"10.0.0.2": rule(master), "10.0.0.3": rule(node)})
+    return Facts.from_data({"10.0.0.2": rule(master), "*": rule(node)})
 
 
 def _preflight(tmp_path: Path, master: str, node: str, arches: tuple[str, ...]) -> PreflightPhase:
-    sc = scenario(tmp_path, CLUSTERFILE, _facts(master, node), arches=arches)
+    sc = scenario(tmp_path, CF, _facts(master, node), arches=arches)
     sc.ctx.targets = sc.ctx.cf.cluster.all_hosts()
     phase = PreflightPhase()
     Manager([phase]).run(sc.ctx)
     ctx = sc.ctx
-    lead, node_host = ctx.cf.cluster.all_hosts()
+    lead, node_host, _ = ctx.cf.cluster.all_hosts()
     assert ctx.image is not None
     assert ctx.image_for(lead).arch == ctx.image.arch
     if ctx.platforms:
@@ -52,9 +41,9 @@ def test_each_host_gets_its_platform_and_the_lead_decides_the_cluster_image(
         tmp_path: Path) -> None:
     phase = _preflight(tmp_path, "aarch64", "x86_64", ("amd64", "arm64"))
     assert {ip: p.arch for ip, p in phase.host_plans.items()} == {
-        "10.0.0.2": "arm64", "10.0.0.3": "amd64"}
+        "10.0.0.2": "arm64", "10.0.0.3": "amd64", "10.0.0.4": "amd64"}
     hexes = {ip: [layer.hex for layer in p.missing] for ip, p in phase.host_plans.items()}
-    assert hexes["10.0.0.2"] != hexes["10.0.0.3"]
+    assert hexes["10.0.0.2"] != hexes["10.0.0.3"] == hexes["10.0.0.4"]
 
 
 def test_one_architecture_needs_no_second_platform(tmp_path: Path) -> None:
@@ -63,7 +52,7 @@ def test_one_architecture_needs_no_second_platform(tmp_path: Path) -> None:
 
 def test_no_host_of_a_platform_the_index_has(tmp_path: Path) -> None:
     with pytest.raises(ClusterError, match=r"no platform for the hosts: 10.0.0.2 s390x, "
-                                           r"10.0.0.3 ppc64le") as info:
+                                           r"10.0.0.3 ppc64le, 10.0.0.4 ppc64le") as info:
         _preflight(tmp_path, "s390x", "ppc64le", ("amd64", "arm64"))
     assert info.value.hint is not None and "linux/amd64, linux/arm64" in info.value.hint
 
