@@ -2,7 +2,8 @@
 # Build every binary the kubernetes base image carries, from source, with
 # `go build` against the Go module proxy. Results are cached outside the repo:
 #
-#   ${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}/<k8s version>/
+#   ${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}/<k8s version>/     (amd64)
+#   ${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}/<arch>/<k8s version>/  (another arch)
 #       bin/          the binaries
 #       SHA256SUMS    sha256 of every file in bin/ (sha256sum format)
 #       versions      KEY=VALUE of every component version that went in
@@ -14,8 +15,10 @@
 #   COMPONENT: kubernetes etcd etcdutl coredns pause crictl containerd runc cni flannel
 #              vip registry (default: all). A component whose stamp matches is skipped.
 #
-# Environment: KBUILD_K8S_CACHE (cache root), KBUILD_BUILD_JOBS (go build -p,
-# default 2), GOMAXPROCS (default 2). Builds run under `nice -n 19`.
+# Environment: KBUILD_K8S_CACHE (cache root), KBUILD_K8S_ARCH (target
+# architecture, default amd64; arm64 is cross-compiled, see go_target in
+# go-build.sh), KBUILD_BUILD_JOBS (go build -p, default 2), GOMAXPROCS
+# (default 2). Builds run under `nice -n 19`.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,7 +45,11 @@ STAGING_VERSION="v0.${K8S_MINOR}.${K8S_PATCH}"
 # shellcheck source=go-build.sh
 . "${HERE}/go-build.sh"
 
+ARCH=${KBUILD_K8S_ARCH:-amd64}
+go_target "${ARCH}"
 CACHE_ROOT=${KBUILD_K8S_CACHE:-/var/cache/kbuild/kubernetes}
+# amd64 keeps the cache paths it has always had; another arch has its own root
+[[ ${ARCH} == amd64 ]] || CACHE_ROOT=${CACHE_ROOT}/${ARCH}
 OUT="${CACHE_ROOT}/${KUBERNETES_VERSION}"
 BIN="${OUT}/bin"
 STAMPS="${OUT}/stamps"
@@ -180,9 +187,9 @@ build_pause() {
 	stamp_ok pause "${EXPECT[pause]}" && { log "pause ${v}: cached"; return; }
 	reuse pause "${EXPECT[pause]}" && return
 	start=$(date +%s)
-	"${NICE[@]}" gcc -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"${v}\"" \
+	"${NICE[@]}" "${CC_TARGET}" -static -Os -Wall -Wextra -Werror -DPAUSE_VERSION="\"${v}\"" \
 		-o "${BIN}/.pause.tmp" "${HERE}/pause/pause.c"
-	strip "${BIN}/.pause.tmp"
+	"${STRIP_TARGET}" "${BIN}/.pause.tmp"
 	mv -f "${BIN}/.pause.tmp" "${BIN}/pause"
 	printf 'pause\t%s\t%s\n' "${v}" "$(($(date +%s) - start))" >>"${TIMES}"
 	stamp_set pause "${EXPECT[pause]}"
@@ -218,6 +225,7 @@ build_runc() {
 	# runc's nsenter is C (cgo is mandatory). seccomp links libseccomp
 	# (libseccomp-dev, static); libpathrs (Rust) is left out -> Go fallback.
 	# netgo/osusergo: no glibc NSS calls in the static binary.
+	target_lib libseccomp.a libseccomp-dev
 	dir=$(prepare_module github.com/opencontainers/runc "${v}" "${v}")
 	go_bin runc "${dir}" github.com/opencontainers/runc "${v}" 1 "seccomp urfave_cli_no_docs netgo osusergo" \
 		"-s -w -X main.gitCommit=$(module_commit github.com/opencontainers/runc "${v}") -X main.version=${v#v} -linkmode external -extldflags -static"

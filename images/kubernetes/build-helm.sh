@@ -2,7 +2,8 @@
 # Build helm (helm.sh/helm/v4) from source with `go build` against the Go
 # module proxy, cached by version outside the repo:
 #
-#   ${KBUILD_HELM_CACHE:-/var/cache/kbuild/helm}/<helm version>/
+#   ${KBUILD_HELM_CACHE:-/var/cache/kbuild/helm}/<helm version>/         (amd64)
+#   ${KBUILD_HELM_CACHE:-/var/cache/kbuild/helm}/<arch>/<helm version>/  (KBUILD_HELM_ARCH)
 #       bin/helm      the binary (static, CGO_ENABLED=0, as upstream builds it)
 #       SHA256SUMS    sha256 of bin/helm (sha256sum format, relative to bin/)
 #       versions      HELM_VERSION, GO_VERSION
@@ -14,7 +15,8 @@
 # against SHA256SUMS. The same binary goes into the kubernetes image's bin/
 # (build.sh) and renders charts in `kbuild build` (KBUILD_HELM or --helm).
 #
-# Environment: KBUILD_HELM_CACHE, KBUILD_BUILD_JOBS (go build -p, default 2),
+# Environment: KBUILD_HELM_CACHE, KBUILD_HELM_ARCH (default amd64; another
+# arch is cross-compiled, for the hosts' bin/ only), KBUILD_BUILD_JOBS (go build -p, default 2),
 # GOMAXPROCS (default 2). The build runs under `nice -n 19`.
 set -euo pipefail
 
@@ -27,7 +29,9 @@ if [[ ! ${VERSION} =~ ^v4\.[0-9]+\.[0-9]+$ ]]; then
 	exit 2
 fi
 
+ARCH=${KBUILD_HELM_ARCH:-amd64}
 OUT="${KBUILD_HELM_CACHE:-/var/cache/kbuild/helm}/${VERSION}"
+[[ ${ARCH} == amd64 ]] || OUT="${KBUILD_HELM_CACHE:-/var/cache/kbuild/helm}/${ARCH}/${VERSION}"
 BIN="${OUT}/bin"
 check() { (cd "${BIN}" && sha256sum --quiet -c ../SHA256SUMS); }
 if [[ -f ${OUT}/done ]]; then
@@ -38,6 +42,7 @@ fi
 
 # shellcheck source=go-build.sh
 . "${HERE}/go-build.sh"
+go_target "${ARCH}"
 mkdir -p "${BIN}"
 
 exec 9>"${OUT}/.lock"

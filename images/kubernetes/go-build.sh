@@ -15,6 +15,36 @@ NICE=(nice -n 19)
 
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
+# go_target ARCH: build for linux/ARCH (GOARCH). Another architecture than
+# this machine's is cross-compiled: Go alone for CGO_ENABLED=0, and cgo with
+# Debian's cross compiler (gcc-<triple>), whose target libraries (e.g.
+# libseccomp-dev:arm64) come from Debian's multiarch packages. Sets CC_TARGET
+# and STRIP_TARGET for C helpers built without go.
+go_target() {
+	export GOOS=linux GOARCH=$1
+	CC_TARGET=gcc STRIP_TARGET=strip
+	[[ $1 == "$(go env GOHOSTARCH)" ]] && return 0
+	local triple
+	case $1 in
+		arm64) triple=aarch64-linux-gnu ;;
+		amd64) triple=x86_64-linux-gnu ;;
+		*) echo "go_target: no cross compiler known for ${1}" >&2; return 1 ;;
+	esac
+	command -v "${triple}-gcc" >/dev/null ||
+		{ echo "go_target: ${triple}-gcc missing (apt-get install gcc-${triple})" >&2; return 1; }
+	export CC=${triple}-gcc PKG_CONFIG_LIBDIR=/usr/lib/${triple}/pkgconfig:/usr/share/pkgconfig
+	CC_TARGET=${triple}-gcc STRIP_TARGET=${triple}-strip
+}
+
+# target_lib TRIPLE-LIB PACKAGE: fail naming the multiarch package when a
+# target library is missing (cross builds only).
+target_lib() {
+	[[ -z ${CC:-} || -e /usr/lib/${CC%-gcc}/$1 ]] && return 0
+	echo "go_target: /usr/lib/${CC%-gcc}/$1 missing: dpkg --add-architecture ${GOARCH};" \
+		"apt-get update; apt-get install $2:${GOARCH}" >&2
+	return 1
+}
+
 # go_build_start NAME OUT: WORK = a temp dir removed on exit, TIMES = OUT/build-times.tsv
 go_build_start() {
 	WORK=$(mktemp -d "/var/tmp/$1.XXXXXX")

@@ -6,12 +6,30 @@
 # plus their own binary; FROM scratch + the Go binary alone is not enough
 # (kube-proxy: "iptables-restore: executable file not found").
 #
-# Usage: netfilter-userland.sh DEST
+# Usage: netfilter-userland.sh DEST [ARCH]
 # Needs the Debian packages iptables and nftables installed on this machine.
+# With ARCH (a Debian architecture other than this machine's, e.g. arm64) the
+# tree comes from a debootstrap --arch ARCH root with those packages, this
+# script run inside it (chroot; the binaries run under qemu-user-static).
 set -euo pipefail
 
-[[ $# -eq 1 ]] || { echo "usage: $0 DEST" >&2; exit 2; }
+[[ $# -eq 1 || $# -eq 2 ]] || { echo "usage: $0 DEST [ARCH]" >&2; exit 2; }
 DEST=$1
+if [[ $# -eq 2 && $2 != "$(dpkg --print-architecture)" ]]; then
+	root=$(mktemp -d /var/tmp/kbuild-nf-root.XXXXXX)
+	# shellcheck disable=SC2064 # root is fixed now
+	trap "rm -rf '${root}'" EXIT
+	debootstrap --arch "$2" --variant=minbase --include=iptables,nftables bookworm "${root}" \
+		"${KBUILD_DEBIAN_MIRROR:-http://deb.debian.org/debian}" >"${root}.log" 2>&1 ||
+		{ tail -n 20 "${root}.log" >&2; exit 1; }
+	rm -f "${root}.log"
+	cp "$0" "${root}/netfilter-userland.sh"
+	chroot "${root}" /bin/bash /netfilter-userland.sh /nf
+	mkdir -p "$(dirname "${DEST}")"
+	rm -rf "${DEST}"
+	mv "${root}/nf" "${DEST}"
+	exit 0
+fi
 for f in /usr/sbin/xtables-nft-multi /usr/sbin/nft; do
 	[[ -x ${f} ]] || { echo "netfilter-userland: ${f} missing (apt-get install iptables nftables)" >&2; exit 1; }
 done
