@@ -5,6 +5,7 @@ before anything changes."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -70,5 +71,13 @@ def test_amd64_master_and_arm64_node_each_run_their_own_binary(
             machine = conn.run("uname -m").stdout.strip()
             binary = f"{DATA_ROOT}/arch/rootfs/bin/hello-service"
             assert _e_machine(conn, binary) == E_MACHINE[machine], (host.ip, machine)
+        status = json.loads(kbuild(env, "status", "--cluster-name", "arch", "--format",
+                                   "json").stdout)
+        per_arch = {arch: json.loads(kbuild(env, "inspect", "--format", "json", "--platform",
+                                            f"linux/{arch}", MULTI).stdout)["digest"]
+                    for arch in ("amd64", "arm64")}  # fmt: skip
+        assert status["manifest"] == per_arch["amd64"]  # the lead master's platform
+        assert {h["ip"]: h["manifest"] for h in status["hosts"]} == {
+            mixed[0].ip: per_arch["amd64"], mixed[1].ip: per_arch["arm64"]}
     finally:
         kbuild(env, "delete", "-f", str(cf), "--all", "--progress", "plain", check=False)
