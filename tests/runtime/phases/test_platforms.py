@@ -10,8 +10,7 @@ import pytest
 from kbuild.errors import ClusterError, HostError
 from kbuild.runtime.phases.manager import Manager
 from kbuild.runtime.phases.preflight import PreflightPhase
-from tests.runtime.phases.harness import scenario
-from tests.runtime.phases.test_manager import CF
+from tests.runtime.phases.harness import DEMO_CF, scenario
 from tests.runtime.recording import Facts
 
 
@@ -24,7 +23,7 @@ def _facts(master: str, node: str) -> Facts:
 
 
 def _preflight(tmp_path: Path, master: str, node: str, arches: tuple[str, ...]) -> PreflightPhase:
-    sc = scenario(tmp_path, CF, _facts(master, node), arches=arches)
+    sc = scenario(tmp_path, DEMO_CF, _facts(master, node), arches=arches)
     sc.ctx.targets = sc.ctx.cf.cluster.all_hosts()
     phase = PreflightPhase()
     Manager([phase]).run(sc.ctx)
