@@ -34,6 +34,8 @@ for p in ${PLATFORMS//,/ }; do
 done
 cache_of() { if [[ $1 == amd64 ]]; then echo "${BASE}/${K8S}"; else echo "${BASE}/$1/${K8S}"; fi; }
 
+link() { cp -al "$1" "$2" 2>/dev/null || { rm -rf "$2"; cp -a "$1" "$2"; }; } # SRC DEST: a copy, hard links when possible
+
 MULTI=${BASE}/multi/${K8S}
 mkdir -p "${MULTI}"
 exec 8>"${MULTI}/.lock"
@@ -45,8 +47,9 @@ for a in "${arches[@]}"; do
 	PLATFORMS='' KBUILD_K8S_ARCH=${a} KBUILD_K8S_STAGE_ONLY=1 "${HERE}/build.sh" "${K8S}"
 	stage=$(cache_of "${a}")/stage
 	mkdir -p "${MULTI}/images/${a}"
-	cp -al "${stage}/bin" "${stage}/nf" "${MULTI}/images/${a}/"
-	cp -al "${stage}/cluster" "${MULTI}/cluster/${a}"
+	link "${stage}/bin" "${MULTI}/images/${a}/bin"
+	link "${stage}/nf" "${MULTI}/images/${a}/nf"
+	link "${stage}/cluster" "${MULTI}/cluster/${a}"
 done
 # every platform's kubeadm names the same images
 first=$(cache_of "${arches[0]}")/stage/imageList
