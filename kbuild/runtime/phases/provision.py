@@ -87,20 +87,19 @@ class ProvisionPhase(Phase):
 
 def relay_missing(ctx: Context, hosts: list[Host]) -> None:
     """With ``spec.distribution.relay``: every host's missing layers, passed
-    on between the hosts (:mod:`kbuild.runtime.relay`). Whatever a host still
-    lacks afterwards, :func:`send_layers` sends it from the client."""
-    assert ctx.image is not None
-    image, data_root, dist = ctx.image, ctx.cf.cluster.data_root, ctx.cf.cluster.distribution
+    on between the hosts (:mod:`kbuild.runtime.relay`; each host's own
+    platform's layers: a layer goes to the hosts that lack it). Whatever a host
+    still lacks afterwards, :func:`send_layers` sends it from the client."""
+    data_root, dist = ctx.cf.cluster.data_root, ctx.cf.cluster.distribution
     if not dist.relay or len(hosts) < 2:
         return
-    layers = ctx.rootfs_layers()
     todo: dict[str, list[Layer]] = {}
 
     def look(h: Host) -> RelayHost:
-        conn = ctx.conn(h)
+        conn, layers = ctx.conn(h), ctx.rootfs_layers(h)
         facts = ctx.facts.get(h.ip) or gather_facts(conn, data_root)
         record_layers(conn, data_root, ctx.cf.cluster.name, layers)
-        todo[h.ip] = host_layers(conn, data_root, image, layers).missing
+        todo[h.ip] = host_layers(conn, data_root, ctx.image_for(h), layers).missing
         port = credentials(h).port
         lines = conn.known_hosts.lines(conn.host, port) if isinstance(conn, Connection) else []
         return RelayHost(h.ip, conn, port, facts.tools, tuple(lines))
