@@ -22,7 +22,14 @@ k8s_image() {
     >"/tmp/kbuild-test-k8s-image-$1.log" 2>&1 \
     || { tail -n 40 "/tmp/kbuild-test-k8s-image-$1.log" >&2; return 1; }
 }
+# the podman test hosts' images (Debian roots; arm64 under qemu-user-static:
+# ~4 min cold) build beside it, cached in /var/cache/kbuild/hosts
+python3 -c 'from kbuild.runtime.providers.podman import image as i
+for arch in ("", "arm64"): i.ensure_host_image(i.HostImage(arch=arch))' \
+  >/tmp/kbuild-test-host-images.log 2>&1 &
+host_images=$!
 k8s_image v1.37.2 || failed+=(kubernetes-image-v1.37.2)
+wait "$host_images" || { tail -n 20 /tmp/kbuild-test-host-images.log >&2; failed+=(host-images); }
 # v1.36.3 is only for the upgrade e2e (v1.36.3 -> v1.37.2): it builds (under
 # nice -n 19) while the other tests run, and that test runs last.
 k8s_image v1.36.3 &
