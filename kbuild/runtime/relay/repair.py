@@ -66,7 +66,7 @@ def resend_all(
         emit(progress, HostStatus(root.ip, "relay", f"layer {hex_[:12]} again to "
                                   f"{len(t.hosts()) - 1} hosts from its copy"))  # fmt: skip
         cmd = (f"sh {shlex.quote(session.dir + '/hop.sh')} {shlex.quote(session.dir)} "
-               f"{hex_} <{shlex.quote(kept)}")  # fmt: skip
+               f"{shlex.quote(hex_)} <{shlex.quote(kept)}")  # fmt: skip
         try:
             root.conn.run(cmd, timeout=session.settings.stall_timeout * 10 + 60)
         except KbuildError as exc:
