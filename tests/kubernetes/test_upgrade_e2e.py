@@ -224,10 +224,13 @@ def test_upgrade_and_app_images(env: Env, hosts: HostSet, tmp_path: Path) -> Non
         text = (sdir / "Clusterfile").read_text()
         cfv.write_text(re.sub(r"image: \S+", f"image: up-web:{version}", text, count=1))
         out = kbuild(env, "run", "-f", str(cfv), "--progress", "plain", timeout=900)
-        sent = re.findall(r"sent (\d+), (\d+) present", out.stdout + out.stderr)
-        # the app's own layers (its manifest, its images) to each host, the base's are there
-        assert len(sent) == 2 and all(int(n) <= 2 and int(have) >= 3 for n, have in sent), (
-            sent, out.stdout[-2000:])
+        # the app's own layers (its manifest, its images) to each host, the base's are
+        # there; relayed (the default): each leaves this machine once, none directly
+        todo = re.findall(r"checked: (\d+) layers to send", out.stderr)
+        relayed = re.findall(r"relay: layer [0-9a-f]{12} to (\d+) hosts", out.stderr)
+        assert len(todo) == 2 and all(1 <= int(n) <= 2 for n in todo), (todo, out.stderr[-3000:])
+        assert 1 <= len(relayed) <= 2 and set(relayed) == {"2"}, (relayed, out.stderr[-3000:])
+        assert "sending: layer" not in out.stderr, out.stderr[-3000:]
         wait(f"the web pods of {version}", lambda v=version: sorted(
             p["node"] for p in pods(m0, f"app=web,version={v}")
             if p["phase"] == "Running" and p["ready"] == "True") == ["h0", "h1"], 240)  # fmt: skip
