@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from kbuild.runtime import render, titles
 from kbuild.runtime.clusterfile import Host
-from kbuild.runtime.distribute import host_layers, record_layers, send_missing
+from kbuild.runtime.distribute import HostLayers, host_layers, record_layers, send_missing
 from kbuild.runtime.executor import FileSpec
 from kbuild.runtime.image import Layer
 from kbuild.runtime.layers import final_templates
@@ -21,7 +21,7 @@ from kbuild.runtime.phases.base import Phase
 from kbuild.runtime.phases.context import Context, credentials
 from kbuild.runtime.phases.preflight import work_hosts
 from kbuild.runtime.pool import run_on_hosts
-from kbuild.runtime.preflight import gather_facts
+from kbuild.runtime.preflight import HostFacts, gather_facts
 from kbuild.runtime.relay import RelayHost, relay_layers
 from kbuild.runtime.remote import remote_script
 from kbuild.runtime.runevents import HostStatus, emit
@@ -96,10 +96,9 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
     todo: dict[str, list[Layer]] = {}
 
     def look(h: Host) -> RelayHost:
-        conn, layers = ctx.conn(h), ctx.rootfs_layers(h)
-        facts = ctx.facts.get(h.ip) or gather_facts(conn, data_root)
-        record_layers(conn, data_root, ctx.cf.cluster.name, layers)
-        todo[h.ip] = host_layers(conn, data_root, ctx.image_for(h), layers).missing
+        conn = ctx.conn(h)
+        facts, hl = _claim_layers(ctx, h)
+        todo[h.ip] = hl.missing
         port = credentials(h).port
         lines = conn.known_hosts.lines(conn.host, port) if isinstance(conn, Connection) else []
         return RelayHost(h.ip, conn, port, facts.tools, tuple(lines))
@@ -114,16 +113,21 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
         emit(ctx.progress, HostStatus(ip, "relay", f"gets layers from the client: {why}"))
 
 
-def send_layers(ctx: Context, host: Host) -> None:
-    """The data root and every layer of the host's rootfs (its platform's) it lacks."""
+def _claim_layers(ctx: Context, host: Host) -> tuple[HostFacts, HostLayers]:
+    """The host's facts; its rootfs's layers (its platform's) claimed for the
+    cluster, then split into present and missing."""
     conn, data_root = ctx.conn(host), ctx.cf.cluster.data_root
     facts = ctx.facts.get(host.ip) or gather_facts(conn, data_root)
     layers = ctx.rootfs_layers(host)
     record_layers(conn, data_root, ctx.cf.cluster.name, layers)
-    todo = host_layers(conn, data_root, ctx.image_for(host), layers)
-    send_missing(
-        conn, ctx.opts.store, data_root, todo, host_tools=facts.tools, progress=ctx.progress
-    )
+    return facts, host_layers(conn, data_root, ctx.image_for(host), layers)
+
+
+def send_layers(ctx: Context, host: Host) -> None:
+    """The data root and every layer of the host's rootfs (its platform's) it lacks."""
+    facts, todo = _claim_layers(ctx, host)
+    send_missing(ctx.conn(host), ctx.opts.store, ctx.cf.cluster.data_root, todo,
+                 host_tools=facts.tools, progress=ctx.progress)  # fmt: skip
 
 
 def mount_and_render(ctx: Context, host: Host) -> None:
