@@ -62,6 +62,13 @@ IMAGE_FILES: dict[str, bytes] = {
 }
 
 
+def carried_image(name: str) -> CarriedImage:
+    """A carried-image entry for ``name`` (``host/repo:tag``) with a made-up digest."""
+    return CarriedImage(name=name, repository=name.split("/", 1)[1].rsplit(":", 1)[0],
+                        tag=name.rsplit(":", 1)[1], digest="sha256:" + "cd" * 32,
+                        media_type="application/vnd.oci.image.manifest.v1+json")
+
+
 def build_image(store: Store, ref: str = "demo:1", *,
                 labels: dict[str, str] | None = None, carried: Sequence[str] = (),
                 arches: Sequence[str] = ()) -> str:  # fmt: skip
@@ -83,10 +90,7 @@ def _platform_image(store: Store, arch: str, labels: dict[str, str] | None,
     files = {**IMAGE_FILES, **extra}
     entries = [TarEntry(p, "file", data=d, size=len(d), mode=0o755) for p, d in files.items()]
     layer = pack_layer(store, entries)
-    images = [CarriedImage(name=n, repository=n.split("/", 1)[1].rsplit(":", 1)[0],
-                           tag=n.rsplit(":", 1)[1], digest="sha256:" + "cd" * 32,
-                           media_type="application/vnd.oci.image.manifest.v1+json")
-              for n in carried]  # fmt: skip
+    images = [carried_image(n) for n in carried]
     meta = ImageMeta(apps={"web": AppInfo(name="web", type="kube", files=["web.yaml"])},
                      launch=["web"], images=images)  # fmt: skip
     config = {

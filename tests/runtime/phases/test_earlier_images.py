@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kbuild.layerstore import CarriedImage, ImageMeta, Store, TarEntry, pack_layer
+from kbuild.layerstore import ImageMeta, Store, TarEntry, pack_layer
 from kbuild.runtime.image import inspect_image
 from kbuild.runtime.mount import unit_text
 from kbuild.runtime.phases.provision import send_layers
@@ -14,7 +14,7 @@ from kbuild.runtime.runevents import Message
 from tests.runtime.recording import Facts
 
 from .harness import DEMO_CF as CF
-from .harness import scenario
+from .harness import carried_image, scenario
 
 BLOB = "registry/docker/registry/v2/blobs/sha256/ab/" + "ab" * 32 + "/data"
 
@@ -25,9 +25,7 @@ def _old_image(store: Store) -> tuple[str, list[str]]:
     files = pack_layer(store, [TarEntry("application/apps/old/old.yaml", "file", 0o644,
                                         data=b"kind: ConfigMap\n")])
     reg = pack_layer(store, [TarEntry(BLOB, "file", 0o644, data=b"blob")])
-    carried = CarriedImage(name="docker.io/team/old:1", repository="team/old", tag="1",
-                           digest="sha256:" + "cd" * 32,
-                           media_type="application/vnd.oci.image.manifest.v1+json")
+    carried = carried_image("docker.io/team/old:1")
     config = {"architecture": "amd64", "os": "linux",
               "config": {"Labels": ImageMeta(images=[carried]).labels()}}
     desc = store.write_image(config, [files, reg])
