@@ -12,7 +12,22 @@ from kbuild.errors import ClusterError, HostError
 from kbuild.runtime.drivers.kubernetes.kubectl import KUBECTL
 from kbuild.runtime.executor import Executor
 
-__all__ = ["NodeInfo", "drain", "etcd_healthy", "nodes", "uncordon", "wait_node"]
+__all__ = [
+    "NodeInfo",
+    "drain",
+    "etcd_healthy",
+    "nodes",
+    "uncordon",
+    "wait_control_plane",
+    "wait_node",
+]
+
+#: the control-plane components a master runs as static pods, at the cluster's version
+CONTROL_PLANE = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+#: seconds a master's control plane must stay as wanted before an upgrade moves on: a
+#: kubelet that restarted a moment ago recreates the mirror pods whose hash it now
+#: computes differently (they vanish a while, their pods may restart)
+STEADY = 15.0
 
 
 @dataclass(frozen=True)
@@ -107,3 +122,52 @@ def wait_node(conn: Executor, ip: str, *, version: str, timeout: float) -> NodeI
         f"node {ip} is not Ready with kubelet {version} after {timeout:.0f}s "
         f"({ready}, kubelet {info.kubelet if info else '?'}){why}"
     )
+
+
+def _control_plane_lag(conn: Executor, node: str, version: str) -> str:
+    """What keeps ``node``'s control plane from being at ``version`` and Ready
+    (empty: nothing). etcd's version is its own; it must be Ready."""
+    out = conn.run(
+        f"{KUBECTL} -n kube-system get pods -l tier=control-plane "
+        f"--field-selector spec.nodeName={shlex.quote(node)} -o json"
+    ).stdout
+    found: dict[str, tuple[str, bool]] = {}
+    for pod in json.loads(out or "{}").get("items", []):
+        component = pod["metadata"].get("labels", {}).get("component", "")
+        image = (pod.get("spec", {}).get("containers") or [{}])[0].get("image", "")
+        conds = pod.get("status", {}).get("conditions", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+        found[component] = (image, ready)
+    lag = [f"{c} missing" for c in CONTROL_PLANE if c not in found]
+    lag += [f"{c} runs {image}" for c, (image, _) in found.items()
+            if c in CONTROL_PLANE and not image.endswith(":" + version)]  # fmt: skip
+    lag += [f"{c} not Ready" for c, (_, ready) in found.items() if not ready]
+    return ", ".join(sorted(lag))
+
+
+def wait_control_plane(conn: Executor, node: str, *, version: str, timeout: float) -> None:
+    """Wait (bounded) until the static pods of master ``node`` run ``version``
+    and are Ready, and stay so for :data:`STEADY` seconds."""
+    deadline = time.monotonic() + timeout
+    steady_since: float | None = None
+    lag = "not asked yet"
+    while True:
+        try:
+            lag = _control_plane_lag(conn, node, version)
+        except HostError as exc:
+            lag = f"the API server: {str(exc).splitlines()[-1].strip()}"
+        now = time.monotonic()
+        if lag:
+            steady_since = None
+        else:
+            steady_since = now if steady_since is None else steady_since
+            if now - steady_since >= STEADY:
+                return
+        if now >= deadline:
+            raise ClusterError(
+                f"the control plane of {node} is not at {version} and Ready after "
+                f"{timeout:.0f}s: {lag or 'changed again within the last seconds'}",
+                hint="`crictl ps -a` and `journalctl -u kubelet` on the master say why; "
+                "`kbuild upgrade` again continues here",
+            )
+        time.sleep(3)

@@ -205,6 +205,8 @@ def _upgrade_host(ctx: Context, host: Host, *, apply: bool) -> None:
             run_plugin(ctx.conn(host), plugin, ctx.paths.rootfs, env, progress=ctx.progress)
     nodes.uncordon(lead, info.name)
     nodes.wait_node(lead, host.ip, version=version, timeout=300)
+    if host.is_master:
+        nodes.wait_control_plane(lead, info.name, version=version, timeout=300)
     ctx.record(host).version = version
     ctx.save()
     emit(ctx.progress, HostStatus(host.ip, "upgraded", version))

@@ -3,6 +3,7 @@ the flow: phases/cases/upgrade*.yaml; on real hosts: tests/kubernetes/test_upgra
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -77,3 +78,60 @@ def test_nodes_waits_for_an_api_server_that_forbids_a_while(
     monkeypatch.setattr(nodes_mod.time, "monotonic", lambda: next(clock))
     with pytest.raises(HostError):
         nodes_mod.nodes(_Restarting(fails=100), wait=60)  # type: ignore[arg-type]
+
+
+def _pods(*spec: tuple[str, str, bool]) -> str:
+    items = [{"metadata": {"labels": {"component": c}}, "spec": {"containers": [{"image": i}]},
+              "status": {"conditions": [{"type": "Ready", "status": str(r)}]}}
+             for c, i, r in spec]  # fmt: skip
+    return json.dumps({"items": items})
+
+
+NEW_CP = [("etcd", "sea.hub:5000/etcd:3.7.0-0", True)] + [
+    (c, f"sea.hub:5000/{c}:v1.37.2", True) for c in nodes_mod.CONTROL_PLANE]
+
+
+class _Kubelet:
+    """A master whose restarted kubelet recreates its mirror pods: the answers in
+    turn, the last one repeated (what a real one does only by chance; the real
+    path: tests/kubernetes/test_upgrade_e2e.py checks the control plane after)."""
+
+    def __init__(self, answers: list[str]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def run(self, cmd: str, **_: object) -> SimpleNamespace:
+        self.asked.append(cmd)
+        return SimpleNamespace(stdout=self.answers[min(len(self.asked), len(self.answers)) - 1])
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    now = [0.0]
+    monkeypatch.setattr(nodes_mod.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(nodes_mod.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    return now
+
+
+def test_control_plane_wait_outlasts_a_mirror_pod_recreated(clock: list[float]) -> None:
+    good = _pods(*NEW_CP)
+    gone = _pods(*[p for p in NEW_CP if p[0] != "kube-scheduler"])
+    old = _pods(*[(c, i.replace("v1.37.2", "v1.36.3"), r) for c, i, r in NEW_CP])
+    conn = _Kubelet([old, good, gone, gone, good])
+    nodes_mod.wait_control_plane(conn, "h0", version="v1.37.2", timeout=300)  # type: ignore[arg-type]
+    # good once, then the scheduler vanished: the steady window began again after it
+    assert clock[0] >= 12 + nodes_mod.STEADY
+    assert "--field-selector spec.nodeName=h0" in conn.asked[0]
+
+
+@pytest.mark.parametrize(("pods", "says"), [
+    (_pods(*NEW_CP[:3]), "kube-scheduler missing"),
+    (_pods(*NEW_CP[:3], ("kube-scheduler", "sea.hub:5000/kube-scheduler:v1.36.3", True)),
+     "kube-scheduler runs sea.hub:5000/kube-scheduler:v1.36.3"),
+    (_pods(("etcd", "e:1", False), *NEW_CP[1:]), "etcd not Ready"),
+])  # fmt: skip
+def test_control_plane_wait_names_what_lags(clock: list[float], pods: str, says: str) -> None:
+    with pytest.raises(ClusterError, match=f"control plane of h0 is not at v1.37.2.*{says}"):
+        nodes_mod.wait_control_plane(_Kubelet([pods]), "h0", version="v1.37.2",  # type: ignore[arg-type]
+                                     timeout=60)
+    assert 60 <= clock[0] <= 66
