@@ -73,6 +73,8 @@ def cluster_name(text: str) -> str:
     """A cluster name: a DNS label (lowercase letters, digits, ``-``; ≤ 63)."""
     if not _DNS_LABEL.match(text):
         raise BadValue("bad cluster name (lowercase letters, digits, '-'; at most 63)")
+    if text == "layers":  # <dataRoot>/layers is the hosts' layer store; clusters sit beside it
+        raise BadValue("'layers' is reserved (the hosts' layer store, <dataRoot>/layers)")
     return text
 
 

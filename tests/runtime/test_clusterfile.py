@@ -236,6 +236,10 @@ def test_cluster_errors_name_document_field_and_value(hosts: str, fragments: lis
             "kind: Cluster\nmetadata: {name: Bad_Name}\nspec: {image: i, hosts: [{ips: [10.0.0.1], roles: [master]}]}",
             ["metadata.name", "bad cluster name"],
         ),
+        (
+            "kind: Cluster\nmetadata: {name: layers}\nspec: {image: i, hosts: [{ips: [10.0.0.1], roles: [master]}]}",
+            ["metadata.name", "'layers' is reserved"],
+        ),
         ("kind: Config\nspec: {path: a}\n", ["no document of kind Cluster"]),
         ("a: [unclosed\n", ["cf.yaml:", "not valid YAML"]),
         ("- just\n- a list\n", ["document 1", "expected a mapping"]),
