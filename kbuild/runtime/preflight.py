@@ -76,8 +76,12 @@ def gather_facts(conn: Executor, data_root: str) -> HostFacts:
     return parse_facts(conn.name, res.stdout)
 
 
-def problems(facts: HostFacts, *, image_arch: str, need_bytes: int, data_root: str) -> list[str]:
-    """What keeps this host from running the image (empty when it can)."""
+def problems(
+    facts: HostFacts, *, image_arch: str, need_bytes: int, data_root: str, relay_bytes: int = 0
+) -> list[str]:
+    """What keeps this host from running the image (empty when it can).
+    ``relay_bytes``: the compressed blobs a relay's tree root keeps until the
+    run ends (any host lacking a layer may be its root)."""
     out: list[str] = []
     if facts.uid != 0:
         out.append(f"commands do not run as root (uid {facts.uid}); the user needs sudo")
@@ -94,10 +98,12 @@ def problems(facts: HostFacts, *, image_arch: str, need_bytes: int, data_root: s
             f"dataRoot {data_root} is on {facts.fstype}, which cannot hold an overlay upper dir; "
             "set spec.dataRoot to a directory on a real file system"
         )
-    if need_bytes + SPACE_MARGIN > facts.free_bytes:
+    total = need_bytes + relay_bytes + SPACE_MARGIN
+    if total > facts.free_bytes:
+        relayed = f", a relay's copy of their blobs {_mb(relay_bytes)}" if relay_bytes else ""
         out.append(
-            f"not enough disk space for {data_root}: need {_mb(need_bytes + SPACE_MARGIN)}, "
-            f"have {_mb(facts.free_bytes)}"
+            f"not enough disk space for {data_root}: need {_mb(total)} (the layers "
+            f"{_mb(need_bytes)}{relayed}, margin {_mb(SPACE_MARGIN)}), have {_mb(facts.free_bytes)}"
         )
     return out
 

@@ -18,7 +18,7 @@ from kbuild.runtime.contract import exports
 from kbuild.runtime.image import inspect_image
 from kbuild.runtime.layers import LayerScan, final_templates
 from kbuild.runtime.mount import ClusterPaths, escape_path, mounts_escape, unit_text
-from kbuild.runtime.preflight import parse_facts, problems
+from kbuild.runtime.preflight import SPACE_MARGIN, parse_facts, problems
 from kbuild.runtime.remote import script_argv
 
 
@@ -159,6 +159,13 @@ def test_preflight_verdicts() -> None:
     ok = parse_facts("h2", "arch=x86_64\nuid=0\nsystemd=yes\ntools=sh\nmissing=\nfree_kb=99999999\n"
                      "fstype=ext2/ext3\noverlay=yes\n")  # fmt: skip
     assert problems(ok, image_arch="amd64", need_bytes=1, data_root="/d") == []
+    # a relay's tree root keeps the compressed blobs it passes on until the run ends
+    free = ok.free_bytes - SPACE_MARGIN
+    assert problems(ok, image_arch="amd64", need_bytes=free // 2, data_root="/d",
+                    relay_bytes=free // 2) == []  # fmt: skip
+    (tight,) = problems(ok, image_arch="amd64", need_bytes=free // 2, data_root="/d",
+                        relay_bytes=free // 2 + 1_000_000)  # fmt: skip
+    assert "a relay's copy of their blobs 51167.4 MB" in tight, tight
     assert oci_arch("x86_64") == "amd64" and oci_arch("aarch64") == "arm64"
 
 
