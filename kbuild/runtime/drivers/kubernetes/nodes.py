@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kbuild.errors import ClusterError, HostError
@@ -101,27 +102,43 @@ def uncordon(conn: Executor, node: str) -> None:
     conn.run(f"{KUBECTL} uncordon {shlex.quote(node)}")
 
 
-def wait_node(conn: Executor, ip: str, *, version: str, timeout: float) -> NodeInfo:
-    """Wait (bounded) until the node of ``ip`` is Ready with kubelet ``version``
-    (an API server that restarts a moment ago may refuse or forbid a while:
-    asked again until the deadline)."""
+def _until(ask: Callable[[], str], *, timeout: float, steady: float = 0.0) -> str:
+    """Ask every 3 s until ``ask`` says nothing lags (``""``) and keeps saying
+    so for ``steady`` seconds: then ``""``; at the deadline, what lagged last.
+    An API server that refuses or forbids (one restarted a moment ago does both
+    a while) lags: its last answer is named."""
     deadline = time.monotonic() + timeout
-    info: NodeInfo | None = None
-    why = ""
-    while time.monotonic() < deadline:
+    since: float | None = None
+    while True:
         try:
-            info = nodes(conn).get(ip)
+            lag = ask()
         except HostError as exc:
-            why = f"; last answer: {str(exc).splitlines()[-1].strip()}"
-        else:
-            if info is not None and info.ready and info.kubelet == version:
-                return info
+            lag = f"last answer: {str(exc).splitlines()[-1].strip()}"
+        now = time.monotonic()
+        since = None if lag else (now if since is None else since)
+        if since is not None and now - since >= steady:
+            return ""
+        if now >= deadline:
+            return lag or "changed again within the last seconds"
         time.sleep(3)
-    ready = "Ready" if info and info.ready else "not Ready"
-    raise ClusterError(
-        f"node {ip} is not Ready with kubelet {version} after {timeout:.0f}s "
-        f"({ready}, kubelet {info.kubelet if info else '?'}){why}"
-    )
+
+
+def wait_node(conn: Executor, ip: str, *, version: str, timeout: float) -> None:
+    """Wait (bounded) until the node of ``ip`` is Ready with kubelet ``version``."""
+
+    def ask() -> str:
+        info = nodes(conn).get(ip)
+        if info is None:
+            return "no node with this InternalIP"
+        if info.ready and info.kubelet == version:
+            return ""
+        return f"{'Ready' if info.ready else 'not Ready'}, kubelet {info.kubelet}"
+
+    lag = _until(ask, timeout=timeout)
+    if lag:
+        raise ClusterError(
+            f"node {ip} is not Ready with kubelet {version} after {timeout:.0f}s ({lag})"
+        )
 
 
 def _control_plane_lag(conn: Executor, node: str, version: str) -> str:
@@ -148,26 +165,11 @@ def _control_plane_lag(conn: Executor, node: str, version: str) -> str:
 def wait_control_plane(conn: Executor, node: str, *, version: str, timeout: float) -> None:
     """Wait (bounded) until the static pods of master ``node`` run ``version``
     and are Ready, and stay so for :data:`STEADY` seconds."""
-    deadline = time.monotonic() + timeout
-    steady_since: float | None = None
-    lag = "not asked yet"
-    while True:
-        try:
-            lag = _control_plane_lag(conn, node, version)
-        except HostError as exc:
-            lag = f"the API server: {str(exc).splitlines()[-1].strip()}"
-        now = time.monotonic()
-        if lag:
-            steady_since = None
-        else:
-            steady_since = now if steady_since is None else steady_since
-            if now - steady_since >= STEADY:
-                return
-        if now >= deadline:
-            raise ClusterError(
-                f"the control plane of {node} is not at {version} and Ready after "
-                f"{timeout:.0f}s: {lag or 'changed again within the last seconds'}",
-                hint="`crictl ps -a` and `journalctl -u kubelet` on the master say why; "
-                "`kbuild upgrade` again continues here",
-            )
-        time.sleep(3)
+    lag = _until(lambda: _control_plane_lag(conn, node, version), timeout=timeout, steady=STEADY)
+    if lag:
+        raise ClusterError(
+            f"the control plane of {node} is not at {version} and Ready after "
+            f"{timeout:.0f}s: {lag}",
+            hint="`crictl ps -a` and `journalctl -u kubelet` on the master say why; "
+            "`kbuild upgrade` again continues here",
+        )
