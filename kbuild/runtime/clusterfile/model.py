@@ -132,6 +132,10 @@ class Distribution:
     streams: int = 64
     stall_timeout: float = 60.0
 
+    def relays(self, hosts: int) -> bool:
+        """Layers go by relay to ``hosts`` hosts: relay is on and there is more than one."""
+        return self.relay and hosts > 1
+
 
 @dataclass
 class Cluster:

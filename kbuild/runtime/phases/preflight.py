@@ -117,7 +117,7 @@ class PreflightPhase(Phase):
         data_root = ctx.cf.cluster.data_root
         hl = host_layers(ctx.conn(host), data_root, image, ctx.rootfs_layers(host))
         need = sum(scan_layer(ctx.opts.store, layer).size for layer in hl.missing)
-        relayed = ctx.cf.cluster.distribution.relay and len(ctx.targets) > 1
+        relayed = ctx.cf.cluster.distribution.relays(len(ctx.targets))
         blobs = sum(layer.size for layer in hl.missing) if relayed else 0
         found = problems(facts, image_arch=image.arch, need_bytes=need, data_root=data_root,
                          relay_bytes=blobs)  # fmt: skip

@@ -76,7 +76,7 @@ class ProvisionPhase(Phase):
     def detail(self, ctx: Context, hosts: list[Host]) -> str:
         """Layers to send (by relay when on), mount, render."""
         d = ctx.cf.cluster.distribution
-        how = f"relay, fanout {d.fanout}" if d.relay and len(hosts) > 1 else "direct"
+        how = f"relay, fanout {d.fanout}" if d.relays(len(hosts)) else "direct"
         return f"layers ({how}), rootfs mount, rendered files"
 
     def run(self, ctx: Context, host: Host) -> None:
@@ -91,7 +91,7 @@ def relay_missing(ctx: Context, hosts: list[Host]) -> None:
     platform's layers: a layer goes to the hosts that lack it). Whatever a host
     still lacks afterwards, :func:`send_layers` sends it from the client."""
     data_root, dist = ctx.cf.cluster.data_root, ctx.cf.cluster.distribution
-    if not dist.relay or len(hosts) < 2:
+    if not dist.relays(len(hosts)):
         return
     todo: dict[str, list[Layer]] = {}
 
